@@ -1,0 +1,66 @@
+"""emoplug: multimodal (text + speech) emotion recognition experiments from one YAML recipe.
+
+Plugins import only what this module exports: the ``hookimpl`` marker, the component base
+classes and the data types they exchange.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("emoplug")
+
+from emoplug.components import (  # noqa: E402
+    Approach,
+    AudioFeaturizer,
+    Component,
+    ComponentConfig,
+    Dataset,
+    Fusion,
+    Protocol,
+    TextEncoder,
+    TextEncoderConfig,
+)
+from emoplug.errors import EmoplugError  # noqa: E402
+from emoplug.types import (  # noqa: E402
+    AVD_NAMES,
+    Corpus,
+    DatasetInfo,
+    Decoded,
+    Encoded,
+    Fold,
+    Targets,
+    Utterance,
+)
+
+__all__ = [
+    "AVD_NAMES",
+    "Approach",
+    "AudioFeaturizer",
+    "Component",
+    "ComponentConfig",
+    "Corpus",
+    "Dataset",
+    "DatasetInfo",
+    "Decoded",
+    "EmoplugError",
+    "Encoded",
+    "Fold",
+    "Fusion",
+    "Protocol",
+    "Targets",
+    "TextEncoder",
+    "TextEncoderConfig",
+    "Utterance",
+    "hookimpl",
+    "load",
+]
+
+
+def load(model_dir):
+    """Load a saved model directory for prediction (see ``emoplug predict``)."""
+    from emoplug.predict import load_model
+
+    return load_model(model_dir)

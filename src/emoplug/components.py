@@ -1,0 +1,167 @@
+"""Base classes of the six component kinds: the contract a plugin implements.
+
+A component is a class with a unique ``name`` and a pydantic ``Config`` model. The registry
+validates a recipe's mapping with ``Config`` and calls ``cls(config)``. Component classes must
+be light to import: import torch / transformers / librosa inside methods.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+    from emoplug.types import Corpus, DatasetInfo, Decoded, Encoded, Fold, Targets
+
+
+class ComponentConfig(BaseModel):
+    """Base of every component config: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Component:
+    """Common base: ``name`` (unique within its kind) and ``Config`` (pydantic model)."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[BaseModel]] = ComponentConfig
+
+    def __init__(self, config: BaseModel | None = None):
+        self.config = config if config is not None else self.Config()
+
+    def config_dict(self) -> dict[str, Any]:
+        """The fully resolved config (defaults filled), with ``type`` first."""
+        return {"type": self.name, **self.config.model_dump(mode="json")}
+
+    def fingerprint(self, version: str = "") -> str:
+        """A stable hash of name + resolved config (+ a code version), for cache keys."""
+        payload = json.dumps([self.config_dict(), version], sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+class Dataset(Component):
+    """Reads a corpus.
+
+    ``location_fields`` names config fields that say *where* the data is (e.g. ``root``), not
+    *what* it is; they are left out of job ids so a recipe gives the same ids on every machine.
+    """
+
+    location_fields: ClassVar[tuple[str, ...]] = ()
+
+    def describe(self) -> DatasetInfo:
+        """Sessions (and speakers) known without reading the corpus; used by ``emoplug plan``."""
+        raise NotImplementedError
+
+    def load(self, *, need_audio: bool, cache_dir: Path) -> Corpus:
+        """Read the corpus. Audio is checked only when ``need_audio``; unreadable items are
+        skipped and counted in ``Corpus.skipped``; a root that is not this dataset raises
+        :class:`emoplug.EmoplugError` with a one-line message."""
+        raise NotImplementedError
+
+
+class Protocol(Component):
+    """Splits a corpus into folds."""
+
+    def fold_names(self, info: DatasetInfo) -> list[str]:
+        """The fold names this protocol will produce, known before the corpus is read."""
+        raise NotImplementedError
+
+    def folds(self, corpus: Corpus) -> list[Fold]:
+        """Deterministic folds; no utterance in two of train/dev/test."""
+        raise NotImplementedError
+
+
+class TextEncoderConfig(ComponentConfig):
+    """Settings every text encoder has. ``mode``: ``finetune`` trains the encoder in every
+    cell; ``frozen`` caches its outputs once; ``staged`` fine-tunes it once per (fold, seed)
+    with a text-only head, then caches its outputs for every cell of that fold and seed."""
+
+    pretrained: str
+    mode: Literal["finetune", "frozen", "staged"] = "finetune"
+    max_length: int = Field(128, gt=0)
+    lr: float | None = Field(None, gt=0, description="learning rate; default train.encoder_lr")
+
+
+class TextEncoder(Component):
+    """Builds a trainable text encoder module."""
+
+    Config: ClassVar[type[TextEncoderConfig]] = TextEncoderConfig
+
+    def build(self, *, texts: Sequence[str], work_dir: Path) -> torch.nn.Module:
+        """Return an ``nn.Module`` with attribute ``dim`` and methods
+        ``tokenize(list[str]) -> dict[str, Tensor]`` (dynamic padding) and
+        ``forward(**tokens) -> Encoded``. ``texts`` (the corpus transcripts) and ``work_dir``
+        (a writable cache folder) serve encoders that build a tokenizer, e.g. tiny models."""
+        raise NotImplementedError
+
+
+class AudioFeaturizer(Component):
+    """A deterministic waveform -> ``[frames, dim]`` function and its default trainable encoder.
+
+    Subclasses bump ``version`` when their output changes, which invalidates cached features.
+    """
+
+    version: ClassVar[str] = "1"
+    sample_rate: int = 16000
+
+    def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Features of one mono float32 waveform at ``sample_rate`` (== ``self.sample_rate``)."""
+        raise NotImplementedError
+
+    def cache_key(self) -> str:
+        return f"{self.name}-{self.fingerprint(self.version)}"
+
+    def build_encoder(self, input_dim: int) -> torch.nn.Module:
+        """A trainable module with attribute ``dim``; ``forward(features [B,T,D], mask [B,T])
+        -> Encoded``."""
+        raise NotImplementedError
+
+
+class Fusion(Component):
+    """Combines the modalities' encodings into approach outputs."""
+
+    def build(self, input_dims: dict[str, int], out_dim: int) -> torch.nn.Module:
+        """``forward(dict[str, Encoded]) -> Tensor [B, out_dim]``. ``input_dims`` maps
+        modality (``text``/``audio``) to the encoder's ``dim``."""
+        raise NotImplementedError
+
+
+class Approach(Component):
+    """Turns model outputs into a loss and predictions. One instance serves one job.
+
+    Lifecycle: ``prepare`` (before training, sees the training targets) -> ``loss`` per batch
+    -> ``fit`` (after training, sees outputs on the training set) -> ``decode``.
+    """
+
+    #: True when the approach predicts valence/arousal/dominance.
+    predicts_avd: ClassVar[bool] = False
+
+    def prepare(self, labels: Sequence[str], avd_scale: tuple[float, float],
+                train_targets: Targets) -> int:
+        """Remember the label set and target statistics; return the output size."""
+        raise NotImplementedError
+
+    def loss(self, outputs: torch.Tensor, targets: Targets) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fit(self, train_outputs: torch.Tensor, train_targets: Targets) -> None:
+        """Second stage, fitted on the training fold after the network trained (optional)."""
+
+    def decode(self, outputs: torch.Tensor, targets: Targets | None = None) -> Decoded:
+        """Predictions for a batch. ``targets`` is given at evaluation for oracle ablations."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state (statistics, fitted mapper) needed to decode after loading."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""

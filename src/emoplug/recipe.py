@@ -1,0 +1,467 @@
+"""Recipes: pydantic models of a YAML recipe, overrides, and expansion into cells and jobs.
+
+A recipe names its components in four sections (``text``, ``audio``, ``fusion``,
+``approach``: name -> ``{type: ..., settings}``), then says which combinations to run: a
+``grid`` (cartesian product; ``null`` means the modality is absent) and ``extra`` cells.
+Each component mapping is validated by its own config model when the recipe loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from emoplug.errors import EmoplugError, RecipeError
+from emoplug.registry import Registry, get_registry
+
+COMPONENT_SECTIONS = ("text", "audio", "fusion", "approach")
+#: training settings that do not change results, left out of job ids
+NON_RESULT_TRAIN_KEYS = frozenset({"save"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainSettings(_Strict):
+    """How every job trains (``train:`` in a recipe)."""
+
+    epochs: int = Field(10, ge=1, description="maximum epochs")
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-3, gt=0, description="learning rate of fresh modules (heads, CNNs)")
+    encoder_lr: float = Field(2e-5, gt=0, description="learning rate of pretrained encoders")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps warming up")
+    grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null = off")
+    patience: int = Field(3, ge=1, description="epochs without dev-loss improvement to stop")
+    stage_epochs: int | None = Field(
+        None, ge=1, description="epochs of the staged text fine-tuning; default epochs")
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    strategy: Literal["jobs", "ddp"] = Field(
+        "jobs", description="jobs: shard jobs over processes; ddp: each job data-parallel")
+    bucketing: bool = Field(True, description="length-bucketed batches (less padding)")
+    save: Literal["none", "best"] = Field("none", description="save each job's best model")
+
+
+class GridSpec(_Strict):
+    """Cartesian product of component names; ``null`` in text/audio = modality absent."""
+
+    text: list[str | None] = Field(default_factory=lambda: [None])
+    audio: list[str | None] = Field(default_factory=lambda: [None])
+    fusion: list[str] = Field(default_factory=lambda: ["none"])
+    approach: list[str]
+
+
+class CellSpec(_Strict):
+    """One extra cell (a single-modality run, an ablation)."""
+
+    text: str | None = None
+    audio: str | None = None
+    fusion: str = "none"
+    approach: str
+
+
+class Recipe(_Strict):
+    """A whole study."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    dataset: dict[str, Any]
+    protocol: dict[str, Any] = Field(default_factory=lambda: {"type": "loso"})
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    cache_dir: str | None = None
+    output_dir: str | None = None
+    text: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    audio: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    fusion: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    approach: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    grid: GridSpec | None = None
+    extra: list[CellSpec] = Field(default_factory=list)
+
+    @field_validator("dataset", "protocol")
+    @classmethod
+    def _has_type(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if "type" not in value:
+            raise ValueError("needs a 'type'")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("seeds must be distinct")
+        return value
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One combination of components; ``config`` holds their resolved configs."""
+
+    text: str | None
+    audio: str | None
+    fusion: str
+    approach: str
+    config: dict[str, Any]
+    id: str
+    source: str = "grid"
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        return tuple(m for m in ("text", "audio") if getattr(self, m) is not None)
+
+    @property
+    def label(self) -> str:
+        inputs = "+".join(n for n in (self.text, self.audio) if n is not None)
+        return f"{inputs}/{self.fusion}/{self.approach}"
+
+
+@dataclass(frozen=True)
+class Job:
+    """A cell trained on one fold with one seed. ``id`` is stable across machines."""
+
+    cell: Cell
+    fold: str
+    seed: int
+    id: str
+    plan: Plan = field(repr=False, compare=False, hash=False)
+
+    def resolved_config(self) -> dict[str, Any]:
+        """Everything that defines the job (what ``config.json`` holds)."""
+        return {
+            "recipe": self.plan.recipe.name,
+            "cell": self.cell.id,
+            "cell_label": self.cell.label,
+            "names": {"text": self.cell.text, "audio": self.cell.audio,
+                      "fusion": self.cell.fusion, "approach": self.cell.approach},
+            **self.plan.shared_config,
+            **self.cell.config,
+            "fold": self.fold,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class Plan:
+    """A validated recipe expanded into cells and jobs."""
+
+    recipe: Recipe
+    source: str
+    components: dict[str, dict[str, dict[str, Any]]]
+    dataset: dict[str, Any]
+    protocol: dict[str, Any]
+    shared_config: dict[str, Any]
+    cells: list[Cell]
+    folds: list[str]
+    jobs: list[Job] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Cells per axis value (``-`` = modality absent)."""
+        out: dict[str, dict[str, int]] = {}
+        for axis in ("text", "audio", "fusion", "approach"):
+            tally: dict[str, int] = {}
+            for cell in self.cells:
+                key = getattr(cell, axis) or "-"
+                tally[key] = tally.get(key, 0) + 1
+            out[axis] = tally
+        out["modalities"] = {}
+        for cell in self.cells:
+            key = "+".join(cell.modalities)
+            out["modalities"][key] = out["modalities"].get(key, 0) + 1
+        return out
+
+    def output_dir(self, override: str | os.PathLike | None = None) -> Path:
+        if override is not None:
+            return Path(override)
+        return Path(self.recipe.output_dir or Path("runs") / self.recipe.name)
+
+    def cache_dir(self) -> Path:
+        from emoplug.data.cache import default_cache_dir
+
+        return Path(self.recipe.cache_dir) if self.recipe.cache_dir else default_cache_dir()
+
+
+def stable_hash(payload: Any, length: int = 16) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+def format_loc(loc: Iterable[Any]) -> str:
+    """``('grid', 'fusion', 2)`` -> ``grid.fusion[2]``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _pydantic_problems(exc: ValidationError, prefix: str = "") -> list[str]:
+    problems = []
+    for err in exc.errors():
+        where = format_loc([*([prefix] if prefix else []), *err["loc"]])
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown key")
+        elif err["type"] == "missing":
+            problems.append(f"{where}: required key is missing")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message} (got {err.get('input')!r})")
+    return problems
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a recipe file with the safe loader; a problem is a one-line ``RecipeError``."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(source, ["file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecipeError(source, [f"cannot read: {exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RecipeError(source, [f"not valid YAML: {where}{problem}"]) from None
+    if not isinstance(data, dict):
+        raise RecipeError(source, [f"a recipe is a YAML mapping, got {type(data).__name__}"])
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: Sequence[str], source: str) -> dict:
+    """Apply dotted ``key.path=value`` overrides (values parsed as YAML) to a recipe mapping."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not p for p in key.split(".")):
+            raise RecipeError(source, [f"override {item!r}: expected KEY.PATH=VALUE"])
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError:
+            value = raw
+        node: Any = data
+        parts = key.split(".")
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise RecipeError(source, [f"override {item!r}: {format_loc(parts[:depth])} "
+                                               f"has no item {part}"])
+                index = int(part)
+                if last:
+                    node[index] = value
+                else:
+                    node = node[index]
+            elif isinstance(node, dict):
+                if last:
+                    node[part] = value
+                else:
+                    if not isinstance(node.get(part), (dict, list)):
+                        node[part] = {}
+                    node = node[part]
+            else:
+                raise RecipeError(source, [f"override {item!r}: {'.'.join(parts[:depth])} "
+                                           "is not a mapping"])
+    return data
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(node: Any, path: list[Any], problems: list[str]) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; unset variables are problems."""
+    if isinstance(node, dict):
+        return {k: expand_env(v, [*path, k], problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [expand_env(v, [*path, i], problems) for i, v in enumerate(node)]
+    if isinstance(node, str):
+        def substitute(match: re.Match) -> str:
+            name, default = match.group(1), match.group(2)
+            value = os.environ.get(name)
+            if value is None:
+                if default is not None:
+                    return default
+                problems.append(f"{format_loc(path)}: environment variable ${{{name}}} is not "
+                                f"set (set it, or override {format_loc(path)}=...)")
+                return match.group(0)
+            return value
+        return _ENV.sub(substitute, node)
+    return node
+
+
+# -- resolving and expanding ------------------------------------------------------------------
+
+class _Resolver:
+    """Validates component mappings with their plugins' config models, collecting problems."""
+
+    def __init__(self, recipe: Recipe, registry: Registry):
+        self.recipe = recipe
+        self.registry = registry
+        self.problems: list[str] = []
+
+    def component(self, kind: str, mapping: dict[str, Any], where: str) -> dict[str, Any] | None:
+        try:
+            return self.registry.validate(kind, mapping)
+        except ValidationError as exc:
+            self.problems.extend(_pydantic_problems(exc, where))
+        except EmoplugError as exc:
+            self.problems.append(f"{where}.type: {exc}")
+        return None
+
+    def sections(self) -> dict[str, dict[str, dict[str, Any]]]:
+        resolved: dict[str, dict[str, dict[str, Any]]] = {}
+        for kind in COMPONENT_SECTIONS:
+            resolved[kind] = {}
+            for name, mapping in getattr(self.recipe, kind).items():
+                mapping = {"type": name, **(mapping or {})}
+                config = self.component(kind, mapping, f"{kind}.{name}")
+                if config is not None:
+                    resolved[kind][name] = config
+        return resolved
+
+    def reference(self, kind: str, name: str, where: str,
+                  sections: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
+        """A grid/extra entry: a section name, else a registered type with default settings."""
+        if name in getattr(self.recipe, kind):
+            return sections[kind].get(name)
+        if name in self.registry.names(kind):
+            return self.component(kind, {"type": name}, where)
+        known = sorted(set(getattr(self.recipe, kind)) | set(self.registry.names(kind)))
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        self.problems.append(f"{where}: unknown {kind} '{name}'{hint}; available: "
+                             f"{', '.join(known) or 'none'}")
+        return None
+
+
+def _cell_entries(recipe: Recipe) -> list[tuple[str, dict[str, Any], dict[str, str]]]:
+    """(source, names, where) for each requested cell, before validation."""
+    entries = []
+    if recipe.grid is not None:
+        grid = recipe.grid
+        for axis in ("text", "audio", "fusion", "approach"):
+            values = getattr(grid, axis)
+            if not values:
+                raise RecipeError("", [f"grid.{axis}: empty list (no cells)"])
+        for (ti, t), (ai, a), (fi, f), (pi, p) in itertools.product(
+                enumerate(grid.text), enumerate(grid.audio), enumerate(grid.fusion),
+                enumerate(grid.approach)):
+            where = {"text": f"grid.text[{ti}]", "audio": f"grid.audio[{ai}]",
+                     "fusion": f"grid.fusion[{fi}]", "approach": f"grid.approach[{pi}]"}
+            entries.append(("grid", {"text": t, "audio": a, "fusion": f, "approach": p}, where))
+    for i, spec in enumerate(recipe.extra):
+        where = {axis: f"extra[{i}].{axis}" for axis in COMPONENT_SECTIONS}
+        entries.append(("extra", spec.model_dump(), where))
+    return entries
+
+
+def build_plan(data: dict[str, Any], source: str = "<recipe>",
+               registry: Registry | None = None) -> Plan:
+    """Validate a recipe mapping and expand it into cells and jobs."""
+    registry = registry or get_registry()
+    env_problems: list[str] = []
+    data = expand_env(data, [], env_problems)
+    if env_problems:
+        raise RecipeError(source, env_problems)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(source, _pydantic_problems(exc)) from None
+    resolver = _Resolver(recipe, registry)
+    dataset = resolver.component("dataset", recipe.dataset, "dataset")
+    protocol = resolver.component("protocol", recipe.protocol, "protocol")
+    sections = resolver.sections()
+    try:
+        entries = _cell_entries(recipe)
+    except RecipeError as exc:
+        raise RecipeError(source, exc.problems) from None
+    if not entries:
+        resolver.problems.append("no cells: give a 'grid' or 'extra' cells")
+
+    identity = {
+        "dataset": _identity(registry, dataset) if dataset else None,
+        "protocol": protocol,
+        "train": {k: v for k, v in recipe.train.model_dump(mode="json").items()
+                  if k not in NON_RESULT_TRAIN_KEYS},
+    }
+    cells: dict[str, Cell] = {}
+    for source_kind, names, where in entries:
+        text, audio = names["text"], names["audio"]
+        if text is None and audio is None:
+            if source_kind == "extra":
+                resolver.problems.append(f"{where['text']}: a cell needs text or audio")
+            continue
+        fusion = names["fusion"]
+        single = (text is None) != (audio is None)
+        if single and source_kind == "grid":
+            fusion = "none"  # a grid cell missing a modality is a single-modality run
+        config: dict[str, Any] = {}
+        for axis, name in (("text", text), ("audio", audio), ("fusion", fusion),
+                           ("approach", names["approach"])):
+            config[axis] = (None if name is None else
+                            resolver.reference(axis, name, where[axis], sections))
+        if any(config[a] is None for a, n in (("text", text), ("audio", audio),
+                                               ("fusion", fusion),
+                                               ("approach", names["approach"])) if n is not None):
+            continue
+        if config["fusion"]["type"] == "none" and not single:
+            resolver.problems.append(f"{where['fusion']}: fusion 'none' takes one modality; "
+                                     "this cell has text and audio")
+            continue
+        cell_id = stable_hash({**identity, **config}, 12)
+        if cell_id not in cells:
+            cells[cell_id] = Cell(text, audio, fusion, names["approach"], config, cell_id,
+                                  source_kind)
+    if resolver.problems:
+        raise RecipeError(source, resolver.problems)
+
+    folds = _fold_names(registry, recipe, source)
+    plan = Plan(recipe, source, sections, dataset, protocol, identity, list(cells.values()),
+                folds)
+    plan.jobs = [
+        Job(cell, fold, seed, stable_hash({**identity, **cell.config, "fold": fold,
+                                           "seed": seed}), plan)
+        for cell in plan.cells for fold in folds for seed in recipe.seeds
+    ]
+    return plan
+
+
+def _identity(registry: Registry, dataset: dict[str, Any]) -> dict[str, Any]:
+    """A dataset config without its location fields (``root``, ...)."""
+    spec = registry.get("dataset", dataset["type"])
+    drop = set(getattr(spec.factory, "location_fields", ()))
+    return {k: v for k, v in dataset.items() if k not in drop}
+
+
+def _fold_names(registry: Registry, recipe: Recipe, source: str) -> list[str]:
+    try:
+        dataset = registry.build("dataset", recipe.dataset)
+        protocol = registry.build("protocol", recipe.protocol)
+        return list(protocol.fold_names(dataset.describe()))
+    except EmoplugError as exc:
+        raise RecipeError(source, [f"protocol: {exc}"]) from None
+
+
+def load_plan(path: str | os.PathLike, overrides: Sequence[str] = (),
+              registry: Registry | None = None) -> Plan:
+    """Read, override, validate and expand a recipe file."""
+    source = str(path)
+    data = apply_overrides(read_yaml(path), overrides, source)
+    return build_plan(data, source, registry)

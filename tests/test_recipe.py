@@ -1,0 +1,110 @@
+"""Recipe schema, overrides, environment variables, grid expansion and job ids."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from fakes import FULL_GRID, fake_registry
+
+from emoplug.errors import RecipeError
+from emoplug.recipe import apply_overrides, build_plan
+
+
+def plan_of(data, registry=None):
+    return build_plan(copy.deepcopy(data), "r.yaml", registry or fake_registry())
+
+
+def test_full_grid_counts():
+    plan = plan_of(FULL_GRID)
+    counts = plan.counts()
+    assert sum(c.source == "grid" for c in plan.cells) == 6 * 4 * 4 * 2
+    assert counts["modalities"]["text+audio"] == 6 * 4 * 4 * 2 + 1  # + attention ablation
+    assert counts["modalities"]["text"] == 6 * 2 + 1
+    assert counts["modalities"]["audio"] == 4 * 2
+    assert len(plan.cells) == 192 + 13 + 8 + 1
+    assert plan.folds == ["S1", "S2", "S3", "S4", "S5"]
+    assert len(plan.jobs) == len(plan.cells) * 5 * 3
+    assert len({j.id for j in plan.jobs}) == len(plan.jobs)
+
+
+def test_null_modality_in_grid_gives_single_modality_cells_once():
+    data = {"name": "r", "dataset": {"type": "fakedata"}, "protocol": {"type": "fakeloso"},
+            "grid": {"text": ["bert", None], "audio": ["mfcc", None],
+                     "fusion": ["early", "late"], "approach": ["direct"]}}
+    plan = plan_of(data)
+    labels = sorted(c.label for c in plan.cells)
+    assert labels == ["bert+mfcc/early/direct", "bert+mfcc/late/direct", "bert/none/direct",
+                      "mfcc/none/direct"]
+
+
+def test_ids_are_stable_and_ignore_data_location():
+    first = [j.id for j in plan_of(FULL_GRID).jobs]
+    moved = copy.deepcopy(FULL_GRID)
+    moved["dataset"]["root"] = "/elsewhere"
+    moved["train"] = {"save": "best"}
+    assert [j.id for j in plan_of(moved).jobs] == first
+    changed = copy.deepcopy(FULL_GRID)
+    changed["train"] = {"epochs": 3}
+    assert not set(j.id for j in plan_of(changed).jobs) & set(first)
+
+
+def test_ids_known_values_do_not_drift():
+    data = {"name": "r", "dataset": {"type": "fakedata", "sessions": 1},
+            "protocol": {"type": "fakeloso"}, "extra": [{"text": "bert", "approach": "direct"}]}
+    plan = plan_of(data)
+    # a change here means every user's finished runs would be re-run: bump deliberately
+    assert [j.id for j in plan.jobs] == [plan.jobs[0].id]
+    assert len(plan.jobs[0].id) == 16
+    assert plan_of(data).jobs[0].id == plan.jobs[0].id
+
+
+def test_component_config_resolved_with_defaults():
+    plan = plan_of(FULL_GRID)
+    cell = next(c for c in plan.cells if c.fusion == "attention_noattn")
+    assert cell.config["fusion"] == {"type": "attention", "attention": False, "heads": 4}
+    assert cell.config["text"]["mode"] == "finetune"
+
+
+def test_overrides_set_nested_values_and_lists():
+    data = {"train": {"epochs": 10}, "seeds": [0, 1]}
+    apply_overrides(data, ["train.epochs=3", "seeds=[5]", "dataset.root=/x",
+                           "text.bert.pretrained=/m"], "r.yaml")
+    assert data == {"train": {"epochs": 3}, "seeds": [5], "dataset": {"root": "/x"},
+                    "text": {"bert": {"pretrained": "/m"}}}
+    with pytest.raises(RecipeError, match="expected KEY.PATH=VALUE"):
+        apply_overrides({}, ["novalue"], "r.yaml")
+
+
+def test_environment_variables_expanded(monkeypatch):
+    monkeypatch.setenv("DATA_ROOT", "/data/iemocap")
+    data = copy.deepcopy(FULL_GRID)
+    data["dataset"]["root"] = "${DATA_ROOT}/full"
+    data["output_dir"] = "${NOT_SET_ANYWHERE:-runs/x}"
+    plan = plan_of(data)
+    assert plan.dataset["root"] == "/data/iemocap/full"
+    assert plan.recipe.output_dir == "runs/x"
+
+
+@pytest.mark.parametrize("mutate, where", [
+    (lambda d: d.update(bogus=1), "bogus: unknown key"),
+    (lambda d: d["grid"]["fusion"].append("nope"), "grid.fusion[4]: unknown fusion 'nope'"),
+    (lambda d: d["train"].update(epochs=-1), "train.epochs"),
+    (lambda d: d["train"].update(epochs="many"), "train.epochs"),
+    (lambda d: d["grid"].update(fusion=[]), "grid.fusion: empty list"),
+    (lambda d: d["fusion"]["attention_noattn"].update(heads=0), "fusion.attention_noattn.heads"),
+    (lambda d: d["dataset"].update(root="${UNSET_VARIABLE_XYZ}"),
+     "dataset.root: environment variable ${UNSET_VARIABLE_XYZ} is not set"),
+    (lambda d: d["extra"].append({"text": "bert", "audio": "mfcc", "fusion": "none",
+                                  "approach": "direct"}), "fusion 'none' takes one modality"),
+    (lambda d: d.pop("grid") and d.pop("extra"), "no cells"),
+    (lambda d: d["dataset"].update(type="iemocapp"), "dataset.type: unknown dataset"),
+])
+def test_bad_recipes_name_the_field(mutate, where):
+    data = copy.deepcopy(FULL_GRID)
+    data["train"] = {}
+    mutate(data)
+    with pytest.raises(RecipeError) as err:
+        plan_of(data)
+    assert where in str(err.value)
+    assert str(err.value).startswith("r.yaml: ")

@@ -1,0 +1,123 @@
+"""Registry: loading, name errors, collisions, disabling, broken plugins, config validation."""
+
+from __future__ import annotations
+
+import pytest
+from fakes import FakePlugin, fake_registry
+from pydantic import ValidationError
+
+from emoplug import ComponentConfig, Fusion, hookimpl
+from emoplug.errors import PluginError, UnknownComponentError
+from emoplug.registry import Registry
+
+
+def test_components_by_kind_and_name():
+    registry = fake_registry()
+    assert registry.names("approach") == ["direct", "two_stage"]
+    spec = registry.get("fusion", "attention")
+    assert spec.plugin == "fake"
+    assert registry.validate("fusion", {"type": "attention", "heads": 2}) == {
+        "type": "attention", "attention": True, "heads": 2}
+
+
+def test_unknown_name_lists_available_and_close_match():
+    registry = fake_registry()
+    with pytest.raises(UnknownComponentError) as err:
+        registry.get("fusion", "atention")
+    message = str(err.value)
+    assert "unknown fusion 'atention'" in message
+    assert "did you mean 'attention'?" in message
+    assert "available: attention, early, hybrid, late, none" in message
+
+
+def test_config_validated_by_component_model():
+    registry = fake_registry()
+    with pytest.raises(ValidationError) as err:
+        registry.validate("fusion", {"type": "attention", "heads": 0})
+    assert err.value.errors()[0]["loc"] == ("heads",)
+    with pytest.raises(ValidationError):
+        registry.validate("fusion", {"type": "attention", "no_such_key": 1})
+
+
+class _Duplicate:
+    @hookimpl
+    def emoplug_register_fusions(self, register):
+        class Early(Fusion):
+            name = "early"
+        register(Early)
+
+
+def test_name_registered_twice_names_both_plugins():
+    registry = fake_registry()
+    registry.add_plugin(_Duplicate(), "dupe")
+    with pytest.raises(PluginError) as err:
+        registry.get("fusion", "early")
+    assert "plugin 'fake'" in str(err.value) and "plugin 'dupe'" in str(err.value)
+    assert ("fusion", "early") in registry.conflicts()
+    registry.remove_plugin("dupe")
+    assert registry.get("fusion", "early").plugin == "fake"
+
+
+class _Raising:
+    @hookimpl
+    def emoplug_register_fusions(self, register):
+        raise RuntimeError("boom")
+
+
+class _BadConfig:
+    @hookimpl
+    def emoplug_register_fusions(self, register):
+        register("odd", lambda config: None, dict)
+
+
+def test_broken_plugin_is_marked_and_others_still_load():
+    registry = fake_registry()
+    registry.add_plugin(_Raising(), "raising")
+    registry.add_plugin(_BadConfig(), "badconfig")
+    assert "early" in registry.names("fusion")
+    assert "boom" in registry.plugins["raising"].error
+    assert "not a pydantic model" in registry.plugins["badconfig"].error
+
+
+def test_register_with_name_factory_and_config_model():
+    class Settings(ComponentConfig):
+        gain: float = 1.0
+
+    class Plugin:
+        @hookimpl
+        def emoplug_register_fusions(self, register):
+            register("scaled", lambda config: ("built", config.gain), Settings)
+
+    registry = Registry(load_entry_points=False)
+    registry.add_plugin(Plugin(), "scaled")
+    assert registry.build("fusion", {"type": "scaled", "gain": 2}) == ("built", 2.0)
+
+
+def test_disable_plugins_env(monkeypatch):
+    monkeypatch.setenv("EMOPLUG_DISABLE_PLUGINS", "fake, other")
+    registry = Registry(load_entry_points=False)
+    registry.add_plugin(FakePlugin(), "fake")
+    assert registry.names("fusion") == []
+    assert registry.plugins["fake"].disabled
+
+
+def test_bundled_plugins_load_through_entry_points():
+    registry = Registry()
+    plugins = registry.plugins if registry.all() is not None else {}
+    for name in ("text", "audio", "fusion", "approaches", "data"):
+        assert plugins[name].distribution == "emoplug"
+        assert plugins[name].error is None
+
+
+def test_bundled_plugin_can_be_disabled(monkeypatch):
+    monkeypatch.setenv("EMOPLUG_DISABLE_PLUGINS", "fusion")
+    registry = Registry()
+    assert registry.names("fusion") == []
+    assert registry.plugins["fusion"].disabled
+
+
+def test_trace_mode_prints_each_hook_call(monkeypatch, capsys):
+    monkeypatch.setenv("EMOPLUG_TRACE_PLUGINS", "1")
+    fake_registry().names("fusion")
+    err = capsys.readouterr().err
+    assert "emoplug-trace: emoplug_register_fusions() -> plugin fake" in err
