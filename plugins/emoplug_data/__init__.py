@@ -1,0 +1,34 @@
+"""Bundled datasets and evaluation protocols.
+
+Datasets: ``iemocap`` (:mod:`emoplug_data.iemocap`), ``manifest`` (CSV/JSONL,
+:mod:`emoplug_data.manifest`) and ``demo`` (a synthetic corpus generated on first use,
+:mod:`emoplug_data.demo`). Protocols: ``loso``, ``loso_speaker``, ``kfold`` and ``random``
+(:mod:`emoplug_data.protocols`).
+"""
+
+from __future__ import annotations
+
+from emoplug import hookimpl
+
+
+@hookimpl
+def emoplug_register_datasets(register):
+    from emoplug_data.demo import DemoDataset
+    from emoplug_data.iemocap import IemocapDataset
+    from emoplug_data.manifest import ManifestDataset
+
+    for cls in (IemocapDataset, ManifestDataset, DemoDataset):
+        register(cls)
+
+
+@hookimpl
+def emoplug_register_protocols(register):
+    from emoplug_data.protocols import (
+        KFoldProtocol,
+        LosoProtocol,
+        LosoSpeakerProtocol,
+        RandomProtocol,
+    )
+
+    for cls in (LosoProtocol, LosoSpeakerProtocol, KFoldProtocol, RandomProtocol):
+        register(cls)

@@ -1,0 +1,181 @@
+"""The ``manifest`` dataset: any corpus listed in a CSV or JSONL file, one utterance a row.
+
+Columns (names configurable): ``id``, ``speaker``, ``session`` (required), ``text`` and/or
+``audio``, and the optional targets ``label``, ``valence``, ``arousal``, ``dominance``.
+Relative audio paths are resolved against the manifest's folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from emoplug import (
+    AVD_NAMES,
+    ComponentConfig,
+    Corpus,
+    Dataset,
+    DatasetInfo,
+    EmoplugError,
+    Utterance,
+)
+from emoplug_data.common import audio_problem, count_excluded, report_skipped
+
+REQUIRED = ("id", "speaker", "session")
+
+
+class ManifestColumns(ComponentConfig):
+    """The manifest's column name for each field."""
+
+    id: str = "id"
+    audio: str = "audio"
+    text: str = "text"
+    label: str = "label"
+    valence: str = "valence"
+    arousal: str = "arousal"
+    dominance: str = "dominance"
+    speaker: str = "speaker"
+    session: str = "session"
+
+
+class ManifestConfig(ComponentConfig):
+    path: Path = Field(description="the CSV or JSONL manifest")
+    format: Literal["auto", "csv", "jsonl"] = Field(
+        "auto", description="auto: by suffix (.jsonl/.ndjson = JSONL, anything else CSV)")
+    columns: ManifestColumns = ManifestColumns()
+    labels: tuple[str, ...] | None = Field(
+        None, description="labels kept, in this order; default: the sorted labels present")
+    avd_scale: tuple[float, float] = (1.0, 5.0)
+    name: str | None = Field(None, description="corpus name; default: the file's stem")
+
+
+class ManifestDataset(Dataset):
+    """A corpus listed in a CSV or JSONL manifest."""
+
+    name: ClassVar[str] = "manifest"
+    Config: ClassVar[type[ManifestConfig]] = ManifestConfig
+
+    def describe(self) -> DatasetInfo:
+        cols = self.config.columns
+        rows = [row for _, row in self._rows(skip=None) if isinstance(row, dict)]
+        sessions = {str(r[cols.session]) for r in rows if _present(r.get(cols.session))}
+        speakers = {str(r[cols.speaker]) for r in rows if _present(r.get(cols.speaker))}
+        return DatasetInfo(sessions=tuple(sorted(sessions)), speakers=tuple(sorted(speakers)))
+
+    def load(self, *, need_audio: bool, cache_dir: Path) -> Corpus:
+        path = self.config.path.expanduser()
+        corpus = Corpus(self.config.name or path.stem, (), [], avd_scale=self.config.avd_scale,
+                        meta={"path": str(path)})
+        rows = list(self._rows(skip=corpus))
+        header = set().union(*(row.keys() for _, row in rows)) if rows else set()
+        cols = self.config.columns
+        missing = [getattr(cols, f) for f in REQUIRED if getattr(cols, f) not in header]
+        if cols.text not in header and cols.audio not in header:
+            missing.append(f"{cols.text} or {cols.audio}")
+        if need_audio and cols.audio not in header:
+            missing.append(cols.audio)
+        if missing:
+            raise EmoplugError(f"manifest {path}: missing column(s) {', '.join(missing)}")
+        for where, row in rows:
+            utterance = self._utterance(row, where, header, path.parent, need_audio, corpus)
+            if utterance is not None:
+                corpus.utterances.append(utterance)
+        present = sorted({u.label for u in corpus.utterances if u.label is not None})
+        corpus.labels = self.config.labels or tuple(present)
+        if self.config.labels is not None:
+            kept = []
+            for u in corpus.utterances:
+                if u.label is None or u.label in corpus.labels:
+                    kept.append(u)
+                else:
+                    count_excluded(corpus, f"label {u.label} outside the label set")
+            corpus.utterances = kept
+        report_skipped(corpus)
+        return corpus
+
+    def _rows(self, skip: Corpus | None) -> Iterator[tuple[str, dict[str, Any]]]:
+        """``(location, row)`` for every row; malformed lines are counted on ``skip``."""
+        path = self.config.path.expanduser()
+        if not path.is_file():
+            raise EmoplugError(f"manifest: {path} does not exist")
+        fmt = self.config.format
+        if fmt == "auto":
+            fmt = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "csv"
+        with path.open(encoding="utf-8", newline="") as f:
+            if fmt == "csv":
+                for n, row in enumerate(csv.DictReader(f), start=2):
+                    yield f"{path.name}:{n}", {k: v for k, v in row.items() if k is not None}
+                return
+            for n, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    row = None
+                if isinstance(row, dict):
+                    yield f"{path.name}:{n}", row
+                elif skip is not None:
+                    skip.skip("malformed line", f"{path.name}:{n}")
+
+    def _utterance(self, row: dict[str, Any], where: str, header: set[str], folder: Path,
+                   need_audio: bool, corpus: Corpus) -> Utterance | None:
+        """One row as an Utterance, or None (counted on ``corpus``) when it cannot be used."""
+        cols = self.config.columns
+        for field in REQUIRED:
+            if not _present(row.get(getattr(cols, field))):
+                corpus.skip(f"no {field}", where)
+                return None
+        utt_id = str(row[cols.id])
+        text = row.get(cols.text)
+        if cols.text in header and not _present(text):
+            corpus.skip("no text", utt_id)
+            return None
+        label = row.get(cols.label)
+        if cols.label in header and not _present(label):
+            corpus.skip("no label", utt_id)
+            return None
+        try:
+            avd = _avd(row, cols)
+        except ValueError:
+            corpus.skip("non-numeric valence/arousal/dominance", utt_id)
+            return None
+        audio = None
+        if _present(row.get(cols.audio)):
+            audio_path = Path(str(row[cols.audio])).expanduser()
+            audio_path = audio_path if audio_path.is_absolute() else folder / audio_path
+            problem = audio_problem(audio_path) if need_audio else None
+            if problem:
+                corpus.skip(problem, str(audio_path))
+                return None
+            audio = str(audio_path)
+        elif need_audio:
+            corpus.skip("no audio", utt_id)
+            return None
+        known = {getattr(cols, f) for f in ManifestColumns.model_fields}
+        meta = {k: v for k, v in row.items() if k not in known}
+        if "improvised" in meta:
+            meta["improvised"] = str(meta["improvised"]).strip().lower() in ("1", "true", "yes")
+        return Utterance(
+            id=utt_id, speaker=str(row[cols.speaker]), session=str(row[cols.session]),
+            text=str(text) if _present(text) else None, audio=audio,
+            label=str(label) if _present(label) else None, avd=avd, meta=meta)
+
+
+def _present(value: Any) -> bool:
+    return value is not None and str(value).strip() != ""
+
+
+def _avd(row: dict[str, Any], cols: ManifestColumns) -> tuple[float, float, float] | None:
+    """The row's (valence, arousal, dominance), NaN where absent; None when all are absent."""
+    values = [float(row[getattr(cols, d)]) if _present(row.get(getattr(cols, d))) else math.nan
+              for d in AVD_NAMES]
+    if all(math.isnan(v) for v in values):
+        return None
+    return (values[0], values[1], values[2])
