@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from emoplug_approaches.mappers import fit_mapper, predict_proba
 
 from emoplug import EmoplugError, Targets
 from emoplug.registry import get_registry
+from emoplug_approaches.mappers import fit_mapper, predict_proba
 
 LABELS = ("neutral", "happy", "angry", "sad")
 CENTRES = np.array([[3.0, 2.0, 2.5], [4.5, 4.0, 3.5], [1.5, 4.5, 4.0], [1.5, 1.5, 1.5]])

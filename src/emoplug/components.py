@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from emoplug.types import Corpus, DatasetInfo, Decoded, Encoded, Fold, Targets
+    from emoplug.types import Corpus, DatasetInfo, Decoded, Fold, Targets
 
 
 class ComponentConfig(BaseModel):

@@ -32,13 +32,13 @@ def default_cache_dir() -> Path:
     return Path(user_cache_dir("emoplug"))
 
 
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+_FILE_HASHES: dict[tuple[str, int, int, int, int], str] = {}
 
 
 def file_digest(path: str | os.PathLike) -> str:
-    """BLAKE2 hash of a file's bytes (memoised per path, size and mtime within a process)."""
+    """BLAKE2 hash of a file's bytes (memoised per path, inode, size and times in a process)."""
     st = os.stat(path)
-    memo_key = (str(path), st.st_size, st.st_mtime_ns)
+    memo_key = (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if memo_key not in _FILE_HASHES:
         h = hashlib.blake2b(digest_size=16)
         with open(path, "rb") as f:

@@ -1,0 +1,26 @@
+# emoplug's front door. `make demo` installs and runs the quickstart; `make test` runs the tests.
+PYTHON ?= python3
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: install demo test lint bench
+
+install:
+	$(PYTHON) -m pip install -q torch==2.13.0
+	$(PYTHON) -m pip install -q -e ".[dev]"
+
+demo: install
+	emoplug run recipes/quickstart.yaml
+	emoplug report runs/quickstart
+
+test:
+	$(PYTHON) -m pytest -q
+
+lint:
+	ruff check .
+
+bench:
+	$(PYTHON) benchmarks/featurize.py
+	$(PYTHON) benchmarks/train_loop.py
+	$(PYTHON) benchmarks/grid.py
+	$(PYTHON) benchmarks/memory.py

@@ -1,0 +1,22 @@
+"""Bundled audio featurizers: mfcc, spectrogram, prosodic, wav2vec.
+
+Each featurizer (one module each) turns a mono waveform into a deterministic, cacheable
+``[frames, dim]`` array and names a default trainable encoder (:mod:`emoplug_audio.encoders`
+holds the encoder settings, :mod:`emoplug_audio.nn` the torch modules). Numeric helpers shared
+by the featurizers live in :mod:`emoplug_audio.dsp`.
+"""
+
+from __future__ import annotations
+
+from emoplug import hookimpl
+
+
+@hookimpl
+def emoplug_register_audio_featurizers(register):
+    from emoplug_audio.mfcc import MFCC
+    from emoplug_audio.prosodic import Prosodic
+    from emoplug_audio.spectrogram import Spectrogram
+    from emoplug_audio.wav2vec import Wav2Vec
+
+    for cls in (MFCC, Spectrogram, Prosodic, Wav2Vec):
+        register(cls)

@@ -1,0 +1,129 @@
+"""wav2vec featurizer: hidden states of a frozen self-supervised speech model
+(wav2vec 2.0, HuBERT, WavLM, ... anything ``transformers.AutoModel`` loads).
+
+Selected layers are concatenated per frame (``[frames, n_layers * hidden]``, float16); the
+encoder mixes them back with learned softmax weights. Each utterance runs unpadded, alone.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field, field_validator
+
+from emoplug import EmoplugError
+from emoplug_audio.encoders import EncoderConfig, Featurizer, FeaturizerConfig, build_encoder
+
+if TYPE_CHECKING:
+    import numpy as np
+    from torch import nn
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("", "0", "false", "no")
+
+
+class Wav2Vec(Featurizer):
+    """``[frames, n_layers * hidden]`` float16 at the model's frame rate / ``downsample``."""
+
+    name: ClassVar[str] = "wav2vec"
+    version: ClassVar[str] = "1"
+
+    class Config(FeaturizerConfig):
+        pretrained: str = Field("facebook/wav2vec2-base",
+                                description="hub name or local directory of the checkpoint")
+        layers: tuple[int, ...] = Field(
+            (4, 8, 12), min_length=1, description="hidden-state layers (0 = the conv "
+            "front end's projection); indices past the model's depth become its last layer")
+        downsample: int = Field(1, ge=1, description="average every N frames into one")
+        encoder: EncoderConfig = EncoderConfig(type="attention_pool", hidden=256, layers=1)
+
+        @field_validator("layers")
+        @classmethod
+        def _non_negative(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+            if min(value) < 0:
+                raise ValueError(f"layers must be >= 0, got {list(value)}")
+            return value
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        self._model: Any = None
+        self._normalize = True
+        self._layers: list[int] | None = None
+
+    # -- loading -------------------------------------------------------------------------
+    def _from_pretrained(self, loader: Any) -> Any:
+        name = self.config.pretrained
+        try:
+            return loader.from_pretrained(name, local_files_only=_offline())
+        except OSError as exc:
+            if os.path.isdir(name):
+                raise EmoplugError(f"cannot load the checkpoint in {name}: {exc}") from exc
+            raise EmoplugError(
+                f"{name} is not in the local cache and the hub is unreachable; pass a local "
+                f"path with audio.<name>.pretrained=...") from exc
+
+    def model_layers(self) -> list[int]:
+        """The configured layers clipped to the checkpoint's depth (reads its config only)."""
+        if self._layers is None:
+            from transformers import AutoConfig
+
+            depth = self._from_pretrained(AutoConfig).num_hidden_layers
+            self._layers = sorted({min(layer, depth) for layer in self.config.layers})
+        return self._layers
+
+    def _load(self) -> Any:
+        """The model, loaded once per instance: eval mode, on the GPU when there is one."""
+        if self._model is None:
+            import torch
+            from transformers import AutoFeatureExtractor, AutoModel
+
+            model = self._from_pretrained(AutoModel)
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            self._model = model.to(device).eval().requires_grad_(False)
+            try:
+                extractor = AutoFeatureExtractor.from_pretrained(
+                    self.config.pretrained, local_files_only=_offline())
+                self._normalize = bool(getattr(extractor, "do_normalize", True))
+            except (OSError, ValueError):
+                self._normalize = True  # no preprocessor config: wav2vec 2.0's default
+        return self._model
+
+    # -- features ------------------------------------------------------------------------
+    def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+        import numpy as np
+        import torch
+
+        model = self._load()
+        layers = self.model_layers()
+        y = waveform.astype(np.float32)
+        if self._normalize:
+            y = (y - y.mean()) / np.sqrt(y.var() + 1e-7)
+        y = np.pad(y, (0, max(0, _receptive_field(model.config) - len(y))))
+        device = next(model.parameters()).device
+        with torch.inference_mode():
+            out = model(torch.from_numpy(y)[None].to(device), output_hidden_states=True)
+        states = torch.cat([out.hidden_states[i][0] for i in layers], dim=-1)
+        features = states.float().cpu().numpy()
+        if self.config.downsample > 1:
+            starts = np.arange(0, len(features), self.config.downsample)
+            counts = np.diff(np.append(starts, len(features)))
+            features = np.add.reduceat(features, starts, axis=0) / counts[:, None]
+        return np.ascontiguousarray(features, dtype=np.float16)
+
+    def build_encoder(self, input_dim: int) -> nn.Module:
+        n_layers = len(self.model_layers())
+        if input_dim % n_layers:
+            raise EmoplugError(f"wav2vec features of dim {input_dim} do not split into "
+                               f"{n_layers} layers; clear the feature cache for {self.name}")
+        return build_encoder(self.config.encoder, input_dim, n_layers=n_layers)
+
+
+def _receptive_field(config: Any) -> int:
+    """Samples the model's convolutional front end needs for one output frame."""
+    field, jump = 1, 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field

@@ -1,0 +1,12 @@
+"""Bundled text encoders: bert, roberta, xlnet, albert, electra, deberta (Hugging Face
+transformers). See docs/text-encoders.md."""
+
+from emoplug import hookimpl
+
+
+@hookimpl
+def emoplug_register_text_encoders(register):
+    from emoplug_text.encoders import TEXT_ENCODERS
+
+    for encoder in TEXT_ENCODERS:
+        register(encoder)

@@ -1,0 +1,133 @@
+"""The six text-encoder components: one shared implementation, parameterised by family.
+
+Light to import: torch and transformers are imported inside ``build``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from pydantic import Field
+
+from emoplug import TextEncoder, TextEncoderConfig
+from emoplug_text.families import FAMILIES, Family, Pooling
+
+if TYPE_CHECKING:
+    from emoplug_text.module import TransformerTextModule
+
+
+class TransformerEncoderConfig(TextEncoderConfig):
+    """Settings shared by the transformer text encoders (see docs/text-encoders.md)."""
+
+    pooling: Pooling = Field(
+        "cls", description="cls (the family's summary token), mean, first or last real token")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on the outputs")
+    train_layers: int | None = Field(
+        None, ge=0,
+        description="fine-tune only the top k transformer layers (embeddings and lower layers "
+                    "frozen; 0 freezes the whole transformer); null trains everything")
+    tiny: bool = Field(
+        False, description="build a small random model + tokenizer trained on the corpus "
+                           "(for tests and offline runs); ignores pretrained")
+    tiny_hidden: int = Field(32, gt=0, multiple_of=16, description="tiny: hidden size")
+    tiny_layers: int = Field(2, gt=0, description="tiny: number of layers")
+    tiny_vocab: int = Field(500, ge=50, description="tiny: tokenizer vocabulary size")
+
+
+class TransformerTextEncoder(TextEncoder):
+    """A Hugging Face transformer of one family, loaded with ``AutoModel.from_pretrained``."""
+
+    family: ClassVar[Family]
+    Config: ClassVar[type[TransformerEncoderConfig]] = TransformerEncoderConfig
+    config: TransformerEncoderConfig
+
+    def build(self, *, texts: Sequence[str], work_dir: Path) -> TransformerTextModule:
+        from emoplug_text.checkpoints import load_checkpoint
+        from emoplug_text.module import TransformerTextModule
+        from emoplug_text.tiny import tiny_checkpoint
+
+        cfg = self.config
+        if cfg.tiny:
+            source = str(tiny_checkpoint(
+                self.family, texts, Path(work_dir), hidden=cfg.tiny_hidden,
+                layers=cfg.tiny_layers, vocab=cfg.tiny_vocab, max_length=cfg.max_length))
+        else:
+            source = cfg.pretrained
+        tokenizer, transformer = load_checkpoint(source, self.family, component=self.name)
+        pooling = self.family.cls_position if cfg.pooling == "cls" else cfg.pooling
+        return TransformerTextModule(
+            transformer, tokenizer, pooling=pooling, max_length=cfg.max_length,
+            dropout=cfg.dropout, train_layers=cfg.train_layers, layers=self.family.layers,
+            token_type_ids=self.family.token_type_ids)
+
+
+class Bert(TransformerTextEncoder):
+    """BERT (default ``bert-base-uncased``)."""
+
+    name = "bert"
+    family = FAMILIES["bert"]
+
+    class Config(TransformerEncoderConfig):
+        pretrained: str = FAMILIES["bert"].checkpoint
+        pooling: Pooling = FAMILIES["bert"].default_pooling
+
+
+class Roberta(TransformerTextEncoder):
+    """RoBERTa (default ``roberta-base``)."""
+
+    name = "roberta"
+    family = FAMILIES["roberta"]
+
+    class Config(TransformerEncoderConfig):
+        pretrained: str = FAMILIES["roberta"].checkpoint
+        pooling: Pooling = FAMILIES["roberta"].default_pooling
+
+
+class XLNet(TransformerTextEncoder):
+    """XLNet (default ``xlnet-base-cased``); pads on the left, summarises at the last token."""
+
+    name = "xlnet"
+    family = FAMILIES["xlnet"]
+
+    class Config(TransformerEncoderConfig):
+        pretrained: str = FAMILIES["xlnet"].checkpoint
+        pooling: Pooling = FAMILIES["xlnet"].default_pooling
+
+
+class Albert(TransformerTextEncoder):
+    """ALBERT (default ``albert-base-v2``)."""
+
+    name = "albert"
+    family = FAMILIES["albert"]
+
+    class Config(TransformerEncoderConfig):
+        pretrained: str = FAMILIES["albert"].checkpoint
+        pooling: Pooling = FAMILIES["albert"].default_pooling
+
+
+class Electra(TransformerTextEncoder):
+    """ELECTRA discriminator (default ``google/electra-base-discriminator``)."""
+
+    name = "electra"
+    family = FAMILIES["electra"]
+
+    class Config(TransformerEncoderConfig):
+        pretrained: str = FAMILIES["electra"].checkpoint
+        pooling: Pooling = FAMILIES["electra"].default_pooling
+
+
+class Deberta(TransformerTextEncoder):
+    """DeBERTa-v3 (default ``microsoft/deberta-v3-base``, model type deberta-v2)."""
+
+    name = "deberta"
+    family = FAMILIES["deberta"]
+
+    class Config(TransformerEncoderConfig):
+        pretrained: str = FAMILIES["deberta"].checkpoint
+        pooling: Pooling = FAMILIES["deberta"].default_pooling
+
+
+TEXT_ENCODERS: tuple[type[TransformerTextEncoder], ...] = (
+    Bert, Roberta, XLNet, Albert, Electra, Deberta)

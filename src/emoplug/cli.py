@@ -1,0 +1,180 @@
+"""The ``emoplug`` command line; heavy modules are imported inside commands (fast ``--help``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from emoplug.errors import EmoplugError
+
+OVERRIDES = click.argument("overrides", nargs=-1)
+RECIPE = click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+
+
+class _Group(click.Group):
+    """Turns user-facing errors into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except EmoplugError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                click.echo(f"error: {line}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+@click.version_option(package_name="emoplug")
+def main() -> None:
+    """emoplug: multimodal (text + speech) emotion recognition studies from one YAML recipe.
+
+    Recipes take dotted overrides after the file, e.g.
+    ``emoplug run r.yaml dataset.root=/data/IEMOCAP train.epochs=3 seeds=[0]``.
+    """
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def plugins(as_json: bool) -> None:
+    """List every component: kind, name, providing plugin and distribution."""
+    from emoplug.registry import get_registry
+
+    registry = get_registry()
+    rows = [{"kind": s.kind, "name": s.name, "plugin": s.plugin,
+             "distribution": s.distribution, "version": s.version} for s in registry.all()]
+    broken = [{"plugin": p.name, "distribution": p.distribution, "error": p.error}
+              for p in registry.plugins.values() if p.error]
+    disabled = sorted(p.name for p in registry.plugins.values() if p.disabled)
+    conflicts = [{"kind": kind, "name": name, "plugins": [s.plugin for s in specs]}
+                 for (kind, name), specs in registry.conflicts().items()]
+    if as_json:
+        click.echo(json.dumps({"components": rows, "broken": broken, "disabled": disabled,
+                               "conflicts": conflicts}, indent=2))
+        return
+    width = max([len(r["name"]) for r in rows] + [4])
+    for r in rows:
+        dist = f"{r['distribution']} {r['version']}" if r["distribution"] else "(not installed)"
+        click.echo(f"{r['kind']:<9} {r['name']:<{width}}  {r['plugin']:<12} {dist}")
+    for b in broken:
+        click.echo(f"BROKEN    plugin '{b['plugin']}' ({b['distribution'] or 'no distribution'})"
+                   f": {b['error']}", err=True)
+    for c in conflicts:
+        click.echo(f"CONFLICT  {c['kind']} '{c['name']}' registered by "
+                   f"{', '.join(c['plugins'])}", err=True)
+    if disabled:
+        click.echo(f"disabled: {', '.join(disabled)}", err=True)
+
+
+@main.command()
+@RECIPE
+@OVERRIDES
+def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
+    """Check a recipe; exit 0 when it is valid."""
+    from emoplug.recipe import load_plan
+
+    plan = load_plan(recipe, overrides)
+    click.echo(f"{recipe}: valid ({len(plan.cells)} cells, {len(plan.jobs)} jobs)")
+
+
+@main.command()
+@RECIPE
+@OVERRIDES
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Show the cells and jobs a recipe expands to."""
+    from emoplug.recipe import load_plan
+
+    p = load_plan(recipe, overrides)
+    summary = {
+        "recipe": p.recipe.name,
+        "cells": len(p.cells),
+        "folds": p.folds,
+        "seeds": p.recipe.seeds,
+        "jobs": len(p.jobs),
+        "counts": p.counts(),
+        "job_list": [{"id": j.id, "cell": j.cell.id, "label": j.cell.label, "fold": j.fold,
+                      "seed": j.seed} for j in p.jobs],
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"recipe {p.recipe.name}: {len(p.cells)} cells x {len(p.folds)} folds x "
+               f"{len(p.recipe.seeds)} seeds = {len(p.jobs)} jobs")
+    for axis, tally in summary["counts"].items():
+        click.echo(f"  {axis:<10} " + ", ".join(f"{k}: {v}" for k, v in tally.items()))
+    for j in summary["job_list"]:
+        click.echo(f"  {j['id']}  {j['label']:<40} fold={j['fold']} seed={j['seed']}")
+
+
+@main.command()
+@RECIPE
+@OVERRIDES
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
+              help="run folder (default runs/<recipe name>)")
+@click.option("-q", "--quiet", is_flag=True, help="only the final summary")
+@click.option("-v", "--verbose", is_flag=True, help="per-epoch lines")
+def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bool,
+        verbose: bool) -> None:
+    """Run every job of a recipe (skips finished ones)."""
+    from emoplug.recipe import load_plan
+    from emoplug.train.runner import run_plan
+
+    summary = run_plan(load_plan(recipe, overrides), output,
+                       verbosity=0 if quiet else (2 if verbose else 1))
+    if summary.failed:
+        sys.exit(1)
+
+
+@main.command()
+@RECIPE
+@OVERRIDES
+def featurize(recipe: Path, overrides: tuple[str, ...]) -> None:
+    """Compute and cache the audio features of every featurizer in a recipe."""
+    from emoplug.recipe import load_plan
+    from emoplug.train.runner import warm_feature_cache
+
+    warm_feature_cache(load_plan(recipe, overrides), verbose=True)
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
+              help="report folder (default RUN_DIR/report)")
+@click.option("--format", "formats", default="md,html,csv", show_default=True,
+              help="comma-separated: md, html, csv")
+def report(run_dir: Path, output: Path | None, formats: str) -> None:
+    """Tables and figures from a run's finished jobs (works while it is still running)."""
+    from emoplug.report import write_report
+
+    chosen = [f.strip() for f in formats.split(",") if f.strip()]
+    unknown = sorted(set(chosen) - {"md", "html", "csv"})
+    if unknown:
+        raise click.BadParameter(f"unknown format(s) {', '.join(unknown)}; use md, html, csv",
+                                 param_hint="--format")
+    for kind, path in write_report(run_dir, output, chosen).items():
+        click.echo(f"{kind}: {path}")
+
+
+@main.group()
+def data() -> None:
+    """Inspect the data a recipe reads."""
+
+
+@data.command("summary")
+@RECIPE
+@OVERRIDES
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def data_summary(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Utterances per label, session and speaker; skipped items; fold sizes."""
+    from emoplug.data.summary import format_summary, summarize
+    from emoplug.recipe import load_plan
+    from emoplug.train.runner import load_corpus_and_folds
+
+    plan_ = load_plan(recipe, overrides)
+    corpus, folds = load_corpus_and_folds(plan_)
+    summary = summarize(corpus, folds)
+    click.echo(json.dumps(summary, indent=2, sort_keys=True) if as_json
+               else format_summary(summary))

@@ -1,0 +1,89 @@
+"""Featurizing a corpus through the feature cache: each (featurizer config, audio content)
+is computed once.
+
+Entries live in the cache namespace ``featurizer.cache_key()`` (name + resolved settings +
+code version) under the key ``file_digest(audio)`` (the file's bytes, not its path), so a
+renamed file is still a hit and an edited one is recomputed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emoplug.components import AudioFeaturizer
+from emoplug.data.audio import load_audio
+from emoplug.data.cache import FeatureCache, file_digest
+from emoplug.errors import EmoplugError
+from emoplug.types import Utterance
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    """Where one utterance's features are stored in the cache."""
+
+    namespace: str
+    key: str
+    audio: str
+
+
+@dataclass
+class FeaturizedCorpus:
+    """``refs`` maps utterance id to its cached features; ``skipped`` maps the ids that have
+    no usable audio to the reason."""
+
+    refs: dict[str, FeatureRef] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def _compute(featurizer: AudioFeaturizer, audio: str) -> np.ndarray:
+    waveform = load_audio(audio, featurizer.sample_rate)
+    return featurizer.featurize(waveform, featurizer.sample_rate)
+
+
+def featurize_corpus(featurizer: AudioFeaturizer, utterances: Iterable[Utterance],
+                     cache: FeatureCache, progress: bool = False) -> FeaturizedCorpus:
+    """Compute and cache the features of every utterance that has audio.
+
+    Entries already in the cache are not read here (:func:`load_features` verifies them
+    and recomputes a corrupt one). Unreadable or empty audio is skipped with its reason.
+    """
+    namespace = featurizer.cache_key()
+    result = FeaturizedCorpus()
+    items = list(utterances)
+    if progress:
+        from tqdm import tqdm
+
+        items = tqdm(items, desc=f"featurize {featurizer.name}", unit="utt")
+    for utt in items:
+        if not utt.audio:
+            result.skipped[utt.id] = "no audio file"
+            continue
+        try:
+            key = file_digest(utt.audio)
+            if not cache.contains(namespace, key):
+                cache.put(namespace, key, _compute(featurizer, utt.audio))
+        except FileNotFoundError:
+            result.skipped[utt.id] = f"audio file {utt.audio} not found"
+            continue
+        except EmoplugError as exc:
+            result.skipped[utt.id] = str(exc)
+            continue
+        result.refs[utt.id] = FeatureRef(namespace, key, utt.audio)
+    return result
+
+
+def load_features(featurizer: AudioFeaturizer, utterance: Utterance,
+                  cache: FeatureCache) -> np.ndarray:
+    """The features of one utterance: from the cache when present and intact, else computed
+    (and stored). Raises :class:`EmoplugError` when the utterance has no readable audio."""
+    if not utterance.audio:
+        raise EmoplugError(f"utterance {utterance.id} has no audio file")
+    try:
+        key = file_digest(utterance.audio)
+    except FileNotFoundError as exc:
+        raise EmoplugError(f"audio file {utterance.audio} not found") from exc
+    return cache.get_or_compute(featurizer.cache_key(), key,
+                                lambda: _compute(featurizer, utterance.audio))

@@ -1,0 +1,125 @@
+"""What every job of a run shares in one process: corpus, folds, features, text caches.
+
+Built once per process, so many small jobs pay no per-job start-up cost: the corpus is read
+once, each audio feature is loaded from the cache once (kept in memory up to a budget), and
+frozen/staged text outputs are loaded once per (encoder, fold, seed).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emoplug.data.cache import FeatureCache
+from emoplug.data.features import load_features
+from emoplug.errors import EmoplugError
+from emoplug.recipe import Plan
+from emoplug.registry import Registry, get_registry
+from emoplug.types import Corpus, Fold, Utterance
+
+#: bytes of audio features kept in memory per process (``EMOPLUG_FEATURE_MEMORY``, in MB)
+DEFAULT_FEATURE_MEMORY_MB = 4096
+
+
+@dataclass
+class FeatureStore:
+    """Features of one featurizer for the corpus: read from the cache on first use and kept
+    in memory while the total stays under ``budget`` bytes (beyond it, read per batch)."""
+
+    featurizer: Any
+    cache: FeatureCache
+    budget: int
+    held: dict[str, np.ndarray] = field(default_factory=dict)
+    held_bytes: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def compute(self, utt: Utterance) -> np.ndarray | None:
+        """Features of ``utt`` (computed and cached on a miss); None when its audio is
+        unreadable (the reason is kept in ``failed``)."""
+        if utt.id in self.held:
+            return self.held[utt.id]
+        if utt.id in self.failed:
+            return None
+        try:
+            array = load_features(self.featurizer, utt, self.cache)
+        except EmoplugError as exc:
+            self.failed[utt.id] = str(exc).splitlines()[0]
+            return None
+        if self.held_bytes + array.nbytes <= self.budget:
+            self.held[utt.id] = array
+            self.held_bytes += array.nbytes
+        return array
+
+    def loader(self, utt: Utterance):
+        """A zero-argument callable returning the features as float32."""
+        def load() -> np.ndarray:
+            array = self.compute(utt)
+            if array is None:
+                raise EmoplugError(f"features of {utt.id} are unavailable: {self.failed[utt.id]}")
+            return array.astype(np.float32, copy=False)
+        return load
+
+
+class RunContext:
+    """Shared state of one process while it runs a plan's jobs."""
+
+    def __init__(self, plan: Plan, output_dir: Path, registry: Registry | None = None):
+        self.plan = plan
+        self.output_dir = output_dir
+        self.registry = registry or get_registry()
+        self.cache = FeatureCache(plan.cache_dir())
+        self.need_audio = any(c.audio is not None for c in plan.cells)
+        self.corpus, folds = load_corpus_and_folds(plan, self.registry)
+        self.folds: dict[str, Fold] = {f.name: f for f in folds}
+        self.by_id = self.corpus.by_id()
+        self.labels = list(self.corpus.labels)
+        budget = int(os.environ.get("EMOPLUG_FEATURE_MEMORY", DEFAULT_FEATURE_MEMORY_MB)) << 20
+        self._budget = budget
+        self._stores: dict[str, FeatureStore] = {}
+        self.text_outputs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+
+    @property
+    def texts(self) -> list[str]:
+        """Every transcript of the corpus, sorted (tokenizer training for tiny encoders)."""
+        return sorted({u.text for u in self.corpus.utterances if u.text})
+
+    def work_dir(self) -> Path:
+        path = self.plan.cache_dir() / "models"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def features(self, audio_config: dict[str, Any]) -> FeatureStore:
+        """The feature store of one featurizer config (one per process)."""
+        featurizer = self.registry.build("audio", audio_config)
+        key = featurizer.cache_key()
+        if key not in self._stores:
+            self._stores[key] = FeatureStore(featurizer, self.cache, self._budget)
+        return self._stores[key]
+
+
+def load_corpus_and_folds(plan: Plan, registry: Registry | None = None
+                          ) -> tuple[Corpus, list[Fold]]:
+    """Read the plan's corpus and split it; fold names must match what the plan announced."""
+    registry = registry or get_registry()
+    dataset = registry.build("dataset", plan.dataset)
+    protocol = registry.build("protocol", plan.protocol)
+    need_audio = any(c.audio is not None for c in plan.cells)
+    corpus = dataset.load(need_audio=need_audio, cache_dir=plan.cache_dir())
+    if not corpus.utterances:
+        raise EmoplugError(f"dataset '{plan.dataset['type']}' has no usable utterances "
+                           f"(skipped: {corpus.skipped or 'none'})")
+    if corpus.skipped:
+        detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(corpus.skipped.items()))
+        print(f"emoplug: {plan.dataset['type']}: skipped {sum(corpus.skipped.values())} "
+              f"items ({detail})", file=sys.stderr)
+    folds = protocol.folds(corpus)
+    names = [f.name for f in folds]
+    if names != plan.folds:
+        raise EmoplugError(f"protocol '{plan.protocol['type']}' produced folds {names}, but the "
+                           f"plan expected {plan.folds} from the dataset's description")
+    return corpus, folds

@@ -1,0 +1,134 @@
+"""The training loop: AdamW, linear warmup/decay, clipping, early stopping on dev loss.
+
+Read it top to bottom: ``fit`` trains and keeps the best weights; ``predict`` runs a loader.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from emoplug.errors import EmoplugError
+from emoplug.recipe import TrainSettings
+from emoplug.train.data import Loader, move_to
+from emoplug.train.model import parameter_groups
+from emoplug.types import Targets
+
+LossFn = Callable[[torch.Tensor, Targets], torch.Tensor]
+
+
+class TrainingDiverged(EmoplugError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_dev_loss: float
+    epochs_run: int
+    steps: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+@dataclass
+class Outputs:
+    """Model outputs of a split in the loader's order, with ids and gold targets."""
+
+    ids: list[str]
+    outputs: torch.Tensor
+    targets: Targets
+
+
+def predict(model: nn.Module, loader: Loader, device: torch.device) -> Outputs:
+    """Run ``model`` over ``loader`` (eval mode, no gradients)."""
+    model.eval()
+    ids: list[str] = []
+    outs, labels, avds = [], [], []
+    with torch.no_grad():
+        for batch in loader:
+            batch = move_to(batch, device)
+            outs.append(model(batch).float().cpu())
+            ids.extend(batch["ids"])
+            labels.append(batch["targets"].labels.cpu())
+            avds.append(batch["targets"].avd.cpu())
+    return Outputs(ids, torch.cat(outs), Targets(torch.cat(labels), torch.cat(avds)))
+
+
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
+        settings: TrainSettings, accelerator: Any, *, encoder_lr: float | None = None,
+        ddp: bool = False, epochs: int | None = None,
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+    """Train ``model`` until dev loss stops improving; load the best weights back into it."""
+    from transformers import get_linear_schedule_with_warmup
+
+    start = time.perf_counter()
+    epochs = epochs or settings.epochs
+    optimizer = torch.optim.AdamW(parameter_groups(
+        model, settings.lr, encoder_lr or settings.encoder_lr, settings.weight_decay))
+    rank, world = accelerator.process_index, accelerator.num_processes
+    steps_per_epoch = math.ceil(len(train) / world) if ddp else len(train)
+    total = max(1, epochs * steps_per_epoch)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total),
+                                                total)
+    if ddp:
+        wrapped, optimizer = accelerator.prepare(model, optimizer)
+    else:  # one job per process: mixed precision and device placement, no DDP wrapper
+        wrapped = accelerator.prepare_model(model, evaluation_mode=True)
+        optimizer = accelerator.prepare_optimizer(optimizer)
+    device = accelerator.device
+
+    best = FitResult(0, math.inf, 0, 0, 0.0)
+    best_state = _snapshot(model)
+    stale = 0
+    for epoch in range(1, epochs + 1):
+        wrapped.train()
+        batches = list(train)
+        if ddp:  # every rank takes its share; equal counts keep the ranks in step
+            batches = [batches[(i * world + rank) % len(batches)] for i in range(steps_per_epoch)]
+        running, seen = 0.0, 0
+        for step, batch in enumerate(batches, 1):
+            batch = move_to(batch, device)
+            loss = loss_fn(wrapped(batch).float(), batch["targets"])
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step};"
+                                       " lower train.lr or check the inputs")
+            optimizer.zero_grad(set_to_none=True)
+            accelerator.backward(loss)
+            if settings.grad_clip is not None:
+                accelerator.clip_grad_norm_(wrapped.parameters(), settings.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            best.steps += 1
+            running += loss.item() * len(batch["ids"])
+            seen += len(batch["ids"])
+        dev_out = predict(wrapped, dev, device)
+        dev_loss = loss_fn(dev_out.outputs, dev_out.targets).item()
+        if not math.isfinite(dev_loss):
+            raise TrainingDiverged(f"dev loss became {dev_loss} at epoch {epoch}")
+        record = {"epoch": epoch, "train_loss": running / max(seen, 1), "dev_loss": dev_loss,
+                  "lr": scheduler.get_last_lr()[0]}
+        best.history.append(record)
+        if on_epoch is not None:
+            on_epoch(epoch, record)
+        if dev_loss < best.best_dev_loss - 1e-9:
+            best.best_dev_loss, best.best_epoch, stale = dev_loss, epoch, 0
+            best_state = _snapshot(model)
+        else:
+            stale += 1
+        best.epochs_run = epoch
+        if stale >= settings.patience:
+            break
+    model.load_state_dict(best_state)
+    best.seconds = time.perf_counter() - start
+    return best

@@ -1,0 +1,55 @@
+"""The network of one cell: modality encoders, then the fusion (which ends in the head)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from emoplug.types import Encoded
+
+
+class CellModel(nn.Module):
+    """``text`` encoder (trainable, or absent when its outputs are cached), ``audio`` encoder,
+    and the fusion module producing ``[B, out_dim]``."""
+
+    def __init__(self, fusion: nn.Module, text: nn.Module | None = None,
+                 audio: nn.Module | None = None):
+        super().__init__()
+        self.text = text
+        self.audio = audio
+        self.fusion = fusion
+
+    def encode(self, batch: dict[str, Any]) -> dict[str, Encoded]:
+        encoded: dict[str, Encoded] = {}
+        if "text_cached" in batch:
+            sequence, mask, pooled = batch["text_cached"]
+            encoded["text"] = Encoded(sequence, mask, pooled)
+        elif "text_tokens" in batch:
+            encoded["text"] = self.text(**batch["text_tokens"])
+        if "audio" in batch:
+            features, mask = batch["audio"]
+            encoded["audio"] = self.audio(features, mask)
+        return encoded
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.fusion(self.encode(batch))
+
+
+def parameter_groups(model: nn.Module, lr: float, encoder_lr: float,
+                     weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: pretrained encoder weights at ``encoder_lr``, the rest at ``lr``;
+    no weight decay on biases and norms (1-D parameters)."""
+    pretrained: set[int] = set()
+    text = getattr(model, "text", None)
+    if text is not None and hasattr(text, "pretrained_parameters"):
+        pretrained = {id(p) for p in text.pretrained_parameters()}
+    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    for param in model.parameters():
+        if param.requires_grad:
+            key = (id(param) in pretrained, param.ndim >= 2)
+            groups.setdefault(key, []).append(param)
+    return [{"params": params, "lr": encoder_lr if is_pretrained else lr,
+             "weight_decay": weight_decay if decays else 0.0}
+            for (is_pretrained, decays), params in groups.items()]

@@ -1,0 +1,354 @@
+"""``emoplug run``: plan -> feature cache -> text stages -> head jobs, resumable and sharded.
+
+Under ``accelerate launch --num_processes N`` every process runs this same function. With
+``train.strategy: jobs`` (default) processes *claim* units of work (a text stage or a job) by
+creating a claim file, so a process that finishes early takes more work instead of idling, and
+processes on several nodes can share one output folder. With ``train.strategy: ddp`` all
+processes run every job together, data-parallel. A finished job (its ``result.json`` says
+``done``) is never run again; a failed one is retried on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emoplug.recipe import Job, Plan
+from emoplug.train import text_stage
+from emoplug.train.context import RunContext
+
+POLL_SECONDS = 2.0
+
+
+@dataclass
+class RunSummary:
+    """What one process did (``done``/``failed``: job ids it ran; ``skipped``: already done)."""
+
+    output_dir: Path
+    done: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    stages: int = 0
+    seconds: float = 0.0
+
+
+def read_result(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def job_finished(output_dir: Path, job: Job) -> bool:
+    result = read_result(output_dir / "jobs" / job.id / "result.json")
+    return result is not None and result.get("status") == "done"
+
+
+class Claims:
+    """Exclusive claims on units of work for one launch (files created with O_EXCL).
+
+    Claims live under ``<run>/claims/<launch token>/``; a new launch has a new token, so the
+    claims of a killed launch never block a re-run."""
+
+    def __init__(self, output_dir: Path, token: str, enabled: bool):
+        self.root = output_dir / "claims" / token
+        self.enabled = enabled
+        if enabled:
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    def take(self, unit: str) -> bool:
+        if not self.enabled:
+            return True
+        try:
+            os.close(os.open(self.root / unit, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            return True
+        except FileExistsError:
+            return False
+
+
+def _launch_token(state: Any) -> str:
+    """A token shared by all processes of this launch (rank 0 draws it)."""
+    token = [uuid.uuid4().hex[:12]]
+    if state.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(token, from_process=0)
+    return token[0]
+
+
+class Progress:
+    """A progress bar over jobs on the main process plus one line per finished job."""
+
+    def __init__(self, total: int, verbosity: int, main: bool):
+        self.verbosity = verbosity if main else min(verbosity, 1)
+        self.bar = None
+        if main and verbosity >= 1 and total:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="job", dynamic_ncols=True, file=sys.stderr)
+
+    def line(self, text: str) -> None:
+        if self.verbosity < 1:
+            return
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr)
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def warm_feature_cache(plan: Plan, ctx: RunContext | None = None, rank: int = 0,
+                       world: int = 1, verbose: bool = False) -> dict[str, int]:
+    """Compute every audio feature the plan needs that the cache lacks (this rank's share of
+    the utterances). Returns ``{featurizer cache key: features computed}``."""
+    from emoplug.data.features import featurize_corpus
+
+    if ctx is None:
+        from accelerate import PartialState
+
+        state = PartialState()
+        rank, world = state.process_index, state.num_processes
+        ctx = RunContext(plan, plan.output_dir())
+    configs = {json.dumps(c.config["audio"], sort_keys=True): c.config["audio"]
+               for c in plan.cells if c.config["audio"] is not None}
+    utterances = [u for u in ctx.corpus.utterances if u.audio][rank::world]
+    computed: dict[str, int] = {}
+    for config in configs.values():
+        store = ctx.features(config)
+        before = ctx.cache.stats.writes
+        done = featurize_corpus(store.featurizer, utterances, ctx.cache,
+                                progress=verbose and rank == 0)
+        store.failed.update(done.skipped)
+        computed[store.featurizer.cache_key()] = ctx.cache.stats.writes - before
+        if done.skipped:
+            first = next(iter(done.skipped.values()))
+            print(f"emoplug: {config['type']}: {len(done.skipped)} utterances have unreadable "
+                  f"audio and are skipped (first: {first})", file=sys.stderr)
+        if verbose:
+            key = store.featurizer.cache_key()
+            print(f"{config['type']}: {computed[key]} computed, "
+                  f"{len(done.refs) - computed[key]} already cached", file=sys.stderr)
+    return computed
+
+
+def _write_job(ctx: RunContext, job: Job, result: dict[str, Any]) -> None:
+    from emoplug.train.job import job_dir, write_predictions
+
+    folder = job_dir(ctx, job)
+    predictions = result.pop("_predictions", None)
+    model = result.pop("_model", None)
+    approach = result.pop("_approach", None)
+    if predictions is not None:
+        write_predictions(folder / "predictions.csv", *predictions, ctx.labels)
+    if model is not None and ctx.plan.recipe.train.save == "best":
+        from emoplug.train.saving import save_model
+
+        save_model(folder / "model", ctx, job, model, approach)
+    text_stage.write_json_atomic(folder / "result.json", result)
+
+
+def _execute(ctx: RunContext, job: Job, accelerator: Any, ddp: bool, main: bool,
+             progress: Progress, summary: RunSummary) -> None:
+    """Run one job, record it (failures included) and tell the plugins."""
+    from emoplug.train.job import failure, job_dir, run_job
+
+    folder = job_dir(ctx, job)
+    started = time.perf_counter()
+    writer = None
+    if main:
+        folder.mkdir(parents=True, exist_ok=True)
+        text_stage.write_json_atomic(folder / "config.json", job.resolved_config())
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(folder / "tb"))
+
+    def on_epoch(epoch: int, record: dict[str, float]) -> None:
+        if writer is not None:
+            writer.add_scalar("loss/train", record["train_loss"], epoch)
+            writer.add_scalar("loss/dev", record["dev_loss"], epoch)
+            writer.add_scalar("lr", record["lr"], epoch)
+        if progress.verbosity >= 2:
+            progress.line(f"    {job.cell.label} fold={job.fold} seed={job.seed} epoch {epoch}: "
+                          f"train {record['train_loss']:.4f} dev {record['dev_loss']:.4f}")
+
+    try:
+        result = run_job(ctx, job, accelerator, ddp=ddp, on_epoch=on_epoch)
+    except Exception as exc:  # recorded; the grid goes on
+        result = failure(job, exc, started)
+    if main:
+        if writer is not None:
+            _log_hparams(writer, job, result)
+            writer.close()
+        _write_job(ctx, job, result)
+        ctx.registry.notify("emoplug_job_finished", job=job, result=result)
+    status = result["status"]
+    (summary.done if status == "done" else summary.failed).append(job.id)
+    progress.advance()
+    if status == "done":
+        test = result["metrics"]["test"]
+        scores = " ".join(f"{k.upper()}={test[k]:.3f}" for k in ("ua", "wa") if k in test)
+        progress.line(f"done   {job.cell.label} fold={job.fold} seed={job.seed} {scores} "
+                      f"({result['timings']['total_s']:.1f}s)")
+    else:
+        progress.line(f"FAILED {job.cell.label} fold={job.fold} seed={job.seed}: "
+                      f"{result['error']}")
+
+
+def _log_hparams(writer: Any, job: Job, result: dict[str, Any]) -> None:
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(node, (int, float, str, bool)):
+            flat[prefix] = node
+        elif node is None:
+            flat[prefix] = "none"
+        else:
+            flat[prefix] = str(node)
+
+    walk("", job.resolved_config())
+    test = result.get("metrics", {}).get("test", {})
+    scores = {f"test/{k}": float(v) for k, v in test.items() if isinstance(v, (int, float))}
+    writer.add_hparams(flat, scores or {"test/failed": 1.0}, run_name=".")
+
+
+def _order_jobs(jobs: list[Job], stage_of: Callable[[Job], str | None]) -> list[Job]:
+    """Jobs grouped by the text stage they read, so one stage's outputs are loaded at a time."""
+    return sorted(jobs, key=lambda j: (stage_of(j) or "", j.cell.id, j.fold, j.seed))
+
+
+def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
+             verbosity: int = 1) -> RunSummary:
+    """Run every unfinished job of ``plan`` in this process (its share, when launched)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    start = time.perf_counter()
+    settings = plan.recipe.train
+    ddp = settings.strategy == "ddp"
+    kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if ddp else []
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision, kwargs_handlers=kwargs)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    main = accelerator.is_main_process
+    out = plan.output_dir(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = RunSummary(out)
+    if main:
+        text_stage.write_json_atomic(out / "plan.json", {
+            "recipe": plan.recipe.model_dump(mode="json"), "source": plan.source,
+            "folds": plan.folds, "jobs": [{"id": j.id, "cell": j.cell.id,
+                                           "label": j.cell.label, "fold": j.fold,
+                                           "seed": j.seed} for j in plan.jobs]})
+
+    pending = [j for j in plan.jobs if not job_finished(out, j)]
+    summary.skipped = [j.id for j in plan.jobs if j not in pending]
+    if pending:
+        ctx = RunContext(plan, out)
+        claims = Claims(out, _launch_token(accelerator.state), enabled=world > 1 and not ddp)
+        if any(j.cell.audio is not None for j in pending):
+            warm_feature_cache(plan, ctx, rank, world, verbose=False)
+        progress = Progress(len(pending), verbosity, main)
+        if summary.skipped:
+            progress.line(f"{len(summary.skipped)} jobs already finished; "
+                          f"{len(pending)} to run")
+        _run_stages(ctx, pending, accelerator, claims, ddp, progress, summary)
+        stage_of = _stage_resolver(ctx)
+        waiting = _order_jobs(pending, stage_of)
+        while waiting:
+            blocked = []
+            for job in waiting:
+                sid = stage_of(job)
+                status = text_stage.stage_status(ctx, sid) if sid else {"status": "done"}
+                if status is None:
+                    blocked.append(job)
+                    continue
+                if not claims.take(job.id):
+                    continue
+                if status.get("status") != "done":
+                    _record_stage_failure(ctx, job, status, main, progress, summary)
+                    continue
+                _execute(ctx, job, accelerator, ddp, main or claims.enabled, progress, summary)
+            if blocked and len(blocked) == len(waiting):
+                time.sleep(POLL_SECONDS)  # another process is still fine-tuning the encoder
+            waiting = blocked
+        progress.close()
+    summary.seconds = time.perf_counter() - start
+    if ddp:
+        accelerator.wait_for_everyone()
+    if main or world > 1:
+        line = (f"run {plan.recipe.name}: {len(summary.done)} done, {len(summary.failed)} "
+                f"failed, {len(summary.skipped)} skipped (already finished) in "
+                f"{summary.seconds:.1f}s -> {out}")
+        if verbosity >= 0 and (main or not ddp):
+            print(line if world == 1 else f"[rank {rank}] {line}", file=sys.stderr)
+    from emoplug.registry import get_registry
+
+    get_registry().notify("emoplug_run_finished", run=summary)
+    return summary
+
+
+def _stage_resolver(ctx: RunContext) -> Callable[[Job], str | None]:
+    def stage_of(job: Job) -> str | None:
+        text = job.cell.config["text"]
+        if text is None or text.get("mode") != "staged":
+            return None
+        return text_stage.stage_id(ctx, text, job.fold, job.seed)
+    return stage_of
+
+
+def _run_stages(ctx: RunContext, pending: list[Job], accelerator: Any, claims: Claims,
+                ddp: bool, progress: Progress, summary: RunSummary) -> None:
+    """Fine-tune each staged text encoder once per (fold, seed) that pending jobs need."""
+    stages: dict[str, tuple[dict[str, Any], str, int]] = {}
+    for job in pending:
+        text = job.cell.config["text"]
+        if text is not None and text.get("mode") == "staged":
+            sid = text_stage.stage_id(ctx, text, job.fold, job.seed)
+            stages.setdefault(sid, (text, job.fold, job.seed))
+    for sid, (text, fold, seed) in sorted(stages.items(), key=lambda kv: kv[1][1:]):
+        status = text_stage.stage_status(ctx, sid)
+        if status is not None and status.get("status") == "done":
+            continue
+        if not claims.take(f"stage-{sid}"):
+            continue
+        try:
+            info = text_stage.run_text_stage(ctx, text, fold, seed, accelerator, ddp=ddp)
+            summary.stages += 1
+            progress.line(f"stage  {text['type']} fold={fold} seed={seed}: encoder fine-tuned "
+                          f"({info['epochs_run']} epochs, {info['total_s']:.1f}s)")
+        except Exception as exc:
+            path = text_stage.stage_path(ctx, sid)
+            path.mkdir(parents=True, exist_ok=True)
+            text_stage.write_json_atomic(path / "stage.json", {
+                "status": "failed", "stage": sid, "error": f"{type(exc).__name__}: {exc}"})
+            progress.line(f"FAILED stage {text['type']} fold={fold} seed={seed}: {exc}")
+
+
+def _record_stage_failure(ctx: RunContext, job: Job, status: dict[str, Any], main: bool,
+                          progress: Progress, summary: RunSummary) -> None:
+    from emoplug.train.job import failure
+
+    exc = RuntimeError(f"text stage failed: {status.get('error', 'unknown error')}")
+    result = failure(job, exc, time.perf_counter())
+    if main:
+        (ctx.output_dir / "jobs" / job.id).mkdir(parents=True, exist_ok=True)
+        _write_job(ctx, job, result)
+    summary.failed.append(job.id)
+    progress.advance()
+    progress.line(f"FAILED {job.cell.label} fold={job.fold} seed={job.seed}: {result['error']}")

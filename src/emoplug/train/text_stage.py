@@ -1,0 +1,218 @@
+"""Text encoder outputs computed once and shared by many cells.
+
+- ``frozen``: the pretrained encoder's outputs, cached per (encoder config, text) in the
+  feature cache; every cell, fold and seed reuses them.
+- ``staged``: per (encoder config, fold, seed) the encoder is fine-tuned once with a text-only
+  multi-task head (categories + standardised valence/arousal/dominance when the corpus has
+  them), early-stopped on dev; its outputs for every utterance of the fold are saved under
+  ``<run>/stages/<id>/`` and every fusion/approach cell of that fold and seed trains on them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from emoplug.data.cache import text_digest
+from emoplug.recipe import stable_hash
+from emoplug.train.context import RunContext
+from emoplug.train.data import Collator, Example, Loader, eval_batches, move_to
+from emoplug.train.loop import fit
+from emoplug.train.model import CellModel
+from emoplug.types import Encoded, Targets
+
+TextOutputs = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def build_text_module(ctx: RunContext, text_config: dict[str, Any], seed: int) -> nn.Module:
+    """Build a text encoder module; random parts (tiny models, dropout) follow ``seed``."""
+    torch.manual_seed(seed)
+    component = ctx.registry.build("text", text_config)
+    return component.build(texts=ctx.texts, work_dir=ctx.work_dir())
+
+
+def encode_texts(module: nn.Module, texts: dict[str, str], batch_size: int,
+                 device: torch.device) -> TextOutputs:
+    """``{id: (sequence [T, H] float16 without padding, pooled [H] float16)}``."""
+    module.eval().to(device)
+    ids = list(texts)
+    out: TextOutputs = {}
+    with torch.no_grad():
+        for batch in eval_batches([len(texts[i]) for i in ids], batch_size):
+            chosen = [ids[i] for i in batch]
+            tokens = move_to({"t": module.tokenize([texts[i] for i in chosen])}, device)["t"]
+            encoded: Encoded = module(**tokens)
+            for row, utt_id in enumerate(chosen):
+                mask = encoded.mask[row].bool()
+                out[utt_id] = (encoded.sequence[row][mask].half().cpu().numpy(),
+                               encoded.pooled[row].half().cpu().numpy())
+    return out
+
+
+def frozen_outputs(ctx: RunContext, text_config: dict[str, Any], device: torch.device
+                   ) -> TextOutputs:
+    """Outputs of a frozen encoder for every utterance with text, through the feature cache."""
+    # the dataset is part of the key: tiny encoders train their tokenizer on its texts
+    key = "frozen-" + stable_hash([text_config, ctx.plan.shared_config["dataset"]], 20)
+    if key in ctx.text_outputs:
+        return ctx.text_outputs[key]
+    texts = {u.id: u.text for u in ctx.corpus.utterances if u.text}
+    outputs: TextOutputs = {}
+    missing: dict[str, str] = {}
+    for utt_id, text in texts.items():
+        seq = ctx.cache.get(f"text-{key}-seq", text_digest(text))
+        pooled = ctx.cache.get(f"text-{key}-pooled", text_digest(text))
+        if seq is None or pooled is None:
+            missing[utt_id] = text
+        else:
+            outputs[utt_id] = (seq, pooled)
+    if missing:
+        module = build_text_module(ctx, text_config, seed=0)
+        fresh = encode_texts(module, missing, ctx.plan.recipe.train.batch_size, device)
+        for utt_id, (seq, pooled) in fresh.items():
+            ctx.cache.put(f"text-{key}-seq", text_digest(missing[utt_id]), seq)
+            ctx.cache.put(f"text-{key}-pooled", text_digest(missing[utt_id]), pooled)
+        outputs.update(fresh)
+    ctx.text_outputs[key] = outputs
+    return outputs
+
+
+def stage_id(ctx: RunContext, text_config: dict[str, Any], fold: str, seed: int) -> str:
+    return stable_hash({**ctx.plan.shared_config, "text": text_config, "fold": fold,
+                        "seed": seed, "stage": "text"})
+
+
+def stage_path(ctx: RunContext, sid: str) -> Path:
+    return ctx.output_dir / "stages" / sid
+
+
+def stage_status(ctx: RunContext, sid: str) -> dict[str, Any] | None:
+    try:
+        return json.loads((stage_path(ctx, sid) / "stage.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+class _PooledHead(nn.Module):
+    """Text-only head of the staged fine-tuning: pooled vector -> classes (+ 3 AVD)."""
+
+    def __init__(self, dim: int, out_dim: int, dropout: float = 0.1):
+        super().__init__()
+        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, out_dim))
+
+    def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
+        return self.net(encoded["text"].pooled)
+
+
+class _MultiTaskLoss:
+    """Cross-entropy on categories plus MSE on standardised AVD (rows without them masked)."""
+
+    def __init__(self, n_classes: int, avd_mean: torch.Tensor | None,
+                 avd_std: torch.Tensor | None):
+        self.n_classes, self.mean, self.std = n_classes, avd_mean, avd_std
+
+    def __call__(self, outputs: torch.Tensor, targets: Targets) -> torch.Tensor:
+        logits = outputs[:, : self.n_classes]
+        has_label = targets.labels >= 0
+        loss = outputs.new_zeros(())
+        if has_label.any():
+            loss = loss + nn.functional.cross_entropy(logits[has_label], targets.labels[has_label])
+        if self.mean is not None:
+            gold = (targets.avd - self.mean.to(outputs.device)) / self.std.to(outputs.device)
+            ok = torch.isfinite(gold)
+            if ok.any():
+                loss = loss + ((outputs[:, self.n_classes:] - gold.nan_to_num())[ok] ** 2).mean()
+        return loss
+
+
+def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str, seed: int,
+                   accelerator: Any, ddp: bool = False) -> dict[str, Any]:
+    """Fine-tune the encoder on the fold's training set and save its outputs for the fold
+    (under ``ddp`` all processes train it together and the main process saves)."""
+    start = time.perf_counter()
+    settings = ctx.plan.recipe.train
+    fold = ctx.folds[fold_name]
+    module = build_text_module(ctx, text_config, seed)
+
+    def examples(ids: tuple[str, ...]) -> list[Example]:
+        out = []
+        for utt_id in ids:
+            u = ctx.by_id[utt_id]
+            if u.text:
+                label = ctx.labels.index(u.label) if u.label in ctx.labels else -1
+                out.append(Example(u.id, label, u.avd or (np.nan,) * 3, text=u.text))
+        return out
+
+    train, dev = examples(fold.train), examples(fold.dev)
+    train_avd = torch.tensor([e.avd for e in train], dtype=torch.float32)
+    has_avd = bool(torch.isfinite(train_avd).all(dim=1).any())
+    mean = torch.nanmean(train_avd, dim=0) if has_avd else None
+    std = (torch.from_numpy(np.nanstd(train_avd.numpy(), axis=0)).clamp_min(1e-6)
+           if has_avd else None)
+    n_classes = len(ctx.labels)
+    model = CellModel(_PooledHead(module.dim, n_classes + (3 if has_avd else 0)), text=module)
+    collate = Collator(module.tokenize)
+    result = fit(model, _MultiTaskLoss(n_classes, mean, std),
+                 Loader(train, collate, settings.batch_size, True, seed, settings.bucketing),
+                 Loader(dev, collate, settings.batch_size, False), settings, accelerator,
+                 encoder_lr=text_config.get("lr"), ddp=ddp, epochs=settings.stage_epochs)
+    texts = {i: ctx.by_id[i].text for i in (*fold.train, *fold.dev, *fold.test)
+             if ctx.by_id[i].text}
+    outputs = encode_texts(module, texts, settings.batch_size, accelerator.device)
+    accelerator.free_memory()
+    sid = stage_id(ctx, text_config, fold_name, seed)
+    info = {"status": "done", "stage": sid, "text": text_config, "fold": fold_name,
+            "seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+            "dev_loss": result.best_dev_loss, "train_s": result.seconds,
+            "total_s": time.perf_counter() - start, "utterances": len(outputs)}
+    if accelerator.is_main_process or not ddp:
+        save_stage(stage_path(ctx, sid), outputs, info)
+    return info
+
+
+def save_stage(path: Path, outputs: TextOutputs, info: dict[str, Any]) -> None:
+    """Write ``outputs.npz`` atomically, then ``stage.json`` (its presence marks completion)."""
+    path.mkdir(parents=True, exist_ok=True)
+    ids = sorted(outputs)
+    lengths = np.array([outputs[i][0].shape[0] for i in ids], dtype=np.int64)
+    arrays = {
+        "ids": np.array(ids),
+        "offsets": np.concatenate([[0], np.cumsum(lengths)]),
+        "sequence": np.concatenate([outputs[i][0] for i in ids]),
+        "pooled": np.stack([outputs[i][1] for i in ids]),
+    }
+    fd, tmp = tempfile.mkstemp(dir=path, prefix=".tmp-", suffix=".npz")
+    with os.fdopen(fd, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path / "outputs.npz")
+    write_json_atomic(path / "stage.json", info)
+
+
+def load_stage(ctx: RunContext, sid: str) -> TextOutputs:
+    """The saved outputs of a finished stage (the most recent one is kept in memory)."""
+    key = f"stage-{sid}"
+    if key not in ctx.text_outputs:
+        for other in [k for k in ctx.text_outputs if k.startswith("stage-")]:
+            del ctx.text_outputs[other]  # jobs run grouped by stage: keep one in memory
+        with np.load(stage_path(ctx, sid) / "outputs.npz", allow_pickle=False) as data:
+            offsets, seq, pooled = data["offsets"], data["sequence"], data["pooled"]
+            ctx.text_outputs[key] = {
+                str(utt_id): (seq[offsets[i]:offsets[i + 1]], pooled[i])
+                for i, utt_id in enumerate(data["ids"])}
+    return ctx.text_outputs[key]
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temporary file and rename it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(payload, f, indent=2, sort_keys=True, default=str)
+    os.replace(tmp, path)
