@@ -1,0 +1,65 @@
+"""``emoplug report``: the tables and figures of a run folder, as Markdown, HTML and CSV.
+
+``write_report(run_dir)`` reads ``plan.json`` and every ``jobs/*/{config,result}.json``
+(see ``collect``), aggregates them (``stats``, ``sections``), draws the figures headless
+(``figures``) and writes the chosen formats (``render``). A run still in progress reports
+what has finished. Importing this package is cheap: the work happens inside ``write_report``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from emoplug.errors import EmoplugError
+
+FORMATS = ("md", "html", "csv")
+
+
+def write_report(run_dir: Path, output_dir: Path | None = None,
+                 formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+    """Write the report of ``run_dir`` into ``output_dir`` (default ``run_dir/report``).
+
+    ``formats`` is a subset of ``md`` (``report.md`` + ``figures/``), ``html`` (one
+    self-contained ``report.html``) and ``csv`` (``results.csv``, one row per job, and
+    ``cells.csv``, one row per cell). Returns ``{"md" | "html" | "csv" | "cells_csv" |
+    "figures": path}`` for what was written. Raises ``EmoplugError`` for a folder that is
+    not a run or an unknown format.
+    """
+    from emoplug.report import render
+    from emoplug.report.collect import load_run
+    from emoplug.report.figures import save_chart
+    from emoplug.report.sections import build_report
+
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown or not formats:
+        raise EmoplugError(f"report format {', '.join(unknown) or '(none)'}: choose from "
+                           f"{', '.join(FORMATS)}")
+    run = load_run(Path(run_dir))
+    output = Path(output_dir) if output_dir is not None else run.path / "report"
+    output.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if "md" in formats or "html" in formats:
+        report = build_report(run)
+        figures: render.FigurePaths = {}
+        for section in report.sections:
+            if section.empty:
+                continue
+            for chart, stem in zip(section.charts, section.figure_stems(), strict=True):
+                figures[stem] = save_chart(chart, output / "figures", stem)
+        if figures:
+            written["figures"] = output / "figures"
+        if "md" in formats:
+            written["md"] = output / "report.md"
+            written["md"].write_text(render.to_markdown(report, figures, output),
+                                     encoding="utf-8")
+        if "html" in formats:
+            written["html"] = output / "report.html"
+            written["html"].write_text(render.to_html(report, figures), encoding="utf-8")
+    if "csv" in formats:
+        written["csv"] = render.write_results_csv(run, output / "results.csv")
+        written["cells_csv"] = render.write_cells_csv(run, output / "cells.csv")
+    return written
+
+
+__all__ = ["FORMATS", "write_report"]

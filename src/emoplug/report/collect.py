@@ -1,0 +1,186 @@
+"""Read a run folder: the plan, every job's config and result, the text stages.
+
+A run folder holds ``plan.json`` (the planned jobs), ``jobs/<id>/config.json`` (written when
+a job starts), ``jobs/<id>/result.json`` (written last; ``done`` or ``failed``) and
+``stages/<id>/stage.json`` (staged text-encoder fine-tuning). Nothing here computes a
+statistic; this module only turns files into records, so a run still in progress reads as
+what has finished so far.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from emoplug.errors import EmoplugError
+
+#: a job's status: finished, raised, started without a result yet, never started
+DONE, FAILED, STARTED, NOT_STARTED = "done", "failed", "started", "not started"
+#: the component axes of a cell
+AXES = ("text", "audio", "fusion", "approach")
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from ``path``; ``None`` when absent or unreadable (half-written)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+@dataclass
+class JobRecord:
+    """One planned (or found) job and what its folder holds so far."""
+
+    id: str
+    cell: str
+    label: str
+    fold: str
+    seed: int
+    config: dict[str, Any] | None = None
+    result: dict[str, Any] | None = None
+    planned: bool = True
+
+    @property
+    def status(self) -> str:
+        if self.result is not None:
+            return DONE if self.result.get("status") == DONE else FAILED
+        return STARTED if self.config is not None else NOT_STARTED
+
+    @property
+    def test(self) -> dict[str, Any]:
+        """Test-set metrics of a finished job (empty otherwise)."""
+        if self.status != DONE:
+            return {}
+        return self.result.get("metrics", {}).get("test", {})
+
+    def metric(self, name: str) -> float | None:
+        value = self.test.get(name)
+        return float(value) if isinstance(value, (int, float)) else None
+
+
+@dataclass
+class CellRecord:
+    """One cell (a combination of components) and its jobs."""
+
+    id: str
+    label: str
+    jobs: list[JobRecord] = field(default_factory=list)
+    names: dict[str, str | None] | None = None
+    configs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    protocol: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def planned(self) -> int:
+        return sum(j.planned for j in self.jobs)
+
+    @property
+    def done(self) -> list[JobRecord]:
+        return [j for j in self.jobs if j.status == DONE]
+
+    @property
+    def incomplete(self) -> bool:
+        """Fewer finished jobs than planned."""
+        return len(self.done) < self.planned
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        if self.names is None:
+            return ()
+        return tuple(m for m in ("text", "audio") if self.names.get(m) is not None)
+
+    def type_of(self, axis: str) -> str | None:
+        """The component type of ``axis`` (text, audio, fusion, approach), if known."""
+        config = self.configs.get(axis)
+        return None if config is None else config.get("type")
+
+    def by_pair(self) -> dict[tuple[str, int], JobRecord]:
+        """Finished jobs by (fold, seed)."""
+        return {(j.fold, j.seed): j for j in self.done}
+
+
+@dataclass
+class RunData:
+    """Everything a report reads from one run folder."""
+
+    path: Path
+    plan: dict[str, Any] | None
+    cells: list[CellRecord]
+    stages: list[dict[str, Any]]
+    unplanned: int = 0
+
+    @property
+    def name(self) -> str:
+        if self.plan is not None:
+            return str(self.plan.get("recipe", {}).get("name", self.path.name))
+        return self.path.name
+
+    @property
+    def jobs(self) -> list[JobRecord]:
+        return [j for c in self.cells for j in c.jobs]
+
+    def count(self, status: str) -> int:
+        return sum(j.status == status for j in self.jobs)
+
+
+def load_run(run_dir: Path) -> RunData:
+    """Read ``run_dir``; an ``EmoplugError`` when it is not an emoplug run folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise EmoplugError(f"{run_dir}: not a folder (expected an emoplug run folder)")
+    plan = read_json(run_dir / "plan.json")
+    job_dirs = sorted(p for p in (run_dir / "jobs").glob("*") if p.is_dir())
+    if plan is None and not any((p / "result.json").is_file() for p in job_dirs):
+        raise EmoplugError(f"{run_dir}: not an emoplug run folder (no plan.json and no "
+                           "jobs/*/result.json)")
+
+    jobs: dict[str, JobRecord] = {}
+    try:
+        for entry in (plan or {}).get("jobs", []):
+            jobs[entry["id"]] = JobRecord(entry["id"], entry["cell"], entry["label"],
+                                          str(entry["fold"]), int(entry["seed"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise EmoplugError(f"{run_dir / 'plan.json'}: a job entry lacks a valid "
+                           f"{exc.args[0] if isinstance(exc, KeyError) else 'value'} "
+                           "(is this an emoplug run folder?)") from None
+    unplanned = 0
+    for folder in job_dirs:
+        config = read_json(folder / "config.json")
+        result = read_json(folder / "result.json")
+        if folder.name not in jobs:
+            if plan is not None:
+                unplanned += 1  # a job of an earlier plan: left out, counted
+                continue
+            source = config or result or {}
+            if not all(key in source for key in ("cell", "fold", "seed")):
+                continue
+            jobs[folder.name] = JobRecord(
+                folder.name, source["cell"], source.get("cell_label", source["cell"]),
+                str(source["fold"]), int(source["seed"]), planned=False)
+        jobs[folder.name].config = config
+        jobs[folder.name].result = result
+
+    cells: dict[str, CellRecord] = {}
+    for job in jobs.values():
+        cell = cells.setdefault(job.cell, CellRecord(job.cell, job.label))
+        cell.jobs.append(job)
+        _describe(cell, job)
+    stages = [s for s in (read_json(p) for p in sorted((run_dir / "stages").glob("*/stage.json")))
+              if s is not None]
+    return RunData(run_dir, plan, list(cells.values()), stages, unplanned)
+
+
+def _describe(cell: CellRecord, job: JobRecord) -> None:
+    """Fill the cell's names, component configs and protocol from the job's files."""
+    if job.config is not None and not cell.configs:
+        cell.configs = {axis: job.config.get(axis) for axis in AXES}
+        cell.protocol = dict(job.config.get("protocol") or {})
+    for source in (job.config, job.result if job.status == DONE else None):
+        names = (source or {}).get("names")
+        if cell.names is None and isinstance(names, dict):
+            cell.names = {axis: names.get(axis) for axis in AXES}
+    if job.status == DONE:
+        cell.protocol = {**cell.protocol, **(job.result.get("protocol") or {})}

@@ -1,0 +1,103 @@
+"""The report's structure (tables, sections) and how numbers are written in it.
+
+Classification metrics (WA, UA, F1) are shown in %, their differences in percentage points;
+dimensional metrics (RMSE, MAE, CCC) on the corpus scale with three decimals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from emoplug.report.figures import Chart
+from emoplug.report.stats import PairedTest, Summary
+
+#: (result key, column title) of the classification metrics, shown in %
+CLASS_METRICS = (("wa", "WA"), ("ua", "UA"), ("macro_f1", "Macro-F1"), ("micro_f1", "Micro-F1"))
+#: per-dimension metric suffixes and titles (``valence_rmse`` ...)
+DIM_METRICS = (("rmse", "RMSE"), ("mae", "MAE"), ("ccc", "CCC"))
+PERCENT = frozenset(key for key, _ in CLASS_METRICS)
+DASH = "—"
+
+
+@dataclass
+class Table:
+    columns: list[str]
+    rows: list[list[str]]
+    caption: str = ""
+
+
+@dataclass
+class Section:
+    """One part of the report: what it shows, its tables and charts, or why it is empty
+    (``empty``: one line shown instead of tables and charts)."""
+
+    key: str
+    title: str
+    text: str
+    tables: list[Table] = field(default_factory=list)
+    charts: list[Chart] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    empty: str | None = None
+
+
+    def figure_stems(self) -> list[str]:
+        """File stems of the section's figures: ``<key>``, or ``<key>_1``, ``<key>_2``..."""
+        if len(self.charts) == 1:
+            return [self.key]
+        return [f"{self.key}_{i}" for i in range(1, len(self.charts) + 1)]
+
+
+@dataclass
+class Report:
+    title: str
+    summary: list[str]
+    sections: list[Section]
+
+
+def fmt_summary(summary: Summary, metric: str) -> str:
+    """``71.2 ± 1.5`` (% metrics) or ``0.631 ± 0.012``; the mean alone for a single job."""
+    if summary.n == 0:
+        return DASH
+    scale, digits = (100.0, 1) if metric in PERCENT else (1.0, 3)
+    text = f"{scale * summary.mean:.{digits}f}"
+    if not math.isnan(summary.std):
+        text += f" ± {scale * summary.std:.{digits}f}"
+    return text
+
+
+def fmt_diff(test: PairedTest, metric: str) -> str:
+    """The mean paired difference (signed) and its 95% CI: ``+2.3 [0.4, 4.2]``."""
+    if test.n == 0:
+        return DASH
+    scale, digits = (100.0, 1) if metric in PERCENT else (1.0, 3)
+    text = f"{scale * test.mean_diff:+.{digits}f}"
+    if not math.isnan(test.ci_low):
+        text += f" [{scale * test.ci_low:.{digits}f}, {scale * test.ci_high:.{digits}f}]"
+    return text
+
+
+def fmt_p(p: float) -> str:
+    if math.isnan(p):
+        return DASH
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def fmt_seconds(seconds: float) -> str:
+    """``12.3 s``, ``4.5 min`` or ``1.25 h``."""
+    if math.isnan(seconds):
+        return DASH
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def metric_title(metric: str) -> str:
+    """``ua`` -> ``UA``, ``valence_rmse`` -> ``valence RMSE``."""
+    titles = dict(CLASS_METRICS)
+    if metric in titles:
+        return titles[metric]
+    dim, _, kind = metric.rpartition("_")
+    return f"{dim} {dict(DIM_METRICS).get(kind, kind)}"
