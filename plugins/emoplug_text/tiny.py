@@ -55,6 +55,7 @@ def tiny_checkpoint(family: Family, texts: Sequence[str], work_dir: Path, *, hid
 def _build(family: Family, corpus: list[str], out: Path, *, hidden: int, layers: int,
            vocab: int, max_positions: int) -> None:
     """Train the tokenizer, create the random model, and save both into ``out``."""
+    import safetensors.torch
     import torch
     import transformers
     from transformers import AutoConfig, AutoModel
@@ -81,4 +82,7 @@ def _build(family: Family, corpus: list[str], out: Path, *, hidden: int, layers:
         torch.manual_seed(0)
         model = AutoModel.from_config(config, **family.model_kwargs)
     tokenizer.save_pretrained(out)
-    model.save_pretrained(out)
+    # written by hand rather than model.save_pretrained, which writes nothing on the
+    # non-zero ranks of a distributed launch, where every process builds its own copy
+    config.save_pretrained(out)
+    safetensors.torch.save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})

@@ -125,14 +125,15 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
 
     eval_start = time.perf_counter()
     device = accelerator.device
-    train_out = predict(model, loaders["train"], device)
+    train_out = predict(model, loaders["train"], device, accelerator.autocast)
     approach.fit(train_out.outputs, train_out.targets)
-    outputs = {"dev": predict(model, loaders["dev"], device),
-               "test": predict(model, loaders["test"], device)}
+    outputs = {name: predict(model, loaders[name], device, accelerator.autocast)
+               for name in ("dev", "test")}
     decoded = {name: approach.decode(o.outputs, o.targets) for name, o in outputs.items()}
     metrics = {name: evaluate(o, decoded[name], ctx.labels) for name, o in outputs.items()}
     eval_s = time.perf_counter() - eval_start
-    accelerator.free_memory()
+    if ddp:
+        accelerator.free_memory()
 
     return {
         "status": "done",
@@ -160,6 +161,7 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
         "timings": {"setup_s": setup_s, "train_s": result.seconds, "eval_s": eval_s,
                     "total_s": time.perf_counter() - start},
         "device": str(device),
+        "process": {"index": accelerator.process_index, "count": accelerator.num_processes},
         "mixed_precision": settings.mixed_precision,
         "versions": versions(),
         "_predictions": (outputs["test"], decoded["test"]),

@@ -5,6 +5,7 @@ Read it top to bottom: ``fit`` trains and keeps the best weights; ``predict`` ru
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -46,12 +47,13 @@ class Outputs:
     targets: Targets
 
 
-def predict(model: nn.Module, loader: Loader, device: torch.device) -> Outputs:
-    """Run ``model`` over ``loader`` (eval mode, no gradients)."""
+def predict(model: nn.Module, loader: Loader, device: torch.device,
+            autocast: Any = None) -> Outputs:
+    """Run ``model`` over ``loader`` (eval mode, no gradients, under ``autocast`` if given)."""
     model.eval()
     ids: list[str] = []
     outs, labels, avds = [], [], []
-    with torch.no_grad():
+    with torch.no_grad(), (autocast() if autocast is not None else contextlib.nullcontext()):
         for batch in loader:
             batch = move_to(batch, device)
             outs.append(model(batch).float().cpu())
@@ -63,6 +65,25 @@ def predict(model: nn.Module, loader: Loader, device: torch.device) -> Outputs:
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def _clip_and_step(accelerator: Any, optimizer: torch.optim.Optimizer, model: nn.Module,
+                   grad_clip: float | None, prepared: bool) -> None:
+    """Clip gradients and step. A prepared (DDP) optimizer unscales fp16 gradients itself;
+    otherwise the accelerator's grad scaler, when fp16 made one, is applied here."""
+    scaler = None if prepared else accelerator.scaler
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if grad_clip is not None:
+        if prepared:
+            accelerator.clip_grad_norm_(model.parameters(), grad_clip)
+        else:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
 
 
 def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
@@ -83,9 +104,8 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
                                                 total)
     if ddp:
         wrapped, optimizer = accelerator.prepare(model, optimizer)
-    else:  # one job per process: mixed precision and device placement, no DDP wrapper
-        wrapped = accelerator.prepare_model(model, evaluation_mode=True)
-        optimizer = accelerator.prepare_optimizer(optimizer)
+    else:  # one job per process: no DDP wrapper, nothing for the accelerator to keep
+        wrapped = model.to(accelerator.device)
     device = accelerator.device
 
     best = FitResult(0, math.inf, 0, 0, 0.0)
@@ -99,20 +119,19 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
         running, seen = 0.0, 0
         for step, batch in enumerate(batches, 1):
             batch = move_to(batch, device)
-            loss = loss_fn(wrapped(batch).float(), batch["targets"])
+            with accelerator.autocast():
+                loss = loss_fn(wrapped(batch).float(), batch["targets"])
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step};"
                                        " lower train.lr or check the inputs")
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
-            if settings.grad_clip is not None:
-                accelerator.clip_grad_norm_(wrapped.parameters(), settings.grad_clip)
-            optimizer.step()
+            _clip_and_step(accelerator, optimizer, wrapped, settings.grad_clip, ddp)
             scheduler.step()
             best.steps += 1
             running += loss.item() * len(batch["ids"])
             seen += len(batch["ids"])
-        dev_out = predict(wrapped, dev, device)
+        dev_out = predict(wrapped, dev, device, accelerator.autocast)
         dev_loss = loss_fn(dev_out.outputs, dev_out.targets).item()
         if not math.isfinite(dev_loss):
             raise TrainingDiverged(f"dev loss became {dev_loss} at epoch {epoch}")

@@ -30,6 +30,8 @@ from emoplug.train.model import CellModel
 from emoplug.types import Encoded, Targets
 
 TextOutputs = dict[str, tuple[np.ndarray, np.ndarray]]
+#: folder of a stage holding its fine-tuned encoder (written when ``train.save: best``)
+STAGE_ENCODER = "encoder"
 
 
 def build_text_module(ctx: RunContext, text_config: dict[str, Any], seed: int) -> nn.Module:
@@ -95,10 +97,16 @@ def stage_path(ctx: RunContext, sid: str) -> Path:
 
 
 def stage_status(ctx: RunContext, sid: str) -> dict[str, Any] | None:
+    """``stage.json`` of a stage, or None when it has not run. With ``train.save: best``, a
+    stage that finished without keeping its encoder counts as not run (it runs again)."""
     try:
-        return json.loads((stage_path(ctx, sid) / "stage.json").read_text())
+        status = json.loads((stage_path(ctx, sid) / "stage.json").read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return None
+    if (ctx.plan.recipe.train.save == "best" and status.get("status") == "done"
+            and not (stage_path(ctx, sid) / STAGE_ENCODER / "config.json").is_file()):
+        return None
+    return status
 
 
 class _PooledHead(nn.Module):
@@ -167,13 +175,18 @@ def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str,
     texts = {i: ctx.by_id[i].text for i in (*fold.train, *fold.dev, *fold.test)
              if ctx.by_id[i].text}
     outputs = encode_texts(module, texts, settings.batch_size, accelerator.device)
-    accelerator.free_memory()
+    if ddp:
+        accelerator.free_memory()
     sid = stage_id(ctx, text_config, fold_name, seed)
     info = {"status": "done", "stage": sid, "text": text_config, "fold": fold_name,
             "seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
             "dev_loss": result.best_dev_loss, "train_s": result.seconds,
             "total_s": time.perf_counter() - start, "utterances": len(outputs)}
     if accelerator.is_main_process or not ddp:
+        if settings.save == "best":  # saved models of staged cells need the encoder
+            from emoplug.train.saving import save_text_module
+
+            save_text_module(module, stage_path(ctx, sid) / STAGE_ENCODER)
         save_stage(stage_path(ctx, sid), outputs, info)
     return info
 

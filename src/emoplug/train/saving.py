@@ -1,0 +1,170 @@
+"""Saving a job's trained model (``train.save: best``) as a self-contained folder.
+
+``jobs/<id>/model/`` holds only JSON and safetensors, never pickles:
+
+- ``model.json``: ``format_version``, the label set, the AVD scale, the resolved job config,
+  every component's config (the audio featurizer's settings included), the sizes the modules
+  are rebuilt with and the approach's ``state_dict`` (AVD statistics, a two-stage mapper);
+- ``model.safetensors``: the cell network's weights without the text transformer;
+- ``text/`` (cells with text): the text encoder as a Hugging Face checkpoint directory
+  (tokenizer files, ``config.json``, ``model.safetensors``). Which encoder depends on the
+  text mode: ``finetune``, the one trained inside the cell; ``staged``, the stage's
+  fine-tuned encoder (kept under ``stages/<id>/encoder/`` and linked or copied here);
+  ``frozen``, the pretrained encoder as the run built it. A tiny encoder is saved the same
+  way, so rebuilding needs neither the corpus nor the cache.
+
+:mod:`emoplug.predict` reads the folder back.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import emoplug
+from emoplug.errors import EmoplugError
+from emoplug.recipe import Job
+from emoplug.train import text_stage
+from emoplug.train.context import RunContext
+from emoplug.train.job import text_mode, versions
+from emoplug.types import AVD_NAMES
+
+#: ``major.minor``; readers refuse a newer major version and accept any minor one.
+FORMAT_VERSION = "1.0"
+MODEL_JSON = "model.json"
+WEIGHTS = "model.safetensors"
+TEXT_DIR = "text"
+#: the text transformer's weights live in ``text/``, not in ``model.safetensors``
+TEXT_TRANSFORMER_PREFIX = "text.transformer."
+
+
+def save_text_module(module: Any, folder: Path) -> None:
+    """Write a text encoder module's tokenizer and transformer with ``save_pretrained``
+    (safetensors weights). The module must have ``tokenizer`` and ``transformer`` attributes,
+    as the bundled encoders do."""
+    tokenizer = getattr(module, "tokenizer", None)
+    transformer = getattr(module, "transformer", None)
+    if not hasattr(tokenizer, "save_pretrained") or not hasattr(transformer, "save_pretrained"):
+        raise EmoplugError(f"cannot save text encoder {type(module).__name__}: it has no "
+                           "Hugging Face tokenizer/transformer to save_pretrained")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Writing model shards" bar per job
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save_pretrained(folder)
+    transformer.save_pretrained(folder, safe_serialization=True)
+
+
+def link_or_copy_tree(source: Path, target: Path) -> None:
+    """Copy a folder; weight files (never edited in place) are hard-linked where the file
+    system allows, so they take no extra space."""
+    def link_or_copy(src: str, dst: str) -> None:
+        if src.endswith(".safetensors"):
+            try:
+                os.link(src, dst)
+                return
+            except OSError:
+                pass
+        shutil.copy2(src, dst)
+
+    shutil.copytree(source, target, copy_function=link_or_copy)
+
+
+def _audio_input_dim(ctx: RunContext, job: Job) -> int:
+    """The feature width the audio encoder was built for (from a training utterance)."""
+    store = ctx.features(job.cell.config["audio"])
+    for utt_id in ctx.folds[job.fold].train:
+        features = store.compute(ctx.by_id[utt_id])
+        if features is not None:
+            return int(features.shape[1])
+    raise EmoplugError(f"job {job.id}: no training utterance has audio features")
+
+
+def _write_text(ctx: RunContext, job: Job, model: Any, folder: Path) -> int:
+    """Write the cell's text encoder (see the module docstring); return its output size."""
+    text_config = job.cell.config["text"]
+    mode = text_mode(job)
+    if mode == "finetune":
+        save_text_module(model.text, folder)
+        return int(model.text.dim)
+    if mode == "staged":
+        sid = text_stage.stage_id(ctx, text_config, job.fold, job.seed)
+        source = text_stage.stage_path(ctx, sid) / text_stage.STAGE_ENCODER
+        if not (source / "config.json").is_file():
+            raise EmoplugError(f"job {job.id}: stage {sid} kept no encoder (it ran without "
+                               f"train.save: best); delete stages/{sid} and run again")
+        link_or_copy_tree(source, folder)
+        outputs = text_stage.load_stage(ctx, sid)
+        return int(next(iter(outputs.values()))[1].shape[0])
+    module = text_stage.build_text_module(ctx, text_config, seed=0)
+    save_text_module(module, folder)
+    return int(module.dim)
+
+
+def _out_dim(fusion: Any, dims: dict[str, int]) -> int:
+    """The fusion's output size, from one forward pass over a dummy one-step input."""
+    import torch
+
+    from emoplug.types import Encoded
+
+    like = next(fusion.parameters())
+    inputs = {m: Encoded(like.new_zeros(1, 1, d), torch.ones(1, 1, dtype=torch.bool,
+                                                            device=like.device),
+                         like.new_zeros(1, d)) for m, d in dims.items()}
+    training = fusion.training
+    fusion.eval()
+    with torch.no_grad():
+        out = fusion(inputs)
+    fusion.train(training)
+    return int(out.shape[-1])
+
+
+def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: Any) -> None:
+    """Write the trained ``model`` (a CellModel) and fitted ``approach`` of ``job`` to
+    ``folder`` atomically (built in a temporary sibling folder, then renamed)."""
+    from safetensors.torch import save_file
+
+    cfg = job.cell.config
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
+    try:
+        dims: dict[str, int] = {}
+        if cfg["text"] is not None:
+            dims["text"] = _write_text(ctx, job, model, tmp / TEXT_DIR)
+        if model.audio is not None:
+            dims["audio"] = int(model.audio.dim)
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "kind": "model",
+            "emoplug_version": emoplug.__version__,
+            "job": job.id,
+            "cell": job.cell.id,
+            "cell_label": job.cell.label,
+            "fold": job.fold,
+            "seed": job.seed,
+            "labels": list(ctx.labels),
+            "avd_names": list(AVD_NAMES),
+            "avd_scale": list(ctx.corpus.avd_scale),
+            "predicts_avd": bool(approach.predicts_avd),
+            "text_mode": text_mode(job),
+            "components": {axis: cfg[axis] for axis in ("text", "audio", "fusion", "approach")},
+            "dims": dims,
+            "audio_input_dim": _audio_input_dim(ctx, job) if cfg["audio"] is not None else None,
+            "out_dim": _out_dim(model.fusion, dims),
+            "batch_size": ctx.plan.recipe.train.batch_size,
+            "approach_state": approach.state_dict(),
+            "config": job.resolved_config(),
+            "versions": versions(),
+        }
+        weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
+                   if not k.startswith(TEXT_TRANSFORMER_PREFIX)}
+        save_file(weights, str(tmp / WEIGHTS), metadata={"format_version": FORMAT_VERSION})
+        text_stage.write_json_atomic(tmp / MODEL_JSON, manifest)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,210 @@
+"""The runner end to end on a tiny demo corpus: outputs, resume after SIGKILL, failures,
+NaN losses, and two-process launches (job sharding and DDP)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from emoplug import Fusion, hookimpl
+from emoplug.recipe import load_plan
+from emoplug.registry import get_registry
+from emoplug.train.runner import run_plan
+
+RECIPE = """
+name: tiny
+dataset: {type: demo, utterances_per_speaker: 6}
+protocol: {type: loso}
+seeds: [0]
+train: {epochs: 2, batch_size: 16, lr: 3.0e-3, patience: 1}
+text:
+  bert: {type: bert, tiny: true, mode: staged, lr: 1.0e-3}
+audio:
+  mfcc: {type: mfcc, n_mfcc: 13, hop_ms: 20, encoder: {hidden: 16, stride: 2}}
+fusion:
+  early: {type: early, hidden: 16}
+  attention: {type: attention, dim: 16, heads: 2, hidden: 16}
+  none: {type: none, hidden: 16}
+grid: {text: [bert], audio: [mfcc, null], fusion: [early, attention], approach: [direct]}
+"""
+
+
+def write_recipe(tmp_path: Path, text: str = RECIPE, **extra: str) -> Path:
+    path = tmp_path / "r.yaml"
+    body = textwrap.dedent(text) + f"cache_dir: {tmp_path / 'cache'}\n"
+    for key, value in extra.items():
+        body += f"{key}: {value}\n"
+    path.write_text(body)
+    return path
+
+
+def results(run: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in run.glob("jobs/*/result.json")}
+
+
+def emoplug(*args: str, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emoplug", *args], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """One uninterrupted run of the tiny recipe, shared by several tests."""
+    tmp = tmp_path_factory.mktemp("run")
+    recipe = write_recipe(tmp)
+    summary = run_plan(load_plan(recipe), tmp / "out", verbosity=0)
+    return recipe, tmp / "out", summary
+
+
+def test_run_writes_every_job_folder(finished_run):
+    recipe, out, summary = finished_run
+    plan = load_plan(recipe)
+    assert len(summary.done) == len(plan.jobs) == 3 * 5 and not summary.failed
+    assert summary.stages == 5  # bert fine-tuned once per fold, shared by its cells
+    for job in plan.jobs:
+        folder = out / "jobs" / job.id
+        config = json.loads((folder / "config.json").read_text())
+        assert config["fold"] == job.fold and config["fusion"]["type"] == job.cell.config[
+            "fusion"]["type"]
+        result = json.loads((folder / "result.json").read_text())
+        assert result["status"] == "done" and result["text_mode"] == "staged"
+        test = result["metrics"]["test"]
+        assert 0.0 <= test["ua"] <= 1.0 and len(test["confusion"]) == 4
+        with open(folder / "predictions.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == result["sizes"]["test"] == test["n"]
+        assert {"id", "gold", "predicted", "p_neutral", "gold_valence"} <= set(rows[0])
+        assert list((folder / "tb").glob("events.out.tfevents.*"))
+
+
+def test_rerun_skips_finished_jobs(finished_run):
+    recipe, out, _ = finished_run
+    summary = run_plan(load_plan(recipe), out, verbosity=0)
+    assert summary.done == [] and len(summary.skipped) == 15
+
+
+def test_resume_after_sigkill_matches_uninterrupted_run(finished_run, tmp_path):
+    recipe, reference, _ = finished_run
+    out = tmp_path / "killed"
+    shutil.copytree(reference.parent / "cache", tmp_path / "cache", dirs_exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-m", "emoplug", "run", str(recipe), "--output",
+                             str(out), "-q"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("jobs/*/result.json"))) < 4:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = results(out)
+    assert 0 < len(before) < 15, "the kill should land mid-grid"
+    rerun = emoplug("run", str(recipe), "--output", str(out), "-q")
+    assert rerun.returncode == 0, rerun.stderr
+    after, expected = results(out), results(reference)
+    assert set(after) == set(expected)
+    for job_id, result in after.items():
+        assert result["metrics"]["test"]["ua"] == pytest.approx(
+            expected[job_id]["metrics"]["test"]["ua"], abs=1e-9)
+        assert result["best_epoch"] == expected[job_id]["best_epoch"]
+    for job_id, result in before.items():  # finished before the kill: kept, not re-run
+        assert after[job_id]["timings"] == result["timings"]
+
+
+class _Broken:
+    class Exploding(Fusion):
+        name = "exploding"
+
+        def build(self, input_dims, out_dim):
+            raise RuntimeError("this fusion always fails")
+
+    class Diverging(Fusion):
+        name = "diverging"
+
+        def build(self, input_dims, out_dim):
+            import torch
+
+            class Nan(torch.nn.Module):
+                def __init__(self):
+                    super().__init__()
+                    self.w = torch.nn.Parameter(torch.ones(1))
+
+                def forward(self, encoded):
+                    pooled = next(iter(encoded.values())).pooled
+                    return pooled.new_full((pooled.shape[0], out_dim), float("nan")) * self.w
+            return Nan()
+
+    @hookimpl
+    def emoplug_register_fusions(self, register):
+        register(self.Exploding)
+        register(self.Diverging)
+
+
+def test_failing_cells_are_recorded_and_the_grid_goes_on(tmp_path):
+    get_registry().add_plugin(_Broken(), "broken")
+    recipe = write_recipe(tmp_path, RECIPE.replace("fusion: [early, attention]",
+                                                   "fusion: [early, exploding, diverging]")
+                          .replace("audio: [mfcc, null]", "audio: [mfcc]"),
+                          )
+    summary = run_plan(load_plan(recipe, ["seeds=[0]"]), tmp_path / "out", verbosity=0)
+    found = results(tmp_path / "out")
+    assert len(summary.done) == 5 and len(summary.failed) == 10
+    errors = {r["cell_label"]: r["error"] for r in found.values() if r["status"] == "failed"}
+    assert errors["bert+mfcc/exploding/direct"] == "RuntimeError: this fusion always fails"
+    assert errors["bert+mfcc/diverging/direct"].startswith("TrainingDiverged: loss became nan")
+    assert all("Traceback" in r["traceback"] for r in found.values() if r["status"] == "failed")
+
+
+def test_cli_run_exit_codes(tmp_path):
+    missing = emoplug("run", str(tmp_path / "absent.yaml"))
+    assert missing.returncode == 2 and missing.stderr.startswith("error: ")
+    bad_root = write_recipe(tmp_path, RECIPE.replace("{type: demo, utterances_per_speaker: 6}",
+                                                     f"{{type: iemocap, root: {tmp_path}}}"))
+    result = emoplug("run", str(bad_root))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def _launch(recipe: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+         "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "-m", "emoplug", "run", str(recipe), "--output", str(out), "-q", *overrides],
+        capture_output=True, text=True, timeout=400,
+        env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_jobs_without_overlap(finished_run, tmp_path):
+    recipe, reference, _ = finished_run
+    out = tmp_path / "sharded"
+    proc = _launch(recipe, out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = results(out)
+    assert set(found) == set(results(reference))
+    ranks = {r["process"]["index"] for r in found.values()}
+    assert ranks == {0, 1} and {r["process"]["count"] for r in found.values()} == {2}
+    stages = [json.loads(p.read_text()) for p in out.glob("stages/*/stage.json")]
+    assert len(stages) == 5  # each staged encoder fine-tuned once across both processes
+
+
+@pytest.mark.slow
+def test_ddp_strategy_runs_each_job_across_both_processes(tmp_path):
+    recipe = write_recipe(tmp_path, RECIPE.replace("mode: staged", "mode: finetune")
+                          .replace("audio: [mfcc, null]", "audio: [mfcc]")
+                          .replace("fusion: [early, attention]", "fusion: [early]"))
+    out = tmp_path / "ddp"
+    proc = _launch(recipe, out, "train.strategy=ddp", "seeds=[0]")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = results(out)
+    assert len(found) == 5 and all(r["status"] == "done" for r in found.values())
+    assert {r["process"]["count"] for r in found.values()} == {2}
+    assert {r["process"]["index"] for r in found.values()} == {0}  # the main process writes
