@@ -169,12 +169,82 @@ def data() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def data_summary(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     """Utterances per label, session and speaker; skipped items; fold sizes."""
+    from emoplug.data.loading import load_corpus_and_folds
     from emoplug.data.summary import format_summary, summarize
     from emoplug.recipe import load_plan
-    from emoplug.train.runner import load_corpus_and_folds
 
     plan_ = load_plan(recipe, overrides)
     corpus, folds = load_corpus_and_folds(plan_)
     summary = summarize(corpus, folds)
     click.echo(json.dumps(summary, indent=2, sort_keys=True) if as_json
                else format_summary(summary))
+
+
+@main.command()
+@click.argument("model_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--audio", help="audio file of one utterance")
+@click.option("--text", help="transcript of one utterance")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV with columns id, audio, text: predict every row")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (a GPU when there is one), cpu, cuda, cuda:1, ...")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+def predict(model_dir: Path, audio: str | None, text: str | None, manifest: Path | None,
+            as_json: bool, device: str, batch_size: int) -> None:
+    """Predict the emotion of utterances with a saved model (see docs/predict.md)."""
+    from emoplug.predict import format_prediction, load_model, read_rows
+
+    if manifest is not None and (audio is not None or text is not None):
+        raise EmoplugError("give either --manifest or --audio/--text, not both")
+    if manifest is None and audio is None and text is None:
+        raise EmoplugError("nothing to predict: give --audio and/or --text, or --manifest")
+    rows = read_rows(manifest) if manifest is not None else None
+    predictor = load_model(model_dir, device=device)
+    if rows is None:
+        result = predictor.predict(audio=audio, text=text)
+        click.echo(json.dumps(result, indent=2) if as_json
+                   else format_prediction(result, predictor.avd_scale))
+        return
+    predicted, bad = predictor.predict_many(rows, batch_size, progress=not as_json)
+    if bad:
+        first = "; ".join(f"{row.id or '(no id)'}: {reason}" for row, reason in bad[:3])
+        message = f"{len(bad)} of {len(rows)} rows of {manifest} skipped ({first})"
+        if not predicted:
+            raise EmoplugError(f"no row could be predicted: {message}")
+        click.echo(f"emoplug: {message}", err=True)
+    if as_json:
+        click.echo(json.dumps([{"id": row.id, **result} for row, result in predicted],
+                              indent=2))
+        return
+    for row, result in predicted:
+        click.echo(f"{row.id}\t{format_prediction(result, predictor.avd_scale, one_line=True)}")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--cell", required=True, help="cell id (or a unique prefix of it, or its label)")
+@click.option("--fold", default="all", show_default=True,
+              help="a fold name, or all (an ensemble of every fold's model)")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path),
+              help="model directory to create (default RUN_DIR/exports/<cell>-<fold>)")
+@click.option("--refit", is_flag=True, help="train the cell again on all data instead")
+@click.option("--seed", type=int, help="--refit: training seed (default the recipe's first)")
+@click.option("--dev-fraction", default=0.1, show_default=True, type=float,
+              help="--refit: share of each label held out for early stopping")
+def export(run_dir: Path, cell: str, fold: str, output: Path | None, refit: bool,
+           seed: int | None, dev_fraction: float) -> None:
+    """Export a cell's trained models as a model directory for `emoplug predict`."""
+    from emoplug import export as exporting
+
+    if refit:
+        if fold != "all":
+            raise EmoplugError("--refit trains on all folds' data; leave out --fold")
+        folder, result = exporting.refit(run_dir, cell, output, seed, dev_fraction)
+        scores = result["metrics"]["test"]
+        detail = " ".join(f"{k.upper()}={scores[k]:.3f}" for k in ("ua", "wa") if k in scores)
+        click.echo(f"refit {result['cell_label']}: dev {detail} -> {folder}")
+        return
+    if seed is not None:
+        raise EmoplugError("--seed applies to --refit only")
+    click.echo(f"exported -> {exporting.export_saved(run_dir, cell, fold, output)}")
