@@ -59,8 +59,9 @@ __all__ = [
 ]
 
 
-def load(model_dir):
-    """Load a saved model directory for prediction (see ``emoplug predict``)."""
+def load(model_dir, device: str = "auto"):
+    """Load a saved model directory for prediction (see ``emoplug predict``);
+    ``device``: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:1``, ..."""
     from emoplug.predict import load_model
 
-    return load_model(model_dir)
+    return load_model(model_dir, device)

@@ -157,7 +157,11 @@ def _write_job(ctx: RunContext, job: Job, result: dict[str, Any]) -> None:
     if model is not None and ctx.plan.recipe.train.save == "best":
         from emoplug.train.saving import save_model
 
-        save_model(folder / "model", ctx, job, model, approach)
+        try:
+            save_model(folder / "model", ctx, job, model, approach)
+        except Exception as exc:  # keep the metrics; a re-run retries the job and its save
+            result.update(status="failed", error=f"saving the model failed: "
+                          f"{type(exc).__name__}: {exc}".splitlines()[0])
     text_stage.write_json_atomic(folder / "result.json", result)
 
 

@@ -1,0 +1,357 @@
+"""Predicting with saved models: ``emoplug.load(MODEL_DIR)`` and ``emoplug predict``.
+
+A model directory is one job's saved model (``model.json`` of kind ``model``, written by
+:mod:`emoplug.train.saving`) or an ensemble exported by ``emoplug export`` (kind
+``ensemble``: member model directories whose probabilities and AVD are averaged).
+
+Loading reads JSON and safetensors only: the text encoder comes back through the same
+``from_pretrained`` path as in training, from the saved directory, with ``trust_remote_code``
+never set, and a directory holding a pickle-based file (``.bin``, ``.pt``, ...) is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import emoplug
+from emoplug.errors import EmoplugError
+from emoplug.types import AVD_NAMES, Decoded
+
+#: the newest ``format_version`` major this emoplug reads
+SUPPORTED_MAJOR = 1
+MODEL_JSON = "model.json"
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"})
+
+
+@dataclass
+class Row:
+    """One utterance to predict: an id, an audio file path and/or a transcript."""
+
+    id: str
+    audio: str | None = None
+    text: str | None = None
+
+
+def read_model_json(folder: Path) -> dict[str, Any]:
+    """``model.json`` of ``folder``, checked for a readable ``format_version``."""
+    path = folder / MODEL_JSON
+    if not folder.is_dir():
+        raise EmoplugError(f"model directory {folder} does not exist")
+    if not path.is_file():
+        raise EmoplugError(f"{folder} is not a saved emoplug model (no {MODEL_JSON})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise EmoplugError(f"{path} is not valid JSON ({exc})") from None
+    version = str(manifest.get("format_version", "")) if isinstance(manifest, dict) else ""
+    major = version.split(".")[0]
+    if not major.isdigit():
+        raise EmoplugError(f"{path}: missing or invalid format_version {version!r}")
+    if int(major) > SUPPORTED_MAJOR:
+        raise EmoplugError(f"{folder} has model format {version}, newer than this emoplug "
+                           f"{emoplug.__version__} reads ({SUPPORTED_MAJOR}.x); upgrade emoplug")
+    return manifest
+
+
+def _refuse_pickles(folder: Path) -> None:
+    for path in folder.rglob("*"):
+        if path.suffix.lower() in PICKLE_SUFFIXES:
+            raise EmoplugError(f"{path}: refusing to load a pickle-based file (saved models "
+                               "hold only JSON and safetensors)")
+
+
+def resolve_device(device: str) -> Any:
+    """``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``, ..."""
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise EmoplugError(f"--device {device!r} is not a torch device (try cpu or cuda)") \
+            from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise EmoplugError(f"--device {device}: no CUDA GPU is available")
+    return chosen
+
+
+class SavedModel:
+    """One job's saved model, rebuilt from its directory on ``device``."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], device: Any):
+        from safetensors.torch import load_file
+
+        from emoplug.registry import get_registry
+        from emoplug.train.model import CellModel
+        from emoplug.train.saving import TEXT_TRANSFORMER_PREFIX, WEIGHTS
+
+        registry = get_registry()
+        components = manifest["components"]
+        self.folder = folder
+        self.device = device
+        self.labels: list[str] = list(manifest["labels"])
+        self.text_mode: str | None = manifest["text_mode"]
+        self.batch_size = int(manifest.get("batch_size", 32))
+        self.featurizer = (registry.build("audio", components["audio"])
+                           if components["audio"] is not None else None)
+        self.text_module = (self._build_text(components["text"])
+                            if components["text"] is not None else None)
+        audio_module = (self.featurizer.build_encoder(int(manifest["audio_input_dim"]))
+                        if self.featurizer is not None else None)
+        # modality order matters (fusions concatenate in it): text first, as in training
+        dims = {m: int(manifest["dims"][m]) for m in ("text", "audio") if m in manifest["dims"]}
+        fusion = registry.build("fusion", components["fusion"]).build(
+            dims, int(manifest["out_dim"]))
+        model = CellModel(fusion, audio=audio_module)
+        if self.text_mode == "finetune":
+            model.text = self.text_module
+        loaded = model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=False)
+        missing = [k for k in loaded.missing_keys if not k.startswith(TEXT_TRANSFORMER_PREFIX)]
+        if missing or loaded.unexpected_keys:
+            raise EmoplugError(f"{folder / WEIGHTS} does not match the model described in "
+                               f"{MODEL_JSON} (missing {missing[:3]}, unexpected "
+                               f"{loaded.unexpected_keys[:3]})")
+        self.model = model.to(device).eval()
+        self.approach = registry.build("approach", components["approach"])
+        self.approach.load_state_dict(manifest["approach_state"])
+
+    def _build_text(self, text_config: dict[str, Any]) -> Any:
+        """The text encoder from the saved ``text/`` checkpoint directory."""
+        from emoplug.registry import get_registry
+        from emoplug.train.saving import TEXT_DIR
+
+        config = {**text_config, "pretrained": str(self.folder / TEXT_DIR)}
+        if "tiny" in config:
+            config["tiny"] = False
+        component = get_registry().build("text", config)
+        with tempfile.TemporaryDirectory(prefix="emoplug-load-") as work_dir:
+            return component.build(texts=[], work_dir=Path(work_dir)).eval()
+
+    @property
+    def needs_text(self) -> bool:
+        return self.text_module is not None
+
+    @property
+    def needs_audio(self) -> bool:
+        return self.featurizer is not None
+
+    def decode(self, rows: Sequence[Row], features: Sequence[dict[str, np.ndarray]]
+               ) -> Decoded:
+        """Predictions for ``rows`` (in order); ``features[i]`` maps a featurizer's cache key
+        to row ``i``'s audio features."""
+        import torch
+
+        from emoplug.train.data import Collator, Example, Loader
+        from emoplug.train.loop import predict
+        from emoplug.train.text_stage import encode_texts
+
+        keys = [str(i) for i in range(len(rows))]
+        cached = None
+        if self.needs_text and self.text_mode != "finetune":  # staged/frozen: as in training
+            texts = {k: r.text for k, r in zip(keys, rows, strict=True)}
+            cached = encode_texts(self.text_module, texts, self.batch_size, self.device)
+        examples = []
+        for key, row, feats in zip(keys, rows, features, strict=True):
+            example = Example(key, -1, (math.nan,) * 3)
+            if self.needs_text:
+                if cached is not None:
+                    example.text_cached = cached[key]
+                else:
+                    example.text = row.text
+            if self.featurizer is not None:
+                array = feats[self.featurizer.cache_key()]
+                example.audio = lambda array=array: array
+            examples.append(example)
+        tokenize = self.text_module.tokenize if self.text_mode == "finetune" else None
+        out = predict(self.model, Loader(examples, Collator(tokenize), self.batch_size, False),
+                      self.device)
+        order = torch.tensor([out.ids.index(k) for k in keys])
+        return self.approach.decode(out.outputs[order])
+
+
+class Predictor:
+    """A loaded model directory (one model or an ensemble). ``predict(audio=, text=)``
+    returns ``{"category", "probabilities", "avd"}``; ``predict_many`` runs batches."""
+
+    def __init__(self, folder: Path, members: list[SavedModel], avd_scale: Sequence[float]):
+        self.folder = folder
+        self.members = members
+        self.labels = members[0].labels
+        for member in members[1:]:
+            if member.labels != self.labels:
+                raise EmoplugError(f"{member.folder}: label set {member.labels} differs from "
+                                   f"{self.labels} of the other ensemble members")
+        self.avd_scale = tuple(avd_scale)
+        self.needs_text = any(m.needs_text for m in members)
+        self.needs_audio = any(m.needs_audio for m in members)
+        self.featurizers = {m.featurizer.cache_key(): m.featurizer
+                            for m in members if m.featurizer is not None}
+
+    @property
+    def predicts_avd(self) -> bool:
+        return all(m.approach.predicts_avd for m in self.members)
+
+    def features(self, row: Row) -> dict[str, np.ndarray]:
+        """Check that ``row`` has what the model reads; compute its audio features."""
+        from emoplug.data.audio import load_audio
+
+        if self.needs_text and not (row.text and row.text.strip()):
+            raise EmoplugError("the model reads text, but no text was given")
+        if not self.needs_audio:
+            return {}
+        if not row.audio:
+            raise EmoplugError("the model reads audio, but no audio file was given")
+        if not Path(row.audio).is_file():
+            raise EmoplugError(f"audio file {row.audio} not found")
+        out = {}
+        for key, featurizer in self.featurizers.items():
+            waveform = load_audio(row.audio, featurizer.sample_rate)
+            try:
+                array = featurizer.featurize(waveform, featurizer.sample_rate)
+            except Exception as exc:  # e.g. audio too short for the featurizer's window
+                reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+                raise EmoplugError(f"audio file {row.audio}: {featurizer.name} features "
+                                   f"failed ({reason})") from exc
+            out[key] = np.asarray(array).astype(np.float32, copy=False)
+        return out
+
+    def predict(self, audio: str | Path | None = None, text: str | None = None
+                ) -> dict[str, Any]:
+        """The prediction for one utterance (raises :class:`EmoplugError` on bad input)."""
+        row = Row("input", None if audio is None else str(audio), text)
+        return self._combine([row], [self.features(row)])[0]
+
+    def predict_many(self, rows: Sequence[Row], batch_size: int = 32, progress: bool = False
+                     ) -> tuple[list[tuple[Row, dict[str, Any]]], list[tuple[Row, str]]]:
+        """``(predicted, bad)``: ``(row, prediction)`` for every usable row, in order, and
+        ``(row, reason)`` for the rows skipped for bad input."""
+        predicted: list[tuple[Row, dict[str, Any]]] = []
+        bad: list[tuple[Row, str]] = []
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(rows), unit="utt", desc="predict", file=sys.stderr,
+                       dynamic_ncols=True)
+        for chunk in _chunks(rows, batch_size):
+            good, features = [], []
+            for row in chunk:
+                try:
+                    features.append(self.features(row))
+                    good.append(row)
+                except EmoplugError as exc:
+                    bad.append((row, str(exc).splitlines()[0]))
+            if good:
+                predicted.extend(zip(good, self._combine(good, features), strict=True))
+            if bar is not None:
+                bar.update(len(chunk))
+        if bar is not None:
+            bar.close()
+        return predicted, bad
+
+    def _combine(self, rows: Sequence[Row], features: Sequence[dict[str, np.ndarray]]
+                 ) -> list[dict[str, Any]]:
+        """Every member's predictions; an ensemble averages probabilities and AVD and takes
+        the most probable class (a majority vote when an approach gives no probabilities)."""
+        decoded = [m.decode(rows, features) for m in self.members]
+        if len(decoded) == 1:
+            labels, probs, avd = decoded[0].labels, decoded[0].probs, decoded[0].avd
+        else:
+            probs = (np.mean([d.probs for d in decoded], axis=0)
+                     if all(d.probs is not None for d in decoded) else None)
+            votes = np.stack([d.labels for d in decoded], axis=1)
+            labels = (probs.argmax(axis=1) if probs is not None else np.array(
+                [np.bincount(v, minlength=len(self.labels)).argmax() for v in votes]))
+            avd = (np.mean([d.avd for d in decoded], axis=0)
+                   if all(d.avd is not None for d in decoded) else None)
+        return [{
+            "category": self.labels[int(labels[i])],
+            "probabilities": (None if probs is None else
+                              {c: float(p) for c, p in zip(self.labels, probs[i], strict=True)}),
+            "avd": (None if avd is None else
+                    {n: float(v) for n, v in zip(AVD_NAMES, avd[i], strict=True)}),
+        } for i in range(len(rows))]
+
+
+def format_prediction(result: dict[str, Any], avd_scale: Sequence[float],
+                      one_line: bool = False) -> str:
+    """A prediction as text: the category, class probabilities, and AVD when predicted."""
+    parts = [("category", result["category"])]
+    if result["probabilities"] is not None:
+        parts.append(("probabilities", " ".join(
+            f"{c}={p:.3f}" for c, p in result["probabilities"].items())))
+    if result["avd"] is not None:
+        low, high = avd_scale
+        parts.append(("avd", " ".join(f"{n}={v:.2f}" for n, v in result["avd"].items())
+                      + f" (scale {low:g}-{high:g})"))
+    if one_line:
+        return "\t".join(text for _, text in parts)
+    return "\n".join(f"{name}: {text}" for name, text in parts)
+
+
+def _chunks(rows: Sequence[Row], size: int) -> Iterator[Sequence[Row]]:
+    for start in range(0, len(rows), max(1, size)):
+        yield rows[start:start + size]
+
+
+def load_model(model_dir: str | Path, device: str = "auto") -> Predictor:
+    """Load a saved model or exported ensemble directory for prediction."""
+    folder = Path(model_dir).expanduser()
+    manifest = read_model_json(folder)
+    _refuse_pickles(folder)
+    chosen = resolve_device(device)
+    try:
+        return _load(folder, manifest, chosen)
+    except KeyError as exc:
+        raise EmoplugError(f"{folder}: a {MODEL_JSON} lacks the key {exc}; the folder is "
+                           "incomplete or was not written by emoplug") from None
+
+
+def _load(folder: Path, manifest: dict[str, Any], chosen: Any) -> Predictor:
+    """The model, or the ensemble's members, of ``folder`` on device ``chosen``."""
+    if manifest.get("kind") == "ensemble":
+        members = []
+        for relative in manifest["members"]:
+            member = (folder / relative).resolve()
+            if folder.resolve() not in member.parents:
+                raise EmoplugError(f"{folder / MODEL_JSON}: member {relative!r} lies outside "
+                                   "the model directory")
+            members.append(SavedModel(member, read_model_json(member), chosen))
+    elif manifest.get("kind") == "model":
+        members = [SavedModel(folder, manifest, chosen)]
+    else:
+        raise EmoplugError(f"{folder / MODEL_JSON}: unknown kind {manifest.get('kind')!r}")
+    return Predictor(folder, members, manifest["avd_scale"])
+
+
+def read_rows(path: Path) -> list[Row]:
+    """Rows of a CSV manifest with columns ``id`` and ``audio`` and/or ``text``; relative
+    audio paths are read from the manifest's folder."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            columns = set(reader.fieldnames or ())
+            if "id" not in columns or not columns & {"audio", "text"}:
+                raise EmoplugError(f"manifest {path}: needs columns id and audio and/or text "
+                                   f"(found {', '.join(sorted(columns)) or 'none'})")
+            records = list(reader)
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EmoplugError(f"cannot read manifest {path}: {exc}") from None
+    rows = []
+    for record in records:
+        audio = (record.get("audio") or "").strip() or None
+        if audio is not None and not Path(audio).expanduser().is_absolute():
+            audio = str(path.parent / audio)
+        rows.append(Row(record["id"] or "", audio, record.get("text") or None))
+    return rows
