@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import Field
+from pydantic import Field, create_model
 
 from emoplug import TextEncoder, TextEncoderConfig
 from emoplug_text.families import FAMILIES, Family, Pooling
@@ -43,6 +43,15 @@ class TransformerTextEncoder(TextEncoder):
     Config: ClassVar[type[TransformerEncoderConfig]] = TransformerEncoderConfig
     config: TransformerEncoderConfig
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        """Give each family its own config model, defaulting to its checkpoint and pooling."""
+        super().__init_subclass__(**kwargs)
+        cls.Config = create_model(
+            f"{cls.__name__}Config", __base__=TransformerEncoderConfig,
+            __doc__=f"Settings of the {cls.name} text encoder.",
+            pretrained=(str, cls.family.checkpoint),
+            pooling=(Pooling, cls.family.default_pooling))
+
     def build(self, *, texts: Sequence[str], work_dir: Path) -> TransformerTextModule:
         from emoplug_text.checkpoints import load_checkpoint
         from emoplug_text.module import TransformerTextModule
@@ -69,20 +78,12 @@ class Bert(TransformerTextEncoder):
     name = "bert"
     family = FAMILIES["bert"]
 
-    class Config(TransformerEncoderConfig):
-        pretrained: str = FAMILIES["bert"].checkpoint
-        pooling: Pooling = FAMILIES["bert"].default_pooling
-
 
 class Roberta(TransformerTextEncoder):
     """RoBERTa (default ``roberta-base``)."""
 
     name = "roberta"
     family = FAMILIES["roberta"]
-
-    class Config(TransformerEncoderConfig):
-        pretrained: str = FAMILIES["roberta"].checkpoint
-        pooling: Pooling = FAMILIES["roberta"].default_pooling
 
 
 class XLNet(TransformerTextEncoder):
@@ -91,20 +92,12 @@ class XLNet(TransformerTextEncoder):
     name = "xlnet"
     family = FAMILIES["xlnet"]
 
-    class Config(TransformerEncoderConfig):
-        pretrained: str = FAMILIES["xlnet"].checkpoint
-        pooling: Pooling = FAMILIES["xlnet"].default_pooling
-
 
 class Albert(TransformerTextEncoder):
     """ALBERT (default ``albert-base-v2``)."""
 
     name = "albert"
     family = FAMILIES["albert"]
-
-    class Config(TransformerEncoderConfig):
-        pretrained: str = FAMILIES["albert"].checkpoint
-        pooling: Pooling = FAMILIES["albert"].default_pooling
 
 
 class Electra(TransformerTextEncoder):
@@ -113,20 +106,12 @@ class Electra(TransformerTextEncoder):
     name = "electra"
     family = FAMILIES["electra"]
 
-    class Config(TransformerEncoderConfig):
-        pretrained: str = FAMILIES["electra"].checkpoint
-        pooling: Pooling = FAMILIES["electra"].default_pooling
-
 
 class Deberta(TransformerTextEncoder):
     """DeBERTa-v3 (default ``microsoft/deberta-v3-base``, model type deberta-v2)."""
 
     name = "deberta"
     family = FAMILIES["deberta"]
-
-    class Config(TransformerEncoderConfig):
-        pretrained: str = FAMILIES["deberta"].checkpoint
-        pooling: Pooling = FAMILIES["deberta"].default_pooling
 
 
 TEXT_ENCODERS: tuple[type[TransformerTextEncoder], ...] = (
