@@ -226,8 +226,11 @@ class Registry:
             available = ", ".join(sorted(comps)) or "none"
             hint = difflib.get_close_matches(str(name), list(comps), n=1)
             suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+            broken = [f"'{p.name}' ({p.distribution or 'not installed'})"
+                      for p in self.plugins.values() if p.error]
+            note = f"; plugins that failed to load: {', '.join(broken)}" if broken else ""
             raise UnknownComponentError(
-                f"unknown {label} '{name}'{suggestion}; available: {available}")
+                f"unknown {label} '{name}'{suggestion}; available: {available}{note}")
         return comps[name]
 
     def build(self, kind: str, mapping: dict[str, Any]) -> Any:
