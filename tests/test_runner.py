@@ -197,6 +197,21 @@ def test_two_processes_share_the_jobs_without_overlap(finished_run, tmp_path):
 
 
 @pytest.mark.slow
+def test_local_workers_share_the_jobs(finished_run, tmp_path):
+    recipe, reference, _ = finished_run
+    out = tmp_path / "workers"
+    proc = emoplug("run", str(recipe), "--output", str(out), "--workers", "2", "-q")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = results(out)
+    assert set(found) == set(results(reference))
+    assert {r["process"]["index"] for r in found.values()} == {0, 1}
+    assert len(list(out.glob("stages/*/stage.json"))) == 5
+    for job_id, result in found.items():  # same numbers as a single process
+        assert result["metrics"]["test"]["ua"] == pytest.approx(
+            results(reference)[job_id]["metrics"]["test"]["ua"], abs=1e-6)
+
+
+@pytest.mark.slow
 def test_ddp_strategy_runs_each_job_across_both_processes(tmp_path):
     recipe = write_recipe(tmp_path, RECIPE.replace("mode: staged", "mode: finetune")
                           .replace("audio: [mfcc, null]", "audio: [mfcc]")

@@ -116,15 +116,24 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
               help="run folder (default runs/<recipe name>)")
 @click.option("-q", "--quiet", is_flag=True, help="only the final summary")
 @click.option("-v", "--verbose", is_flag=True, help="per-epoch lines")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="local processes sharing the jobs (e.g. one per CPU core)")
 def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bool,
-        verbose: bool) -> None:
+        verbose: bool, workers: int) -> None:
     """Run every job of a recipe (skips finished ones)."""
     from emoplug.recipe import load_plan
-    from emoplug.train.runner import run_plan
+    from emoplug.train.runner import Worker, run_plan, run_with_workers
 
-    summary = run_plan(load_plan(recipe, overrides), output,
-                       verbosity=0 if quiet else (2 if verbose else 1))
-    if summary.failed:
+    plan_ = load_plan(recipe, overrides)
+    verbosity = 0 if quiet else (2 if verbose else 1)
+    if workers > 1 and Worker.from_env() is None:
+        argv = ["run", str(recipe), *overrides, "-q"]
+        if output is not None:
+            argv += ["--output", str(output)]
+        if not run_with_workers(plan_, argv, workers, output, verbosity):
+            sys.exit(1)
+        return
+    if run_plan(plan_, output, verbosity).failed:
         sys.exit(1)
 
 

@@ -68,8 +68,10 @@ class FeatureStore:
 class RunContext:
     """Shared state of one process while it runs a plan's jobs."""
 
-    def __init__(self, plan: Plan, output_dir: Path, registry: Registry | None = None):
+    def __init__(self, plan: Plan, output_dir: Path, registry: Registry | None = None,
+                 rank: int = 0, world: int = 1):
         self.plan = plan
+        self.rank, self.world = rank, world  # this process among those sharing the run
         self.output_dir = output_dir
         self.registry = registry or get_registry()
         self.cache = FeatureCache(plan.cache_dir())

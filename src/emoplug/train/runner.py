@@ -18,8 +18,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+from emoplug.errors import EmoplugError
 from emoplug.recipe import Job, Plan
 from emoplug.train import text_stage
 from emoplug.train.context import RunContext
@@ -84,15 +85,17 @@ def _launch_token(state: Any) -> str:
 
 
 class Progress:
-    """A progress bar over jobs on the main process plus one line per finished job."""
+    """A progress bar over the pending jobs on the main process (counting every process's
+    finished jobs) plus one line per job this process finishes."""
 
-    def __init__(self, total: int, verbosity: int, main: bool):
+    def __init__(self, output_dir: Path, pending: list[Job], verbosity: int, main: bool):
         self.verbosity = verbosity if main else min(verbosity, 1)
+        self.results = [output_dir / "jobs" / j.id / "result.json" for j in pending]
         self.bar = None
-        if main and verbosity >= 1 and total:
+        if main and verbosity >= 1 and pending:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="job", dynamic_ncols=True, file=sys.stderr)
+            self.bar = tqdm(total=len(pending), unit="job", dynamic_ncols=True, file=sys.stderr)
 
     def line(self, text: str) -> None:
         if self.verbosity < 1:
@@ -104,7 +107,8 @@ class Progress:
 
     def advance(self) -> None:
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.n = sum(path.exists() for path in self.results)
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -237,9 +241,32 @@ def _order_jobs(jobs: list[Job], stage_of: Callable[[Job], str | None]) -> list[
     return sorted(jobs, key=lambda j: (stage_of(j) or "", j.cell.id, j.fold, j.seed))
 
 
+@dataclass(frozen=True)
+class Worker:
+    """This process's place among local workers started by ``emoplug run --workers N``."""
+
+    rank: int
+    world: int
+    token: str
+
+    ENV: ClassVar[str] = "EMOPLUG_WORKER"
+
+    def to_env(self) -> str:
+        return f"{self.rank},{self.world},{self.token}"
+
+    @classmethod
+    def from_env(cls) -> Worker | None:
+        raw = os.environ.get(cls.ENV)
+        if not raw:
+            return None
+        rank, world, token = raw.split(",")
+        return cls(int(rank), int(world), token)
+
+
 def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
-             verbosity: int = 1) -> RunSummary:
-    """Run every unfinished job of ``plan`` in this process (its share, when launched)."""
+             verbosity: int = 1, worker: Worker | None = None) -> RunSummary:
+    """Run every unfinished job of ``plan`` in this process (its share, when launched by
+    ``accelerate launch`` or as one of ``--workers``)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -248,8 +275,13 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
     ddp = settings.strategy == "ddp"
     kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if ddp else []
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, kwargs_handlers=kwargs)
-    rank, world = accelerator.process_index, accelerator.num_processes
-    main = accelerator.is_main_process
+    worker = worker or Worker.from_env()
+    if worker is not None and (ddp or accelerator.num_processes > 1):
+        raise EmoplugError("--workers shares jobs between local processes; it cannot be "
+                           "combined with train.strategy: ddp or accelerate launch")
+    rank, world = ((worker.rank, worker.world) if worker else
+                   (accelerator.process_index, accelerator.num_processes))
+    main = rank == 0
     out = plan.output_dir(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(out)
@@ -263,11 +295,12 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
     pending = [j for j in plan.jobs if not job_finished(out, j)]
     summary.skipped = [j.id for j in plan.jobs if j not in pending]
     if pending:
-        ctx = RunContext(plan, out)
-        claims = Claims(out, _launch_token(accelerator.state), enabled=world > 1 and not ddp)
+        ctx = RunContext(plan, out, rank=rank, world=world)
+        token = worker.token if worker else _launch_token(accelerator.state)
+        claims = Claims(out, token, enabled=world > 1 and not ddp)
         if any(j.cell.audio is not None for j in pending):
             warm_feature_cache(plan, ctx, rank, world, verbose=False)
-        progress = Progress(len(pending), verbosity, main)
+        progress = Progress(out, pending, verbosity, main)
         if summary.skipped:
             progress.line(f"{len(summary.skipped)} jobs already finished; "
                           f"{len(pending)} to run")
@@ -356,3 +389,26 @@ def _record_stage_failure(ctx: RunContext, job: Job, status: dict[str, Any], mai
     summary.failed.append(job.id)
     progress.advance()
     progress.line(f"FAILED {job.cell.label} fold={job.fold} seed={job.seed}: {result['error']}")
+
+
+def run_with_workers(plan: Plan, argv: list[str], workers: int,
+                     output_dir: str | os.PathLike | None, verbosity: int) -> bool:
+    """Run ``plan`` in ``workers`` local processes sharing the jobs through claim files:
+    this process is worker 0 and starts the others with the same command line (``argv``).
+    Each gets ``cores // workers`` threads. Returns True when every worker succeeded."""
+    import subprocess
+
+    import torch
+
+    token = uuid.uuid4().hex[:12]
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    children = [subprocess.Popen([sys.executable, "-m", "emoplug", *argv],
+                                 env={**env, Worker.ENV: Worker(r, workers, token).to_env()})
+                for r in range(1, workers)]
+    torch.set_num_threads(threads)
+    try:
+        summary = run_plan(plan, output_dir, verbosity, Worker(0, workers, token))
+    finally:
+        codes = [child.wait() for child in children]
+    return not summary.failed and all(code == 0 for code in codes)
