@@ -1,5 +1,6 @@
 # emoplug's front door. `make demo` installs and runs the quickstart; `make test` runs the tests.
 PYTHON ?= python3
+WORKERS ?= $(shell nproc 2>/dev/null || echo 2)
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_OFFLINE ?= 1
 
@@ -10,7 +11,7 @@ install:
 	$(PYTHON) -m pip install -q -e ".[dev]"
 
 demo: install
-	emoplug run recipes/quickstart.yaml
+	emoplug run recipes/quickstart.yaml --workers $(WORKERS)
 	emoplug report runs/quickstart
 
 test:
@@ -23,4 +24,7 @@ bench:
 	$(PYTHON) benchmarks/featurize.py
 	$(PYTHON) benchmarks/train_loop.py
 	$(PYTHON) benchmarks/grid.py
+	$(PYTHON) benchmarks/rerun.py
 	$(PYTHON) benchmarks/memory.py
+	$(PYTHON) benchmarks/gpu.py
+	$(PYTHON) benchmarks/full_grid_cost.py

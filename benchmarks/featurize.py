@@ -16,13 +16,9 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMB
     os.environ[_var] = "1"  # before numpy / librosa / torch load their thread pools
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 
+import _common  # noqa: E402
 import librosa  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -69,26 +65,6 @@ def timed(fn, clips: list[np.ndarray]) -> float:
     return time.perf_counter() - start
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import scipy
-
-    return {
-        "cpu": cpu, "cores_available": os.cpu_count(), "cores_used": 1,
-        "platform": platform.platform(), "python": platform.python_version(),
-        "numpy": np.__version__, "scipy": scipy.__version__, "librosa": librosa.__version__,
-        "torch": torch.__version__,
-        "load_average_1min": round(os.getloadavg()[0], 2),  # other work sharing the machine
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="audio to featurize")
@@ -128,19 +104,12 @@ def main() -> None:
               f"(bare librosa {bare_seconds:6.2f} s, x{seconds / bare_seconds:.2f}; "
               f"target {target:.1f} s)", flush=True)
 
-    report = {
-        "benchmark": "featurize",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "audio": {"seconds": audio_s, "clips": len(clips), "clip_seconds": CLIP_S,
-                  "sample_rate": SR, "signal": "synthetic harmonic syllables + noise, seed 0"},
-        "machine": machine(),
-        "results": results,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {out}")
+    _common.write_report(
+        "featurize", args.out,
+        audio={"seconds": audio_s, "clips": len(clips), "clip_seconds": CLIP_S,
+               "sample_rate": SR, "signal": "synthetic harmonic syllables + noise, seed 0"},
+        machine=_common.machine(cores_used=1),
+        versions=_common.versions("numpy", "scipy", "librosa"), results=results)
 
 
 if __name__ == "__main__":

@@ -95,8 +95,11 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
 
     start = time.perf_counter()
     epochs = epochs or settings.epochs
-    optimizer = torch.optim.AdamW(parameter_groups(
-        model, settings.lr, encoder_lr or settings.encoder_lr, settings.weight_decay))
+    model.to(accelerator.device)  # before the optimizer: fused AdamW needs its parameters there
+    optimizer = torch.optim.AdamW(
+        parameter_groups(model, settings.lr, encoder_lr or settings.encoder_lr,
+                         settings.weight_decay),
+        fused=accelerator.device.type in ("cpu", "cuda"))
     rank, world = accelerator.process_index, accelerator.num_processes
     steps_per_epoch = math.ceil(len(train) / world) if ddp else len(train)
     total = max(1, epochs * steps_per_epoch)
@@ -105,7 +108,7 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
     if ddp:
         wrapped, optimizer = accelerator.prepare(model, optimizer)
     else:  # one job per process: no DDP wrapper, nothing for the accelerator to keep
-        wrapped = model.to(accelerator.device)
+        wrapped = model
     device = accelerator.device
 
     best = FitResult(0, math.inf, 0, 0, 0.0)
