@@ -105,6 +105,11 @@ class Progress:
         else:
             print(text, file=sys.stderr)
 
+    def epoch(self, job: Job, epoch: int, epochs: int) -> None:
+        """Show the running job's epoch beside the bar (long jobs stay visibly alive)."""
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{job.cell.label} fold={job.fold} epoch {epoch}/{epochs}")
+
     def advance(self) -> None:
         if self.bar is not None:
             self.bar.n = sum(path.exists() for path in self.results)
@@ -189,6 +194,7 @@ def _execute(ctx: RunContext, job: Job, accelerator: Any, ddp: bool, main: bool,
             writer.add_scalar("loss/train", record["train_loss"], epoch)
             writer.add_scalar("loss/dev", record["dev_loss"], epoch)
             writer.add_scalar("lr", record["lr"], epoch)
+        progress.epoch(job, epoch, ctx.plan.recipe.train.epochs)
         if progress.verbosity >= 2:
             progress.line(f"    {job.cell.label} fold={job.fold} seed={job.seed} epoch {epoch}: "
                           f"train {record['train_loss']:.4f} dev {record['dev_loss']:.4f}")
