@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -115,3 +116,10 @@ def test_help_imports_no_heavy_modules():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("recipe", sorted(p.name for p in Path("recipes").glob("*.yaml")))
+def test_every_bundled_recipe_validates(recipe, monkeypatch):
+    monkeypatch.setenv("IEMOCAP_ROOT", "/data/IEMOCAP_full_release")
+    result = invoke("validate", f"recipes/{recipe}")
+    assert result.exit_code == 0, result.output
