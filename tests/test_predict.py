@@ -201,6 +201,12 @@ def test_newer_format_and_pickles_are_refused(run, tmp_path):
     (copy / "text" / "pytorch_model.bin").write_bytes(b"")
     with pytest.raises(emoplug.EmoplugError, match="pickle"):
         emoplug.load(copy)
+    (copy / "text" / "pytorch_model.bin").unlink()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (copy / "extra").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(emoplug.EmoplugError, match="leaves the model folder"):
+        emoplug.load(copy)
 
 
 def test_export_fold_and_ensemble(run, tmp_path):

@@ -99,6 +99,8 @@ def test_environment_variables_expanded(monkeypatch):
                                   "approach": "direct"}), "fusion 'none' takes one modality"),
     (lambda d: d.pop("grid") and d.pop("extra"), "no cells"),
     (lambda d: d["dataset"].update(type="iemocapp"), "dataset.type: unknown dataset"),
+    (lambda d: d["dataset"].update(type=["a"]), "dataset.type: a dataset type must be a name"),
+    (lambda d: d.update(seeds=[-1]), "seeds[0]: Input should be greater than or equal to 0"),
 ])
 def test_bad_recipes_name_the_field(mutate, where):
     data = copy.deepcopy(FULL_GRID)

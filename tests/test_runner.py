@@ -212,8 +212,9 @@ def test_local_workers_share_the_jobs(finished_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_strategy_runs_each_job_across_both_processes(tmp_path):
-    recipe = write_recipe(tmp_path, RECIPE.replace("mode: staged", "mode: finetune")
+@pytest.mark.parametrize("mode", ["finetune", "staged"])
+def test_ddp_strategy_runs_each_job_across_both_processes(tmp_path, mode):
+    recipe = write_recipe(tmp_path, RECIPE.replace("mode: staged", f"mode: {mode}")
                           .replace("audio: [mfcc, null]", "audio: [mfcc]")
                           .replace("fusion: [early, attention]", "fusion: [early]"))
     out = tmp_path / "ddp"
@@ -221,5 +222,29 @@ def test_ddp_strategy_runs_each_job_across_both_processes(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     found = results(out)
     assert len(found) == 5 and all(r["status"] == "done" for r in found.values())
+    assert sorted(r["fold"] for r in found.values()) == ["Ses01", "Ses02", "Ses03", "Ses04",
+                                                         "Ses05"]
     assert {r["process"]["count"] for r in found.values()} == {2}
     assert {r["process"]["index"] for r in found.values()} == {0}  # the main process writes
+
+
+def test_a_failure_from_an_earlier_launch_counts_as_not_run(tmp_path):
+    from types import SimpleNamespace
+
+    from emoplug.train.runner import _current_stage_status
+
+    settings = SimpleNamespace(train=SimpleNamespace(save="none"))
+    ctx = SimpleNamespace(output_dir=tmp_path, plan=SimpleNamespace(recipe=settings))
+    folder = tmp_path / "stages" / "s1"
+    folder.mkdir(parents=True)
+    (folder / "stage.json").write_text(json.dumps({"status": "failed", "launch": "old"}))
+    assert _current_stage_status(ctx, "s1", "new") is None
+    assert _current_stage_status(ctx, "s1", "old")["status"] == "failed"
+
+
+def test_shuffles_of_different_seeds_are_independent():
+    from emoplug.train.data import bucketed_batches
+
+    lengths = list(range(200))
+    assert bucketed_batches(lengths, 8, (0, 1), True) != bucketed_batches(lengths, 8, (1, 0), True)
+    assert bucketed_batches(lengths, 8, (3, 2), True) == bucketed_batches(lengths, 8, (3, 2), True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -64,10 +65,17 @@ def read_model_json(folder: Path) -> dict[str, Any]:
 
 
 def _refuse_pickles(folder: Path) -> None:
-    for path in folder.rglob("*"):
-        if path.suffix.lower() in PICKLE_SUFFIXES:
-            raise EmoplugError(f"{path}: refusing to load a pickle-based file (saved models "
-                               "hold only JSON and safetensors)")
+    """No pickle-based file anywhere in the folder, symlinked folders included, and no link
+    that leads outside it."""
+    root = folder.resolve()
+    for here, dirs, files in os.walk(folder, followlinks=True):
+        for name in [*dirs, *files]:
+            path = Path(here) / name
+            if path.is_symlink() and not path.resolve().is_relative_to(root):
+                raise EmoplugError(f"{path}: refusing a link that leaves the model folder")
+            if path.suffix.lower() in PICKLE_SUFFIXES:
+                raise EmoplugError(f"{path}: refusing to load a pickle-based file (saved "
+                                   "models hold only JSON and safetensors)")
 
 
 def resolve_device(device: str) -> Any:

@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -78,7 +78,8 @@ class Recipe(_Strict):
     description: str = ""
     dataset: dict[str, Any]
     protocol: dict[str, Any] = Field(default_factory=lambda: {"type": "loso"})
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(
+        default_factory=lambda: [0], min_length=1)
     train: TrainSettings = Field(default_factory=TrainSettings)
     cache_dir: str | None = None
     output_dir: str | None = None

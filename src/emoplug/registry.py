@@ -216,6 +216,8 @@ class Registry:
     def get(self, kind: str, name: str) -> ComponentSpec:
         comps = self._collect()[kind]
         label = KINDS[kind].label
+        if not isinstance(name, str):
+            raise UnknownComponentError(f"a {label} type must be a name, got {name!r}")
         if (kind, name) in self._conflicts:
             owners = " and ".join(
                 f"plugin '{s.plugin}' ({s.distribution or 'not installed'})"

@@ -27,15 +27,29 @@ DEFAULT_FEATURE_MEMORY_MB = 4096
 
 
 @dataclass
+class MemoryBudget:
+    """Bytes of features a process may keep in memory, shared by all its feature stores."""
+
+    limit: int
+    used: int = 0
+
+    def take(self, nbytes: int) -> bool:
+        if self.used + nbytes > self.limit:
+            return False
+        self.used += nbytes
+        return True
+
+
+@dataclass
 class FeatureStore:
     """Features of one featurizer for the corpus: read from the cache on first use and kept
-    in memory while the total stays under ``budget`` bytes (beyond it, read per batch)."""
+    in memory while the process's ``budget`` allows (beyond it, read again per batch)."""
 
     featurizer: Any
     cache: FeatureCache
-    budget: int
+    budget: MemoryBudget
     held: dict[str, np.ndarray] = field(default_factory=dict)
-    held_bytes: int = 0
+    frames: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
 
     def compute(self, utt: Utterance) -> np.ndarray | None:
@@ -50,9 +64,9 @@ class FeatureStore:
         except EmoplugError as exc:
             self.failed[utt.id] = str(exc).splitlines()[0]
             return None
-        if self.held_bytes + array.nbytes <= self.budget:
+        self.frames[utt.id] = int(array.shape[0])
+        if self.budget.take(array.nbytes):
             self.held[utt.id] = array
-            self.held_bytes += array.nbytes
         return array
 
     def loader(self, utt: Utterance):
@@ -80,8 +94,8 @@ class RunContext:
         self.folds: dict[str, Fold] = {f.name: f for f in folds}
         self.by_id = self.corpus.by_id()
         self.labels = list(self.corpus.labels)
-        budget = int(os.environ.get("EMOPLUG_FEATURE_MEMORY", DEFAULT_FEATURE_MEMORY_MB)) << 20
-        self._budget = budget
+        megabytes = int(os.environ.get("EMOPLUG_FEATURE_MEMORY", DEFAULT_FEATURE_MEMORY_MB))
+        self._budget = MemoryBudget(megabytes << 20)
         self._stores: dict[str, FeatureStore] = {}
         self.text_outputs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
 

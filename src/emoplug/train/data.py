@@ -23,9 +23,12 @@ class Example:
     text: str | None = None
     text_cached: tuple[np.ndarray, np.ndarray] | None = None  # (sequence [T,H], pooled [H])
     audio: Callable[[], np.ndarray] | None = None  # loads features [F, D] on demand
+    frames: int | None = None  # audio feature frames, known without loading them
 
     def length(self) -> int:
         """A size proxy for bucketing: frames, else tokens, else words."""
+        if self.frames is not None:
+            return self.frames
         if self.audio is not None:
             return int(self.audio().shape[0])
         if self.text_cached is not None:
@@ -33,10 +36,11 @@ class Example:
         return len((self.text or "").split())
 
 
-def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int, bucket: bool,
-                     chunk_batches: int = 50) -> list[list[int]]:
+def bucketed_batches(lengths: Sequence[int], batch_size: int, seed: int | Sequence[int],
+                     bucket: bool, chunk_batches: int = 50) -> list[list[int]]:
     """Shuffled batches of indices; with ``bucket``, items are sorted by length within
-    shuffled chunks of ``chunk_batches`` batches, so each batch holds similar lengths."""
+    shuffled chunks of ``chunk_batches`` batches, so each batch holds similar lengths.
+    ``seed`` may be a sequence, e.g. ``(seed, epoch)``: independent streams per entry."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(lengths))
     if bucket:
@@ -110,15 +114,22 @@ class Loader:
     def __len__(self) -> int:
         return math.ceil(len(self.examples) / self.batch_size)
 
+    def batch_indices(self) -> list[list[int]]:
+        """The index lists of one pass (a training loader moves on to its next epoch)."""
+        if not self.train:
+            return eval_batches(self.lengths, self.batch_size)
+        batches = bucketed_batches(self.lengths, self.batch_size, (self.seed, self.epoch),
+                                   self.bucket)
+        self.epoch += 1
+        return batches
+
+    def batch(self, indices: list[int]) -> dict[str, Any]:
+        """Collate the examples at ``indices``."""
+        return self.collate([self.examples[i] for i in indices])
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        if self.train:
-            batches = bucketed_batches(self.lengths, self.batch_size, self.seed + self.epoch,
-                                       self.bucket)
-            self.epoch += 1
-        else:
-            batches = eval_batches(self.lengths, self.batch_size)
-        for indices in batches:
-            yield self.collate([self.examples[i] for i in indices])
+        for indices in self.batch_indices():
+            yield self.batch(indices)
 
 
 def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:

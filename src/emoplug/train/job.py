@@ -66,6 +66,7 @@ def _examples(ctx: RunContext, job: Job, ids: tuple[str, ...], text_cache, audio
                 example.text = u.text
         if job.cell.audio is not None:
             example.audio = audio_store.loader(u)
+            example.frames = audio_store.frames[u.id]
         out.append(example)
     return out
 
@@ -132,8 +133,6 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
     decoded = {name: approach.decode(o.outputs, o.targets) for name, o in outputs.items()}
     metrics = {name: evaluate(o, decoded[name], ctx.labels) for name, o in outputs.items()}
     eval_s = time.perf_counter() - eval_start
-    if ddp:
-        accelerator.free_memory()
 
     return {
         "status": "done",

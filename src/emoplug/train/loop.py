@@ -68,10 +68,9 @@ def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def _clip_and_step(accelerator: Any, optimizer: torch.optim.Optimizer, model: nn.Module,
-                   grad_clip: float | None, prepared: bool) -> None:
+                   grad_clip: float | None, prepared: bool, scaler: Any) -> None:
     """Clip gradients and step. A prepared (DDP) optimizer unscales fp16 gradients itself;
-    otherwise the accelerator's grad scaler, when fp16 made one, is applied here."""
-    scaler = None if prepared else accelerator.scaler
+    otherwise ``scaler`` (this job's own fp16 grad scaler, or None) is applied here."""
     if scaler is not None:
         scaler.unscale_(optimizer)
     if grad_clip is not None:
@@ -109,6 +108,9 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
         wrapped, optimizer = accelerator.prepare(model, optimizer)
     else:  # one job per process: no DDP wrapper, nothing for the accelerator to keep
         wrapped = model
+    # each job its own fp16 loss scale, so results do not depend on the jobs run before
+    scaler = (torch.amp.GradScaler(accelerator.device.type)
+              if not ddp and accelerator.scaler is not None else None)
     device = accelerator.device
 
     best = FitResult(0, math.inf, 0, 0, 0.0)
@@ -116,20 +118,23 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
     stale = 0
     for epoch in range(1, epochs + 1):
         wrapped.train()
-        batches = list(train)
+        batches = train.batch_indices()
         if ddp:  # every rank takes its share; equal counts keep the ranks in step
             batches = [batches[(i * world + rank) % len(batches)] for i in range(steps_per_epoch)]
         running, seen = 0.0, 0
-        for step, batch in enumerate(batches, 1):
-            batch = move_to(batch, device)
+        for step, indices in enumerate(batches, 1):
+            batch = move_to(train.batch(indices), device)
             with accelerator.autocast():
                 loss = loss_fn(wrapped(batch).float(), batch["targets"])
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step};"
                                        " lower train.lr or check the inputs")
             optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            _clip_and_step(accelerator, optimizer, wrapped, settings.grad_clip, ddp)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+            else:
+                accelerator.backward(loss)
+            _clip_and_step(accelerator, optimizer, wrapped, settings.grad_clip, ddp, scaler)
             scheduler.step()
             best.steps += 1
             running += loss.item() * len(batch["ids"])

@@ -59,6 +59,7 @@ class Claims:
     claims of a killed launch never block a re-run."""
 
     def __init__(self, output_dir: Path, token: str, enabled: bool):
+        self.token = token
         self.root = output_dir / "claims" / token
         self.enabled = enabled
         if enabled:
@@ -203,6 +204,9 @@ def _execute(ctx: RunContext, job: Job, accelerator: Any, ddp: bool, main: bool,
         result = run_job(ctx, job, accelerator, ddp=ddp, on_epoch=on_epoch)
     except Exception as exc:  # recorded; the grid goes on
         result = failure(job, exc, started)
+    finally:
+        if ddp:  # the prepared model and optimizer, on success or failure
+            accelerator.free_memory()
     if main:
         if writer is not None:
             _log_hparams(writer, job, result)
@@ -317,7 +321,10 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
             blocked = []
             for job in waiting:
                 sid = stage_of(job)
-                status = text_stage.stage_status(ctx, sid) if sid else {"status": "done"}
+                status = _current_stage_status(ctx, sid, claims.token) if sid else {
+                    "status": "done"}
+                if status is None and ddp:  # stages are settled for every rank under ddp
+                    status = {"status": "failed", "error": "stage outputs are missing"}
                 if status is None:
                     blocked.append(job)
                     continue
@@ -376,11 +383,26 @@ def _run_stages(ctx: RunContext, pending: list[Job], accelerator: Any, claims: C
             progress.line(f"stage  {text['type']} fold={fold} seed={seed}: encoder fine-tuned "
                           f"({info['epochs_run']} epochs, {info['total_s']:.1f}s)")
         except Exception as exc:
-            path = text_stage.stage_path(ctx, sid)
-            path.mkdir(parents=True, exist_ok=True)
-            text_stage.write_json_atomic(path / "stage.json", {
-                "status": "failed", "stage": sid, "error": f"{type(exc).__name__}: {exc}"})
+            if accelerator.is_main_process or not ddp:
+                path = text_stage.stage_path(ctx, sid)
+                path.mkdir(parents=True, exist_ok=True)
+                text_stage.write_json_atomic(path / "stage.json", {
+                    "status": "failed", "stage": sid, "launch": claims.token,
+                    "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
             progress.line(f"FAILED stage {text['type']} fold={fold} seed={seed}: {exc}")
+        finally:
+            if ddp:  # release the prepared model; no rank reads a stage before it is saved
+                accelerator.free_memory()
+                accelerator.wait_for_everyone()
+
+
+def _current_stage_status(ctx: RunContext, sid: str, token: str) -> dict[str, Any] | None:
+    """A stage's status as this launch sees it: a failure recorded by an earlier launch
+    counts as not run yet (this launch retries that stage)."""
+    status = text_stage.stage_status(ctx, sid)
+    if status is not None and status.get("status") != "done" and status.get("launch") != token:
+        return None
+    return status
 
 
 def _record_stage_failure(ctx: RunContext, job: Job, status: dict[str, Any], main: bool,

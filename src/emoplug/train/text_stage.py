@@ -175,8 +175,6 @@ def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str,
     texts = {i: ctx.by_id[i].text for i in (*fold.train, *fold.dev, *fold.test)
              if ctx.by_id[i].text}
     outputs = encode_texts(module, texts, settings.batch_size, accelerator.device)
-    if ddp:
-        accelerator.free_memory()
     sid = stage_id(ctx, text_config, fold_name, seed)
     info = {"status": "done", "stage": sid, "text": text_config, "fold": fold_name,
             "seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
