@@ -55,11 +55,16 @@ class Report:
     sections: list[Section]
 
 
+def _scale(metric: str) -> tuple[float, int]:
+    """Percent metrics print as ``71.2``, the others as ``0.631``."""
+    return (100.0, 1) if metric in PERCENT else (1.0, 3)
+
+
 def fmt_summary(summary: Summary, metric: str) -> str:
     """``71.2 ± 1.5`` (% metrics) or ``0.631 ± 0.012``; the mean alone for a single job."""
     if summary.n == 0:
         return DASH
-    scale, digits = (100.0, 1) if metric in PERCENT else (1.0, 3)
+    scale, digits = _scale(metric)
     text = f"{scale * summary.mean:.{digits}f}"
     if not math.isnan(summary.std):
         text += f" ± {scale * summary.std:.{digits}f}"
@@ -70,7 +75,7 @@ def fmt_diff(test: PairedTest, metric: str) -> str:
     """The mean paired difference (signed) and its 95% CI: ``+2.3 [0.4, 4.2]``."""
     if test.n == 0:
         return DASH
-    scale, digits = (100.0, 1) if metric in PERCENT else (1.0, 3)
+    scale, digits = _scale(metric)
     text = f"{scale * test.mean_diff:+.{digits}f}"
     if not math.isnan(test.ci_low):
         text += f" [{scale * test.ci_low:.{digits}f}, {scale * test.ci_high:.{digits}f}]"

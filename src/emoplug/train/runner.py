@@ -26,6 +26,7 @@ from emoplug.train import text_stage
 from emoplug.train.context import RunContext
 
 POLL_SECONDS = 2.0
+RECOUNT_SECONDS = 5.0
 
 
 @dataclass
@@ -92,6 +93,7 @@ class Progress:
     def __init__(self, output_dir: Path, pending: list[Job], verbosity: int, main: bool):
         self.verbosity = verbosity if main else min(verbosity, 1)
         self.results = [output_dir / "jobs" / j.id / "result.json" for j in pending]
+        self.counted_at = time.monotonic()
         self.bar = None
         if main and verbosity >= 1 and pending:
             from tqdm import tqdm
@@ -112,9 +114,17 @@ class Progress:
             self.bar.set_postfix_str(f"{job.cell.label} fold={job.fold} epoch {epoch}/{epochs}")
 
     def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.n = sum(path.exists() for path in self.results)
-            self.bar.refresh()
+        """Count this process's job; recount everyone's from disk at most every few seconds
+        (one stat per pending job, so not after every job of a large grid)."""
+        if self.bar is None:
+            return
+        now = time.monotonic()
+        if now - self.counted_at < RECOUNT_SECONDS:
+            self.bar.update(1)
+            return
+        self.counted_at = now
+        self.bar.n = sum(path.exists() for path in self.results)
+        self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:
@@ -303,7 +313,8 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
                                            "seed": j.seed} for j in plan.jobs]})
 
     pending = [j for j in plan.jobs if not job_finished(out, j)]
-    summary.skipped = [j.id for j in plan.jobs if j not in pending]
+    pending_ids = {j.id for j in pending}
+    summary.skipped = [j.id for j in plan.jobs if j.id not in pending_ids]
     if pending:
         ctx = RunContext(plan, out, rank=rank, world=world)
         token = worker.token if worker else _launch_token(accelerator.state)
