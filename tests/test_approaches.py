@@ -215,3 +215,32 @@ def test_state_dict_round_trip_decodes_identically(settings):
             assert b.avd is None
         else:
             np.testing.assert_array_equal(a.avd, b.avd)
+
+
+def test_masked_losses_match_boolean_indexing_and_stay_finite_without_rows():
+    from emoplug_approaches import losses
+
+    torch.manual_seed(0)
+    pred = torch.randn(6, 3, requires_grad=True)
+    gold = torch.randn(6, 3)
+    known = torch.tensor([True, False, True, True, False, True])
+    assert losses.mse(pred, gold, known).item() == pytest.approx(
+        F.mse_loss(pred[known], gold[known]).item(), rel=1e-6)
+    x, y = pred[known].detach(), gold[known]
+    mx, my = x.mean(0), y.mean(0)
+    ccc = 2 * ((x - mx) * (y - my)).mean(0) / (x.var(0, unbiased=False)
+                                               + y.var(0, unbiased=False) + (mx - my) ** 2)
+    assert losses.ccc_loss(pred, gold, known).item() == pytest.approx(
+        1 - ccc.mean().item(), rel=1e-5)
+    logits = torch.randn(6, 4, requires_grad=True)
+    labels = torch.tensor([0, -1, 3, 2, -1, 1])
+    weights = [0.5, 1.0, 2.0, 1.5]
+    expected = F.cross_entropy(logits, labels, weight=torch.tensor(weights), ignore_index=-1)
+    assert losses.cross_entropy(logits, labels, weights).item() == pytest.approx(
+        expected.item(), rel=1e-6)
+    none = torch.zeros(6, dtype=torch.bool)
+    for loss in (losses.mse(pred, gold, none), losses.ccc_loss(pred, gold, known & ~known),
+                 losses.cross_entropy(logits, torch.full((6,), -1), weights)):
+        loss.backward()
+        assert loss.item() == 0.0
+    assert torch.isfinite(pred.grad).all() and torch.isfinite(logits.grad).all()

@@ -104,3 +104,16 @@ def test_encoder_config_is_validated():
         get_registry().build("audio", {"type": "mfcc", "encoder": {"type": "lstm"}})
     with pytest.raises(ValidationError):
         get_registry().build("audio", {"type": "mfcc", "encoder": {"hiden": 3}})
+
+
+@pytest.mark.parametrize(("settings", "n_layers"), CASES)
+def test_trains_under_bf16_autocast_with_padding(settings, n_layers):
+    """``mixed_precision: bf16`` runs encoders under autocast: masking must fit bf16."""
+    encoder = make(settings, n_layers)
+    features = torch.randn(3, 10, D * n_layers)
+    mask = torch.arange(10)[None, :] < torch.tensor([10, 4, 1])[:, None]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pooled = encoder(features, mask).pooled
+    assert torch.isfinite(pooled.float()).all()
+    pooled.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None)

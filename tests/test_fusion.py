@@ -239,3 +239,18 @@ def test_late_fusion_heads_learn_a_toy_problem():
     last = {k: v.item() for k, v in losses().items()}
     for key in first:
         assert last[key] < 0.3 * first[key], (key, first[key], last[key])
+
+
+@pytest.mark.parametrize("key", list(FUSIONS))
+def test_every_fusion_trains_under_bf16_autocast_with_padding(key):
+    """``mixed_precision: bf16`` runs fusions under autocast: masking must fit bf16."""
+    torch.manual_seed(0)
+    for modalities in modality_pairs(key):
+        fusion = build_fusion(key, modalities, 4)
+        batch, _ = padded_batch(modalities, {"text": [4, 1, 5], "audio": [2, 6, 1]}, seed=3)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            outputs = fusion(batch)
+        assert torch.isfinite(outputs.float()).all(), (key, modalities)
+        outputs.float().sum().backward()
+        assert all(torch.isfinite(p.grad).all() for p in fusion.parameters()
+                   if p.grad is not None), (key, modalities)

@@ -248,3 +248,66 @@ def test_shuffles_of_different_seeds_are_independent():
     lengths = list(range(200))
     assert bucketed_batches(lengths, 8, (0, 1), True) != bucketed_batches(lengths, 8, (1, 0), True)
     assert bucketed_batches(lengths, 8, (3, 2), True) == bucketed_batches(lengths, 8, (3, 2), True)
+
+
+def test_loss_log_finds_the_first_bad_step_across_check_windows():
+    import torch
+
+    from emoplug.train.loop import TrainingDiverged, _LossLog
+
+    log = _LossLog(epoch=2)
+    for step in range(1, 80):
+        log.add(torch.tensor(float("nan") if step in (61, 70) else 1.0), 4)
+        if step == 60:
+            assert log.checked == 50  # the first window was checked, the rest is pending
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 61;"):
+        log.mean()
+
+
+def test_loss_log_mean_is_weighted_by_batch_size():
+    import torch
+
+    from emoplug.train.loop import _LossLog
+
+    log = _LossLog(epoch=1)
+    for step in range(120):
+        log.add(torch.tensor(2.0 if step % 2 else 1.0), 3 if step % 2 else 1)
+    assert log.mean() == pytest.approx((60 * 1.0 + 60 * 2.0 * 3) / (60 + 180))
+
+
+def test_staged_multitask_loss_masks_rows_without_targets():
+    import torch
+    import torch.nn.functional as F
+
+    from emoplug.train.text_stage import _MultiTaskLoss
+    from emoplug.types import Targets
+
+    torch.manual_seed(0)
+    outputs = torch.randn(5, 7, requires_grad=True)
+    labels = torch.tensor([1, -1, 0, 3, -1])
+    avd = torch.tensor([[3.0, 2.0, 1.0], [float("nan")] * 3, [2.0, 2.5, 4.0],
+                        [1.0, float("nan"), 5.0], [4.0, 4.0, 4.0]])
+    mean, std = torch.tensor([3.0, 3.0, 3.0]), torch.tensor([1.0, 2.0, 0.5])
+    loss = _MultiTaskLoss(4, mean, std)(outputs, Targets(labels, avd))
+    gold = (avd - mean) / std
+    ok = torch.isfinite(gold)
+    expected = (F.cross_entropy(outputs[labels >= 0, :4], labels[labels >= 0])
+                + ((outputs[:, 4:] - gold.nan_to_num())[ok] ** 2).mean())
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    nothing = _MultiTaskLoss(4, None, None)(outputs, Targets(torch.full((5,), -1), avd))
+    nothing.backward()
+    assert nothing.item() == 0.0 and torch.isfinite(outputs.grad).all()
+
+
+def test_bf16_mixed_precision_runs_stages_and_heads(tmp_path):
+    """The full grid's precision on CPU autocast: the staged encoder, an attention-pooled
+    audio encoder and every fusion of the recipe train to finite metrics."""
+    recipe = write_recipe(tmp_path, RECIPE.replace(
+        "encoder: {hidden: 16, stride: 2}", "encoder: {type: attention_pool, hidden: 16}"))
+    summary = run_plan(load_plan(recipe, ["train.mixed_precision=bf16"]), tmp_path / "out",
+                       verbosity=0)
+    assert summary.done and not summary.failed
+    for result in results(tmp_path / "out").values():
+        assert result["mixed_precision"] == "bf16"
+        assert 0.0 <= result["metrics"]["test"]["wa"] <= 1.0
+        assert 0.0 <= result["metrics"]["test"]["macro_f1"] <= 1.0

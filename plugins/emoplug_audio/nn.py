@@ -91,7 +91,8 @@ class AttentionPoolEncoder(nn.Module):
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> Encoded:
         x = self.project(features.float()) * mask.unsqueeze(-1).float()
-        scores = self.score(x).squeeze(-1).masked_fill(~mask, torch.finfo(x.dtype).min)
+        scores = self.score(x).squeeze(-1)  # bf16/fp16 under autocast: fill with its min
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         weights = scores.softmax(dim=1).unsqueeze(-1)
         return Encoded(sequence=x, mask=mask, pooled=(weights * x).sum(1))
 

@@ -54,13 +54,12 @@ def predict(model: nn.Module, loader: Loader, device: torch.device,
     ids: list[str] = []
     outs, labels, avds = [], [], []
     with torch.no_grad(), (autocast() if autocast is not None else contextlib.nullcontext()):
-        for batch in loader:
-            batch = move_to(batch, device)
-            outs.append(model(batch).float().cpu())
+        for batch in loader:  # outputs stay on the device until the end: no sync per batch
             ids.extend(batch["ids"])
-            labels.append(batch["targets"].labels.cpu())
-            avds.append(batch["targets"].avd.cpu())
-    return Outputs(ids, torch.cat(outs), Targets(torch.cat(labels), torch.cat(avds)))
+            labels.append(batch["targets"].labels)
+            avds.append(batch["targets"].avd)
+            outs.append(model(move_to(batch, device)).float())
+    return Outputs(ids, torch.cat(outs).cpu(), Targets(torch.cat(labels), torch.cat(avds)))
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -83,6 +82,47 @@ def _clip_and_step(accelerator: Any, optimizer: torch.optim.Optimizer, model: nn
         scaler.update()
     else:
         optimizer.step()
+
+
+class _LossLog:
+    """An epoch's training losses, kept on the device so that no step waits for the GPU;
+    checked for NaN/inf every ``CHECK_EVERY`` steps and at the end of the epoch."""
+
+    CHECK_EVERY = 50
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        self.pending: list[torch.Tensor] = []
+        self.checked = 0  # steps already checked
+        self.total = 0.0
+        self.weights: list[int] = []
+
+    def add(self, loss: torch.Tensor, size: int) -> None:
+        self.pending.append(loss.detach())
+        self.weights.append(size)
+        if len(self.pending) >= self.CHECK_EVERY:
+            self._check()
+
+    def _check(self) -> None:
+        if not self.pending:
+            return
+        values = torch.stack(self.pending).float().cpu()  # the one sync per window
+        finite = torch.isfinite(values)
+        if not bool(finite.all()):
+            first = int((~finite).nonzero()[0])
+            raise TrainingDiverged(
+                f"loss became {values[first].item()} at epoch {self.epoch}, step "
+                f"{self.checked + first + 1}; lower train.lr or check the inputs")
+        sizes = torch.tensor(self.weights[self.checked:self.checked + len(values)],
+                             dtype=values.dtype)
+        self.total += float((values * sizes).sum())
+        self.checked += len(values)
+        self.pending = []
+
+    def mean(self) -> float:
+        """Size-weighted mean loss of the epoch (after checking what is still pending)."""
+        self._check()
+        return self.total / max(sum(self.weights), 1)
 
 
 def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
@@ -121,14 +161,11 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
         batches = train.batch_indices()
         if ddp:  # every rank takes its share; equal counts keep the ranks in step
             batches = [batches[(i * world + rank) % len(batches)] for i in range(steps_per_epoch)]
-        running, seen = 0.0, 0
-        for step, indices in enumerate(batches, 1):
+        losses = _LossLog(epoch)
+        for indices in batches:
             batch = move_to(train.batch(indices), device)
             with accelerator.autocast():
                 loss = loss_fn(wrapped(batch).float(), batch["targets"])
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step};"
-                                       " lower train.lr or check the inputs")
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -137,13 +174,13 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
             _clip_and_step(accelerator, optimizer, wrapped, settings.grad_clip, ddp, scaler)
             scheduler.step()
             best.steps += 1
-            running += loss.item() * len(batch["ids"])
-            seen += len(batch["ids"])
+            losses.add(loss, len(batch["ids"]))
+        train_loss = losses.mean()
         dev_out = predict(wrapped, dev, device, accelerator.autocast)
         dev_loss = loss_fn(dev_out.outputs, dev_out.targets).item()
         if not math.isfinite(dev_loss):
             raise TrainingDiverged(f"dev loss became {dev_loss} at epoch {epoch}")
-        record = {"epoch": epoch, "train_loss": running / max(seen, 1), "dev_loss": dev_loss,
+        record = {"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss,
                   "lr": scheduler.get_last_lr()[0]}
         best.history.append(record)
         if on_epoch is not None:

@@ -128,17 +128,23 @@ class _MultiTaskLoss:
         self.n_classes, self.mean, self.std = n_classes, avd_mean, avd_std
 
     def __call__(self, outputs: torch.Tensor, targets: Targets) -> torch.Tensor:
-        logits = outputs[:, : self.n_classes]
-        has_label = targets.labels >= 0
-        loss = outputs.new_zeros(())
-        if has_label.any():
-            loss = loss + nn.functional.cross_entropy(logits[has_label], targets.labels[has_label])
+        # masks applied arithmetically: no step waits for the GPU to count the known rows
+        labels = targets.labels.to(outputs.device)
+        known = (labels >= 0).to(outputs.dtype)
+        loss = _masked_mean(nn.functional.cross_entropy(
+            outputs[:, : self.n_classes], labels.clamp(min=0), reduction="none"), known)
         if self.mean is not None:
-            gold = (targets.avd - self.mean.to(outputs.device)) / self.std.to(outputs.device)
-            ok = torch.isfinite(gold)
-            if ok.any():
-                loss = loss + ((outputs[:, self.n_classes:] - gold.nan_to_num())[ok] ** 2).mean()
+            gold = (targets.avd.to(outputs.device) - self.mean.to(outputs.device)) \
+                / self.std.to(outputs.device)
+            ok = torch.isfinite(gold).to(outputs.dtype)
+            loss = loss + _masked_mean((outputs[:, self.n_classes:] - gold.nan_to_num()) ** 2, ok)
         return loss
+
+
+def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``mask`` is 1; 0 (with zero gradients) where it is all 0."""
+    count = mask.sum()
+    return (values * mask).sum() / torch.where(count > 0, count, torch.ones_like(count))
 
 
 def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str, seed: int,
