@@ -1,120 +1,39 @@
-"""Project the H100-hours of the full grid (``recipes/full_grid.yaml``, staged encoders).
+"""Project the H100-hours of a grid recipe (default ``recipes/full_grid.yaml``, staged encoders).
 
-Units are counted from ``emoplug plan recipes/full_grid.yaml dataset.root=/any --json``:
-head jobs (every planned job), text stages (encoders x folds x seeds), and feature
-extraction (10,039 IEMOCAP utterances x 4 featurizers; wav2vec on the GPU, the others on
-CPUs). Per-unit GPU times come from ``benchmarks/results/gpu.json`` when it holds
-measurements; otherwise from assumed H100 step times (labelled as assumptions). The per-job
-CPU-side overhead (setup, writing results) comes from ``grid.json``. Every epoch is assumed
-to run (no early stopping), so the projection is an upper bound. Target: <= 10 H100-hours.
+Units come from the recipe's plan: every job, grouped by head kind (its inputs, fusion and
+approach); every encoder stage (text config x fold x seed); wav2vec feature extraction
+(5,531 IEMOCAP four-class utterances per wav2vec config). Each unit's steps are counted
+(batches of 32 per epoch, dev evaluation each epoch, the final predictions over train, dev
+and test) and multiplied by a seconds-per-step table:
 
-    python benchmarks/full_grid_cost.py [--measured FILE.json] [--out FILE.json]
+- measured on a GPU, from ``benchmarks/results/gpu.json`` when it holds results; else
+- estimated from ``benchmarks/results/step_work.json`` (FLOPs, kernels and host seconds per
+  step counted on the CPU) with stated H100 constants: host = host seconds + kernels x launch
+  cost; device = max(FLOPs / (peak x utilisation), kernels x shortest kernel); step = host +
+  device (no overlap assumed).
+
+Every epoch is assumed to run (no early stopping): an upper bound. ``workers`` head jobs per
+GPU divide the host time of head steps (``emoplug run --workers N``); that figure is reported
+beside the one-job-per-GPU total, as an assumption. Target: <= 10 H100-hours.
+
+    python benchmarks/full_grid_cost.py [--recipe FILE] [--workers 8] [--out FILE.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
-import subprocess
-import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import _common
+import _grid_work as work
 
 TARGET_HOURS = 10.0
-UTTERANCES = 10039
-AUDIO_HOURS = UTTERANCES * 4.46 / 3600  # IEMOCAP's mean utterance is ~4.5 s
-BATCH = 32
-#: used only when no GPU measurement exists: H100 bf16 step times for these sizes
-#: (launch-bound at batch 32 x 22 tokens; not measured here)
-ASSUMED_STEPS_S = {"encoder_train_step_s": 0.035, "encoder_eval_step_s": 0.008,
-                   "head_train_step_s": 0.006, "head_eval_step_s": 0.002}
-#: wav2vec2-base (95M parameters) over 225 frames vs RoBERTa-base (125M) over 22 tokens
-WAV2VEC_FLOPS_RATIO = (95 * 225) / (125 * 22)
-
-
-def plan_units(recipe: Path) -> dict[str, Any]:
-    """Jobs, stages and epochs of the full grid, from ``emoplug plan --json``."""
-    out = subprocess.run([sys.executable, "-m", "emoplug", "plan", str(recipe),
-                          "dataset.root=/any", "--json"], capture_output=True, text=True,
-                         check=True, cwd=_common.ROOT).stdout
-    plan = json.loads(out)
-    encoders = [name for name in plan["counts"]["text"] if name != "-"]
-    from emoplug.recipe import read_yaml
-
-    train = read_yaml(recipe).get("train", {})
-    epochs = int(train.get("epochs", 10))
-    return {"jobs": plan["jobs"], "encoders": len(encoders), "folds": len(plan["folds"]),
-            "seeds": len(plan["seeds"]),
-            "stages": len(encoders) * len(plan["folds"]) * len(plan["seeds"]),
-            "epochs": epochs, "stage_epochs": int(train.get("stage_epochs") or epochs),
-            "feature_extractions": UTTERANCES * 4}
-
-
-def per_unit_seconds(measured: dict[str, Any]) -> tuple[dict[str, float], list[str], str]:
-    """GPU seconds per epoch/pass of each phase, the assumptions made, and the source."""
-    assumptions = []
-    results = measured.get("results") or {}
-    if measured.get("benchmark") == "gpu" and results.get("phases_bf16"):
-        phases = {k: v for k, v in results["phases_bf16"].items() if k != "note"}
-        eval_step = results["encoder_step"]["bf16"]["eval_step_s"]
-        source = f"measured on {results.get('gpu')} (gpu.json)"
-    else:
-        steps = ASSUMED_STEPS_S
-        sizes = {"train": 4400, "dev": 1100, "fold": 5500}
-        n = {k: math.ceil(v / BATCH) for k, v in sizes.items()}
-        phases = {
-            "encoder_train_epoch_s": n["train"] * steps["encoder_train_step_s"],
-            "encoder_dev_eval_s": n["dev"] * steps["encoder_eval_step_s"],
-            "encoder_encode_fold_s": n["fold"] * steps["encoder_eval_step_s"],
-            "head_train_epoch_s": n["train"] * steps["head_train_step_s"],
-            "head_dev_eval_s": n["dev"] * steps["head_eval_step_s"],
-            "head_predict_fold_s": n["fold"] * steps["head_eval_step_s"],
-        }
-        eval_step = steps["encoder_eval_step_s"]
-        source = "ASSUMED H100 step times (no GPU measurement available)"
-        assumptions.append(f"ASSUMPTION (CPU -> GPU): no gpu.json measurement, so H100 bf16 "
-                           f"step times are assumed: {steps}; they are not measured")
-    phases["wav2vec_per_batch_s"] = eval_step * WAV2VEC_FLOPS_RATIO
-    assumptions.append(f"wav2vec2-base features: {WAV2VEC_FLOPS_RATIO:.1f}x the FLOPs of one "
-                       "text-encoder inference batch per batch of 32 utterances")
-    return phases, assumptions, source
-
-
-def job_overhead_s(grid: dict[str, Any] | None) -> tuple[float, str]:
-    """CPU-side seconds per head job outside its GPU steps: a staged demo job of grid.json
-    (setup, tiny training, writing results) as an upper bound, else 1 s."""
-    try:
-        return float(grid["results"]["modes"]["staged"]["mean_job_s"]), \
-            "measured: mean staged job of grid.json on the CPU (upper bound)"
-    except (TypeError, KeyError):
-        return 1.0, "ASSUMPTION: 1 s per job"
-
-
-def project(units: dict[str, Any], phases: dict[str, float], overhead: float,
-            featurize: dict[str, Any] | None) -> dict[str, Any]:
-    """Seconds per unit and the total H100-hours (CPU feature hours reported apart)."""
-    stage_s = (units["stage_epochs"] * (phases["encoder_train_epoch_s"]
-                                        + phases["encoder_dev_eval_s"])
-               + phases["encoder_encode_fold_s"])
-    job_s = (units["epochs"] * (phases["head_train_epoch_s"] + phases["head_dev_eval_s"])
-             + phases["head_predict_fold_s"] + overhead)
-    wav2vec_s = math.ceil(UTTERANCES / BATCH) * phases["wav2vec_per_batch_s"]
-    gpu_s = {"stages": units["stages"] * stage_s, "head_jobs": units["jobs"] * job_s,
-             "wav2vec_features": wav2vec_s}
-    cpu_features_h = None
-    if featurize:
-        per_hour = {name: r["seconds"] * 3600 / featurize["audio"]["seconds"]
-                    for name, r in featurize["results"].items()}
-        cpu_features_h = round(sum(per_hour.values()) * AUDIO_HOURS / 3600, 3)
-    total_h = sum(gpu_s.values()) / 3600
-    return {"seconds_per_stage": round(stage_s, 2), "seconds_per_head_job": round(job_s, 2),
-            "gpu_hours": {k: round(v / 3600, 3) for k, v in gpu_s.items()},
-            "total_h100_hours": round(total_h, 2),
-            "cpu_core_hours_mfcc_spectrogram_prosodic": cpu_features_h,
-            "meets_target": total_h <= TARGET_HOURS}
+#: assumed H100 SXM constants, used only to turn CPU-counted work into GPU seconds
+H100 = {"bf16_peak_flops": 989e12, "utilisation": 0.25, "launch_s_per_kernel": 5e-6,
+        "shortest_kernel_s": 3e-6}
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -124,59 +43,202 @@ def read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def estimate(measured_path: Path | None, recipe: Path) -> dict[str, Any]:
+def estimated_step_s(step: dict[str, Any], host_extra_s: float = 0.0) -> dict[str, float]:
+    """H100 seconds of one step from its counted work (see the module docstring)."""
+    host = step["host_s"] + host_extra_s + step["kernels"] * H100["launch_s_per_kernel"]
+    device = max(step["flops"] / (H100["bf16_peak_flops"] * H100["utilisation"]),
+                 step["kernels"] * H100["shortest_kernel_s"])
+    return {"host_s": host, "device_s": device, "step_s": host + device}
+
+
+def step_table(gpu: dict[str, Any] | None, step_work: dict[str, Any] | None
+               ) -> tuple[dict[str, Any], str, list[str]]:
+    """Seconds per step of every unit, where they come from, and the assumptions made."""
+    tokenize = ((step_work or {}).get("results") or {}).get("tokenize", {}).get("batch_s", 0.0)
+    if gpu and gpu.get("results") and gpu["results"].get("units"):
+        table = gpu["results"]["units"]
+        for steps in table["encoders"].values():  # tokenizing runs on the host, timed apart
+            for phase in steps.values():
+                phase["step_s"] += tokenize
+        return table, f"measured on {gpu['results'].get('gpu')} (gpu.json)", [
+            f"tokenizing a batch: {tokenize * 1e3:.2f} ms (step_work.json), added to encoder "
+            "steps"]
+    if not step_work or not step_work.get("results"):
+        raise SystemExit("no step figures: run `python benchmarks/step_work.py` (CPU) or "
+                         "`python benchmarks/gpu.py` (GPU) first")
+    r = step_work["results"]
+    table: dict[str, Any] = {"heads": {}, "encoders": {}, "tokenize_batch_s": tokenize}
+    for name, head in r["heads"].items():
+        table["heads"][name] = {phase: estimated_step_s(head[phase])
+                                for phase in ("train", "eval")}
+    for family, enc in r["encoders"].items():
+        table["encoders"][family] = {phase: estimated_step_s(enc[phase], tokenize)
+                                     for phase in ("train", "eval")}
+    table["wav2vec_utterance"] = estimated_step_s(r["wav2vec"])
+    assumptions = [
+        "ESTIMATED, not measured on a GPU: step_work.json's counts with assumed H100 SXM "
+        f"constants {H100}",
+        "host seconds are this CPU's (cut widths, full-size batch collation); a GPU host's "
+        "core is assumed no slower",
+        "host and device time are added (no overlap), although the loop never waits for "
+        "the GPU inside an epoch",
+    ]
+    return table, "ESTIMATED from CPU-counted work (step_work.json) and assumed H100 " \
+                  "constants", assumptions
+
+
+def plan_units(plan: Any) -> dict[str, Any]:
+    """Jobs per head kind, stages per encoder family, wav2vec configs and epochs."""
+    kinds = work.head_kinds(plan)
+    stages: Counter[str] = Counter()
+    finetune_jobs: Counter[str] = Counter()
+    seen = set()
+    for job in plan.jobs:
+        text = job.cell.config["text"]
+        if text is None:
+            continue
+        mode = text.get("mode", "finetune")
+        if mode == "staged" and (job.cell.text, job.fold, job.seed) not in seen:
+            seen.add((job.cell.text, job.fold, job.seed))
+            stages[text["type"]] += 1
+        elif mode == "finetune":
+            finetune_jobs[text["type"]] += 1
+    wav2vec = [name for name, cfg in plan.components.get("audio", {}).items()
+               if cfg["type"] == "wav2vec" and any(j.cell.audio == name for j in plan.jobs)]
+    train = plan.recipe.train
+    return {"jobs": len(plan.jobs), "head_kinds": {k.name: v["jobs"] for k, v in kinds.items()},
+            "stages": dict(stages), "finetune_jobs": dict(finetune_jobs),
+            "wav2vec_configs": wav2vec, "epochs": train.epochs,
+            "stage_epochs": train.stage_epochs or train.epochs, "fold_sizes": work.fold_sizes()}
+
+
+def job_overhead_s(grid: dict[str, Any] | None) -> tuple[float, str]:
+    """Seconds per head job outside its steps (setup, writing results): a whole staged demo
+    job of grid.json, training included, as an upper bound; else 1 s."""
+    try:
+        return float(grid["results"]["modes"]["staged"]["mean_job_s"]), \
+            "measured: mean staged demo job of grid.json on the CPU, training included"
+    except (TypeError, KeyError):
+        return 1.0, "ASSUMPTION: 1 s per job"
+
+
+def project(units: dict[str, Any], table: dict[str, Any], overhead: float, workers: int,
+            featurize: dict[str, Any] | None) -> dict[str, Any]:
+    """Seconds per unit and the H100-hours (CPU feature core-hours reported apart)."""
+    sizes = units["fold_sizes"]
+    n = {split: work.batches(count) for split, count in sizes.items()}
+    predict_batches = n["train"] + n["dev"] + n["test"]
+
+    def passes(train: dict[str, float], evaluate: dict[str, float], epochs: int,
+               share: float = 1.0) -> float:
+        """``epochs`` of training with a dev pass each, then predicting every split;
+        ``share`` scales the host part (concurrent workers)."""
+        def step(s: dict[str, float]) -> float:
+            return s["host_s"] * share + s["device_s"] if "host_s" in s else s["step_s"]
+        return epochs * (n["train"] * step(train) + n["dev"] * step(evaluate)) \
+            + predict_batches * step(evaluate)
+
+    missing = sorted(set(units["head_kinds"]) - set(table["heads"]))
+    if missing:
+        raise SystemExit(f"no step figures for head kinds {missing}: re-run step_work.py/gpu.py "
+                         "with this recipe")
+    head_s = {"one_job_per_gpu": 0.0, f"{workers}_jobs_per_gpu": 0.0}
+    per_kind = {}
+    for kind, jobs in units["head_kinds"].items():
+        steps = table["heads"][kind]
+        alone = passes(steps["train"], steps["eval"], units["epochs"]) + overhead
+        split = "host_s" in steps["train"]  # measured steps have no host part to share
+        shared = passes(steps["train"], steps["eval"], units["epochs"], 1 / workers) \
+            + (overhead / workers if split else overhead)
+        per_kind[kind] = {"jobs": jobs, "seconds_per_job": round(alone, 2)}
+        head_s["one_job_per_gpu"] += jobs * alone
+        head_s[f"{workers}_jobs_per_gpu"] += jobs * shared
+    stage_s = {family: count * passes(table["encoders"][family]["train"],
+                                      table["encoders"][family]["eval"], units["stage_epochs"])
+               for family, count in units["stages"].items()}
+    finetune_s = {family: count * passes(table["encoders"][family]["train"],
+                                         table["encoders"][family]["eval"], units["epochs"])
+                  for family, count in units["finetune_jobs"].items()}
+    wav2vec_s = len(units["wav2vec_configs"]) * work.IEMOCAP["utterances"] \
+        * table["wav2vec_utterance"]["step_s"]
+    common = sum(stage_s.values()) + sum(finetune_s.values()) + wav2vec_s
+    totals = {name: round((common + s) / 3600, 2) for name, s in head_s.items()}
+    cpu_core_h = None
+    if featurize:
+        audio_h = work.IEMOCAP["utterances"] * work.UTTERANCE_S / 3600
+        per_audio_hour = {name: r["seconds"] * 3600 / featurize["audio"]["seconds"]
+                          for name, r in featurize["results"].items()}
+        cpu_core_h = round(sum(per_audio_hour.values()) * audio_h / 3600, 3)
+    return {
+        "gpu_hours": {"encoder_stages": round(sum(stage_s.values()) / 3600, 3),
+                      "finetune_jobs": round(sum(finetune_s.values()) / 3600, 3),
+                      "head_jobs_one_per_gpu": round(head_s["one_job_per_gpu"] / 3600, 3),
+                      f"head_jobs_{workers}_per_gpu":
+                          round(head_s[f"{workers}_jobs_per_gpu"] / 3600, 3),
+                      "wav2vec_features": round(wav2vec_s / 3600, 3)},
+        "seconds_per_stage": {f: round(s / units["stages"][f], 1) for f, s in stage_s.items()},
+        "head_kinds": per_kind,
+        "total_h100_hours": totals["one_job_per_gpu"],
+        f"total_h100_hours_{workers}_jobs_per_gpu": totals[f"{workers}_jobs_per_gpu"],
+        "cpu_core_hours_mfcc_spectrogram_prosodic": cpu_core_h,
+        "meets_target": totals["one_job_per_gpu"] <= TARGET_HOURS,
+    }
+
+
+def estimate(recipe: Path, workers: int, gpu_path: Path | None = None,
+             step_work_path: Path | None = None) -> dict[str, Any]:
     """The projection and everything it rests on."""
-    gpu = read_json(_common.RESULTS / "gpu.json")
-    grid = read_json(_common.RESULTS / "grid.json")
-    if measured_path is None:
-        measured_path = (_common.RESULTS / "gpu.json" if gpu and gpu.get("results")
-                         else _common.RESULTS / "grid.json")
-    measured = read_json(measured_path) or {}
-    units = plan_units(recipe)
-    phases, assumptions, source = per_unit_seconds(measured)
-    overhead, overhead_source = job_overhead_s(grid if measured.get("benchmark") != "grid"
-                                               else measured)
+    gpu = read_json(gpu_path or work.results_path("gpu"))
+    step_work = read_json(step_work_path or work.results_path("step_work"))
+    table, source, assumptions = step_table(gpu, step_work)
+    units = plan_units(work.load_full_plan(recipe))
+    overhead, overhead_source = job_overhead_s(read_json(work.results_path("grid")))
+    sizes = units["fold_sizes"]
     assumptions += [
         "every epoch runs (no early stopping): an upper bound",
-        f"IEMOCAP: {UTTERANCES} utterances, ~4.46 s each ({AUDIO_HOURS:.1f} h), ~20 tokens; "
-        "4,400 train / 1,100 dev / 5,500 encoded per fold; batch 32; bf16",
-        f"per-job CPU-side overhead {overhead:.2f} s ({overhead_source})",
-        "mfcc/spectrogram/prosodic run on CPU cores (featurize.json), not counted as GPU time",
-        "one job at a time per GPU; H100 SXM",
+        f"IEMOCAP four-class: {work.IEMOCAP['utterances']} utterances of ~{work.UTTERANCE_S} s "
+        f"and ~{work.TOKENS} tokens; mean LOSO fold {sizes['train']} train / {sizes['dev']} "
+        f"dev / {sizes['test']} test; batch {work.BATCH}; bf16",
+        f"per-job overhead {overhead:.2f} s ({overhead_source})",
+        "mfcc/spectrogram/prosodic are computed on CPU cores (featurize.json), not GPU time",
+        f"{workers} jobs per GPU: the host part of head steps divided by {workers} (the GPU "
+        "host's cores run the workers); device time and stages unchanged. Not measured",
     ]
-    featurize = read_json(_common.RESULTS / "featurize.json")
-    return {"inputs": {"measured": str(measured_path.relative_to(_common.ROOT)
-                                       if measured_path.is_relative_to(_common.ROOT)
-                                       else measured_path),
-                       "source": source, "units": units,
-                       "phases_s": {k: round(v, 4) for k, v in phases.items()},
-                       "job_overhead_s": overhead},
+    featurize = read_json(work.results_path("featurize"))
+    return {"inputs": {"source": source, "units": units, "job_overhead_s": overhead,
+                       "step_seconds": _rounded(table)},
             "assumptions": assumptions,
-            "projection": project(units, phases, overhead, featurize)}
+            "projection": project(units, table, overhead, workers, featurize)}
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 6) if isinstance(value, float) else value
 
 
 def main() -> None:
     _common.offline()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--measured", type=Path, default=None,
-                        help="gpu.json or grid.json (default: gpu.json if measured)")
     parser.add_argument("--recipe", type=Path, default=_common.ROOT / "recipes/full_grid.yaml")
+    parser.add_argument("--workers", type=int, default=8, help="head jobs per GPU (variant)")
     parser.add_argument("--out", default=None, help="default results/full_grid_cost.json")
     args = parser.parse_args()
-    figures = estimate(args.measured, args.recipe)
+    figures = estimate(args.recipe, args.workers)
     p, u = figures["projection"], figures["inputs"]["units"]
-    print(f"full grid: {u['jobs']} head jobs, {u['stages']} stages, "
-          f"{u['feature_extractions']} feature extractions; per-phase times: "
+    print(f"{u['jobs']} jobs in {len(u['head_kinds'])} head kinds, "
+          f"{sum(u['stages'].values())} encoder stages; step times: "
           f"{figures['inputs']['source']}")
     for part, hours in p["gpu_hours"].items():
-        print(f"  {part:18s} {hours:8.2f} H100-hours")
-    print(f"  {'total':18s} {p['total_h100_hours']:8.2f} H100-hours (target <= "
-          f"{TARGET_HOURS:.0f}); CPU features {p['cpu_core_hours_mfcc_spectrogram_prosodic']}"
-          " core-hours")
+        print(f"  {part:24s} {hours:8.2f} H100-hours")
+    print(f"  {'total, one job per GPU':24s} {p['total_h100_hours']:8.2f} H100-hours "
+          f"(target <= {TARGET_HOURS:.0f})")
+    print(f"  {f'total, {args.workers} jobs per GPU':24s} "
+          f"{p[f'total_h100_hours_{args.workers}_jobs_per_gpu']:8.2f} H100-hours")
     for line in figures["assumptions"]:
         print(f"  - {line}")
     _common.write_report("full_grid_cost", args.out, target={"h100_hours_at_most": TARGET_HOURS},
-                         **figures)
+                         settings={"workers": args.workers}, **figures)
 
 
 if __name__ == "__main__":

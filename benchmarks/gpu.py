@@ -1,49 +1,35 @@
-"""GPU figures: a base-size encoder's fine-tuning step in fp32 vs bf16, and the per-phase
-times of one staged grid unit that ``full_grid_cost.py`` projects the full grid from.
+"""GPU figures: a base-size encoder's fine-tuning step in fp32 vs bf16, and the seconds per
+step of every unit of the full grid, from which ``full_grid_cost.py`` projects its H100-hours.
 
-- Step: RoBERTa-base shape (``RobertaConfig()``, random weights, no download) + a linear
-  head, AdamW, batch 32 of 22 tokens: samples/s, tokens/s, peak memory, and model FLOPs
-  utilisation = 6 x parameters x tokens/s / the GPU's peak (assumed H100 SXM dense: bf16 989
-  TFLOPS, tf32 494, fp32 67).
-- Phases on IEMOCAP-sized data (bf16): encoder fine-tuning steps (4,400 train utterances of
-  ~20 tokens per epoch), encoding every utterance of a fold (5,500), and a head job's steps on
-  cached outputs (attention fusion, MFCC CNN on 120-dim frames, 4.5 s utterances).
+- Precision: RoBERTa-base shape (random weights, no download) in emoplug's text module with
+  the staged text-only head, AdamW, batch 32 of 22 tokens: samples/s, tokens/s, peak memory,
+  and model FLOPs utilisation = counted FLOPs per step / step time / the GPU's peak (assumed
+  H100 SXM dense: bf16 989 TFLOPS, fp32 67).
+- Units (bf16, the steps ``emoplug.train.loop`` takes, built by ``_grid_work``): every head
+  kind of the recipe on IEMOCAP-sized cached text outputs and audio features (batch collation
+  on the host included), every base encoder's fine-tuning and encoding steps, and wav2vec2-base
+  over one mean-length utterance.
 
 Without CUDA it prints "CUDA absent, skipped" and writes a JSON saying so (exit 0);
-``--device cpu --steps 2 --small`` runs everything on a small model on the CPU (tests).
+``--device cpu --steps 2 --small`` runs small models on the CPU (tests).
 
-    python benchmarks/gpu.py [--steps 30] [--out FILE.json]
+    python benchmarks/gpu.py [--steps 30] [--recipe FILE] [--out FILE.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import _common
+import _grid_work as work
+from step_work import count
 
 #: assumed dense peak FLOP/s of an H100 SXM
-PEAK_FLOPS = {"bf16": 989e12, "tf32": 494e12, "fp32": 67e12}
-BATCH = 32
-TOKENS = 22  # ~20 words' tokens + 2 special tokens
-IEMOCAP = {"train_utterances": 4400, "fold_utterances": 5500, "dev_utterances": 1100,
-           "frames_per_utterance": 450, "mfcc_dim": 120}
-
-
-def encoder_model(small: bool, device: str) -> Any:
-    """RoBERTa (base shape, or a small one) + a linear head on the first token."""
-    import torch
-    from transformers import RobertaConfig, RobertaModel
-
-    config = (RobertaConfig(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                            intermediate_size=256, vocab_size=1000) if small
-              else RobertaConfig())
-    torch.manual_seed(0)
-    encoder = RobertaModel(config, add_pooling_layer=False)
-    head = torch.nn.Linear(config.hidden_size, 7)
-    return torch.nn.ModuleDict({"encoder": encoder, "head": head}).to(device)
+PEAK_FLOPS = {"bf16": 989e12, "fp32": 67e12}
 
 
 def _sync(device: str) -> None:
@@ -53,149 +39,106 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed_steps(step: Any, steps: int, device: str, warmup: int = 3) -> float:
-    """Median seconds of ``step()`` over ``steps`` calls after ``warmup``."""
-    times = []
-    for i in range(warmup + steps):
-        _sync(device)
-        start = time.perf_counter()
+def timed(step: Callable[[], None], steps: int, device: str, warmup: int = 3) -> float:
+    """Seconds per ``step()`` over ``steps`` back-to-back calls after ``warmup`` (one sync
+    at each end, as the training loop runs them)."""
+    for _ in range(warmup):
         step()
-        _sync(device)
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    return _common.median(times)
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    _sync(device)
+    return (time.perf_counter() - start) / steps
 
 
-def encoder_steps(small: bool, device: str, precision: str, steps: int) -> dict[str, Any]:
-    """Fine-tuning and inference step times of the encoder at ``precision``."""
+def precision_steps(small: bool, device: str, steps: int) -> dict[str, Any]:
+    """RoBERTa fine-tuning in fp32 and bf16: throughput, peak memory, MFU."""
     import torch
 
-    model = encoder_model(small, device)
-    vocab = model["encoder"].config.vocab_size
-    ids = torch.randint(5, vocab, (BATCH, TOKENS), device=device)
-    mask = torch.ones_like(ids)
-    labels = torch.randint(0, 7, (BATCH,), device=device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-5)
-    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16,
-                              enabled=precision == "bf16")
-
-    def train_step() -> None:
-        with autocast:
-            hidden = model["encoder"](input_ids=ids, attention_mask=mask).last_hidden_state
-            loss = torch.nn.functional.cross_entropy(model["head"](hidden[:, 0]).float(),
-                                                     labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-
-    def eval_step() -> None:
-        with torch.no_grad(), autocast:
-            model["encoder"](input_ids=ids, attention_mask=mask)
-
-    if device.startswith("cuda"):
-        torch.cuda.reset_peak_memory_stats()
-    train_s = timed_steps(train_step, steps, device)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
-    eval_s = timed_steps(eval_step, steps, device)
-    params = sum(p.numel() for p in model.parameters())
-    tokens_per_s = BATCH * TOKENS / train_s
-    flops = 6 * params * tokens_per_s
-    peak_flops = PEAK_FLOPS[precision] if device.startswith("cuda") else None
-    return {"precision": precision, "parameters": params, "train_step_s": round(train_s, 5),
-            "eval_step_s": round(eval_s, 5), "samples_per_s": round(BATCH / train_s, 1),
-            "tokens_per_s": round(tokens_per_s, 1), "model_tflops": round(flops / 1e12, 2),
-            "mfu": round(flops / peak_flops, 4) if peak_flops else None,
-            "peak_memory_gib": round(peak, 2) if peak is not None else None}
+    out = {}
+    for precision in ("fp32", "bf16"):
+        model = work.build_encoder("roberta", small=small)
+        batch = work.encoder_batches(model)()
+        step = work.train_step(model, work.staged_loss(), lambda b=batch: b, device,
+                               bf16=precision == "bf16")
+        flops = count(step)["flops"]
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        seconds = timed(step, steps, device)
+        peak_mem = (torch.cuda.max_memory_allocated() / 2**30
+                    if device.startswith("cuda") else None)
+        peak = PEAK_FLOPS[precision] if device.startswith("cuda") else None
+        out[precision] = {
+            "train_step_s": round(seconds, 5),
+            "samples_per_s": round(work.BATCH / seconds, 1),
+            "tokens_per_s": round(work.BATCH * work.TOKENS / seconds, 1),
+            "model_tflops": round(flops / seconds / 1e12, 2),
+            "mfu": round(flops / seconds / peak, 4) if peak else None,
+            "peak_memory_gib": round(peak_mem, 2) if peak_mem is not None else None}
+        del model, step
+    return out
 
 
-def head_steps(small: bool, device: str, steps: int) -> dict[str, Any]:
-    """Train and eval step times of a head job on cached outputs (bf16 autocast)."""
+def unit_times(recipe: Path, small: bool, device: str, steps: int) -> dict[str, Any]:
+    """Seconds per train/eval step of every head kind and encoder, and per wav2vec utterance,
+    in the table format ``full_grid_cost.py`` reads."""
     import torch
 
     from emoplug.registry import get_registry
-    from emoplug.train.model import CellModel
-    from emoplug.types import Targets
 
     registry = get_registry()
-    text_dim = 64 if small else 768
-    frames = 40 if small else IEMOCAP["frames_per_utterance"]
-    audio = registry.build("audio", {"type": "mfcc", "n_mfcc": 40, "deltas": 2})
-    audio_module = audio.build_encoder(IEMOCAP["mfcc_dim"])
-    fusion = registry.build("fusion", {"type": "attention"}).build(
-        {"text": text_dim, "audio": audio_module.dim}, 4)
-    torch.manual_seed(0)
-    model = CellModel(fusion, audio=audio_module).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    plan = work.load_full_plan(recipe)
+    shapes = {name: work.audio_shape(registry, cfg)
+              for name, cfg in plan.components["audio"].items()}
+    kinds = sorted(work.head_kinds(plan).items(), key=lambda kv: kv[0].name)
+    units: dict[str, Any] = {"heads": {}, "encoders": {}}
+    for kind, info in kinds[:3] if small else kinds:
+        audio = shapes[kind.audio] if kind.audio is not None else None
+        if small and audio is not None:
+            audio = (8, 48)
+        head = work.build_head(registry, info["config"], audio=audio,
+                               text_dim=64 if small else work.TEXT_HIDDEN, tokens=work.TOKENS)
+        make = work.head_batches(head)  # collated on the host every step, as in training
+        units["heads"][kind.name] = {
+            "train": {"step_s": timed(work.train_step(head.model, head.loss, make, device),
+                                      steps, device)},
+            "eval": {"step_s": timed(work.eval_step(head.model, make, device), steps, device)}}
+    for family in ["bert"] if small else list(work.ENCODER_CONFIGS):
+        model = work.build_encoder(family, small=small)
+        batch = work.encoder_batches(model)()
+        units["encoders"][family] = {
+            "train": {"step_s": timed(work.train_step(model, work.staged_loss(),
+                                                      lambda b=batch: b, device),
+                                      steps, device)},
+            "eval": {"step_s": timed(work.eval_step(model, lambda b=batch: b, device),
+                                     steps, device)}}
+        del model
+    wav2vec = work.wav2vec_model(small=small).to(device)
+    wave = torch.randn(1, int(work.UTTERANCE_S * work.SAMPLE_RATE), device=device)
 
-    def batch() -> dict[str, Any]:  # built per step on the CPU and moved, like the runner
-        seq = torch.randn(BATCH, TOKENS, text_dim)
-        return {"text_cached": (seq.to(device), torch.ones(BATCH, TOKENS, dtype=torch.bool,
-                                                           device=device),
-                                seq[:, 0].to(device)),
-                "audio": (torch.randn(BATCH, frames, IEMOCAP["mfcc_dim"]).to(device),
-                          torch.ones(BATCH, frames, dtype=torch.bool, device=device)),
-                "targets": Targets(torch.randint(0, 4, (BATCH,)).to(device),
-                                   torch.zeros(BATCH, 3).to(device))}
+    def featurize() -> None:
+        with torch.no_grad(), torch.autocast(device.split(":")[0], dtype=torch.bfloat16):
+            wav2vec(wave, output_hidden_states=True)
 
-    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
-
-    def train_step() -> None:
-        b = batch()
-        with autocast:
-            loss = torch.nn.functional.cross_entropy(model(b).float(), b["targets"].labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-
-    def eval_step() -> None:
-        with torch.no_grad(), autocast:
-            model(batch())
-
-    return {"parameters": sum(p.numel() for p in model.parameters()),
-            "train_step_s": round(timed_steps(train_step, steps, device), 5),
-            "eval_step_s": round(timed_steps(eval_step, steps, device), 5),
-            "frames_per_utterance": frames}
+    units["wav2vec_utterance"] = {"step_s": timed(featurize, steps, device)}
+    return units
 
 
-def phases(encoder: dict[str, Any], head: dict[str, Any]) -> dict[str, Any]:
-    """Per-epoch and per-pass seconds on IEMOCAP-sized data, from the step times."""
-    def batches(n: int) -> int:
-        return math.ceil(n / BATCH)
-
-    return {
-        "encoder_train_epoch_s": round(batches(IEMOCAP["train_utterances"])
-                                       * encoder["train_step_s"], 3),
-        "encoder_dev_eval_s": round(batches(IEMOCAP["dev_utterances"])
-                                    * encoder["eval_step_s"], 3),
-        "encoder_encode_fold_s": round(batches(IEMOCAP["fold_utterances"])
-                                       * encoder["eval_step_s"], 3),
-        "head_train_epoch_s": round(batches(IEMOCAP["train_utterances"])
-                                    * head["train_step_s"], 3),
-        "head_dev_eval_s": round(batches(IEMOCAP["dev_utterances"]) * head["eval_step_s"], 3),
-        "head_predict_fold_s": round(batches(IEMOCAP["fold_utterances"])
-                                     * head["eval_step_s"], 3),
-        "note": "step times x batches of 32 (extrapolated from the timed steps)",
-    }
-
-
-def benchmark(device: str, steps: int, small: bool) -> dict[str, Any]:
+def benchmark(device: str, steps: int, small: bool, recipe: Path) -> dict[str, Any]:
     import torch
 
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 (67 TFLOPS peak)
-    fp32 = encoder_steps(small, device, "fp32", steps)
-    bf16 = encoder_steps(small, device, "bf16", steps)
-    head = head_steps(small, device, steps)
+    precisions = precision_steps(small, device, steps)
     return {"device": device, "gpu": torch.cuda.get_device_name(0)
             if device.startswith("cuda") else None,
-            "batch": BATCH, "tokens_per_sample": TOKENS, "steps_timed": steps,
-            "model": "small RoBERTa (tests)" if small else "RobertaConfig() (base shape)",
-            "encoder_step": {"fp32": fp32, "bf16": bf16},
-            "bf16_speedup": round(fp32["train_step_s"] / bf16["train_step_s"], 2),
-            "head_step_bf16": head, "iemocap_sizes": IEMOCAP,
-            "phases_bf16": phases(bf16, head)}
+            "batch": work.BATCH, "tokens_per_sample": work.TOKENS, "steps_timed": steps,
+            "model": "small RoBERTa (tests)" if small else "RoBERTa-base shape",
+            "encoder_step": precisions,
+            "bf16_speedup": round(precisions["fp32"]["train_step_s"]
+                                  / precisions["bf16"]["train_step_s"], 2),
+            "units": unit_times(recipe, small, device, steps)}
 
 
 def main() -> None:
@@ -203,7 +146,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (default) or cpu")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
-    parser.add_argument("--small", action="store_true", help="a small model (tests)")
+    parser.add_argument("--small", action="store_true", help="small models (tests)")
+    parser.add_argument("--recipe", type=Path, default=_common.ROOT / "recipes/full_grid.yaml")
     parser.add_argument("--out", default=None, help="default benchmarks/results/gpu.json")
     args = parser.parse_args()
     import torch
@@ -216,12 +160,13 @@ def main() -> None:
                              results=None)
         return
     machine = _common.machine()
-    figures = benchmark(args.device, args.steps, args.small)
+    figures = benchmark(args.device, args.steps, args.small, args.recipe)
     for precision, f in figures["encoder_step"].items():
         mfu = f"{f['mfu']:.1%}" if f["mfu"] is not None else "n/a"
         print(f"{precision}: {f['samples_per_s']:8.1f} samples/s {f['tokens_per_s']:10.0f} "
               f"tokens/s  peak {f['peak_memory_gib']} GiB  MFU {mfu}")
-    print("phases (bf16):", figures["phases_bf16"])
+    for name, head in figures["units"]["heads"].items():
+        print(f"  head {name:45s} train {head['train']['step_s'] * 1e3:7.2f} ms")
     _common.write_report("gpu", args.out, machine=machine, settings=settings, skipped=None,
                          results=figures)
 

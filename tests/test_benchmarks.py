@@ -12,11 +12,13 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import _grid_work as grid_work  # noqa: E402
 import full_grid_cost  # noqa: E402
 import gpu  # noqa: E402
 import grid  # noqa: E402
 import memory  # noqa: E402
 import rerun  # noqa: E402
+import step_work  # noqa: E402
 import train_loop  # noqa: E402
 
 
@@ -98,46 +100,115 @@ def test_gpu_skips_cleanly_without_cuda(tmp_path, monkeypatch, capsys):
     assert report["skipped"] == "CUDA absent" and report["results"] is None
 
 
-def test_gpu_small_cpu_mode_measures_every_phase():
-    figures = gpu.benchmark("cpu", steps=2, small=True)
+RECIPE = ROOT / "recipes" / "full_grid.yaml"
+
+
+def test_gpu_small_cpu_mode_times_every_unit():
+    figures = gpu.benchmark("cpu", steps=2, small=True, recipe=RECIPE)
     for precision in ("fp32", "bf16"):
         step = figures["encoder_step"][precision]
-        assert step["samples_per_s"] > 0 and step["tokens_per_s"] > 0 and step["mfu"] is None
-    assert set(figures["phases_bf16"]) >= {"encoder_train_epoch_s", "encoder_encode_fold_s",
-                                           "head_train_epoch_s", "head_predict_fold_s"}
+        assert step["samples_per_s"] > 0 and step["model_tflops"] > 0 and step["mfu"] is None
+    units = figures["units"]
+    assert len(units["heads"]) == 3 and set(units["encoders"]) == {"bert"}
+    for steps in (*units["heads"].values(), *units["encoders"].values()):
+        assert steps["train"]["step_s"] > 0 and steps["eval"]["step_s"] > 0
+    assert units["wav2vec_utterance"]["step_s"] > 0
+
+
+@pytest.fixture(scope="module")
+def small_work():
+    return step_work.measure(RECIPE, repeats=1, small=True)
+
+
+def test_step_work_counts_flops_kernels_and_host_time(small_work):
+    assert small_work["head_kinds"] > 40 and len(small_work["heads"]) == 3
+    for head in small_work["heads"].values():
+        assert head["jobs"] > 0 and head["collate_s"] > 0
+        assert head["train"]["kernels"] > head["eval"]["kernels"] > 0
+        assert head["train"]["flops"] > head["eval"]["flops"] > 0
+        assert head["train"]["host_s"] > head["collate_s"]
+    bert = small_work["encoders"]["bert"]
+    assert bert["train"]["flops"] > 2 * bert["eval"]["flops"] > 0  # backward ~2x forward
+    assert small_work["tokenize"]["batch_s"] > 0 and small_work["wav2vec"]["kernels"] > 0
+    assert small_work["audio_shapes"]["wav2vec"] == (222, 3 * 768)  # 4.46 s, 3 layers
 
 
 @pytest.fixture(scope="module")
 def units():
-    return full_grid_cost.plan_units(ROOT / "recipes" / "full_grid.yaml")
+    return full_grid_cost.plan_units(grid_work.load_full_plan(RECIPE))
 
 
 def test_full_grid_units_come_from_the_plan(units):
-    assert units["stages"] == 6 * 5 * 3 == 90
-    assert units["jobs"] > 3000 and units["feature_extractions"] == 10039 * 4
+    assert units["stages"] == {f: 15 for f in ("bert", "roberta", "xlnet", "albert",
+                                               "electra", "deberta")}  # 5 folds x 3 seeds
+    assert units["jobs"] == sum(units["head_kinds"].values()) == 3405
+    assert units["finetune_jobs"] == {} and units["wav2vec_configs"] == ["wav2vec"]
 
 
-def test_full_grid_cost_projects_from_a_given_measurement(tmp_path, units, monkeypatch):
-    phases = {"encoder_train_epoch_s": 3.0, "encoder_dev_eval_s": 0.2,
-              "encoder_encode_fold_s": 1.0, "head_train_epoch_s": 0.5, "head_dev_eval_s": 0.1,
-              "head_predict_fold_s": 0.3, "note": "test"}
-    measured = tmp_path / "gpu.json"
-    measured.write_text(json.dumps({"benchmark": "gpu", "results": {
-        "gpu": "test GPU", "phases_bf16": phases,
-        "encoder_step": {"bf16": {"eval_step_s": 0.01}}}}))
-    monkeypatch.setattr(full_grid_cost, "plan_units", lambda recipe: units)
-    figures = full_grid_cost.estimate(measured, ROOT / "recipes" / "full_grid.yaml")
+def _work_file(tmp_path, heads, host=(0.01, 0.002)):
+    """A step_work.json whose steps cost only host time (no kernels, no FLOPs)."""
+    def step(host_s):
+        return {"flops": 0, "kernels": 0, "host_s": host_s}
+
+    results = {"heads": {name: {"train": step(host[0]), "eval": step(host[1])}
+                         for name in heads},
+               "encoders": {f: {"train": step(0.03), "eval": step(0.01)}
+                            for f in grid_work.ENCODER_CONFIGS},
+               "tokenize": {"batch_s": 0.001}, "wav2vec": step(0.02)}
+    path = tmp_path / "step_work.json"
+    path.write_text(json.dumps({"results": results}))
+    return path
+
+
+def test_full_grid_cost_counts_every_step_of_a_job(tmp_path, units, monkeypatch):
+    monkeypatch.setattr(full_grid_cost, "plan_units", lambda plan: units)
+    work_path = _work_file(tmp_path, units["head_kinds"])
+    figures = full_grid_cost.estimate(RECIPE, 4, gpu_path=tmp_path / "absent.json",
+                                      step_work_path=work_path)
+    n = {k: -(-v // 32) for k, v in units["fold_sizes"].items()}
+    overhead = figures["inputs"]["job_overhead_s"]
+    job_s = (units["epochs"] * (n["train"] * 0.01 + n["dev"] * 0.002)
+             + (n["train"] + n["dev"] + n["test"]) * 0.002 + overhead)
     projection = figures["projection"]
-    stage_s = units["stage_epochs"] * 3.2 + 1.0
-    assert projection["seconds_per_stage"] == pytest.approx(stage_s, abs=0.01)
-    assert projection["gpu_hours"]["stages"] == pytest.approx(90 * stage_s / 3600, abs=1e-3)
-    assert projection["total_h100_hours"] == pytest.approx(
-        sum(projection["gpu_hours"].values()), abs=0.02)
-    assert "test GPU" in figures["inputs"]["source"]
-    assert not any(line.startswith("ASSUMPTION (CPU") for line in figures["assumptions"])
+    kind = next(iter(units["head_kinds"]))
+    assert projection["head_kinds"][kind]["seconds_per_job"] == pytest.approx(job_s, abs=0.01)
+    assert projection["gpu_hours"]["head_jobs_one_per_gpu"] == pytest.approx(
+        3405 * job_s / 3600, rel=1e-3)
+    assert projection["gpu_hours"]["head_jobs_4_per_gpu"] == pytest.approx(
+        3405 * job_s / 4 / 3600, rel=1e-3)  # all host time here
+    stage_s = (units["stage_epochs"] * (n["train"] * 0.031 + n["dev"] * 0.011)
+               + (n["train"] + n["dev"] + n["test"]) * 0.011)
+    assert projection["seconds_per_stage"]["bert"] == pytest.approx(stage_s, abs=0.1)
+    assert projection["gpu_hours"]["wav2vec_features"] == pytest.approx(5531 * 0.02 / 3600,
+                                                                        abs=1e-3)
+    assert "ESTIMATED" in figures["inputs"]["source"]
+    assert figures["assumptions"][0].startswith("ESTIMATED, not measured on a GPU")
 
 
-def test_full_grid_cost_labels_the_cpu_fallback_as_an_assumption():
-    phases, assumptions, source = full_grid_cost.per_unit_seconds({"benchmark": "grid"})
-    assert "ASSUMED" in source and assumptions[0].startswith("ASSUMPTION (CPU -> GPU)")
-    assert phases["encoder_train_epoch_s"] > 0
+def test_estimated_step_is_host_plus_launches_plus_device():
+    step = {"flops": 989e12 * 0.25 * 0.004, "kernels": 100, "host_s": 0.002}
+    figures = full_grid_cost.estimated_step_s(step)
+    assert figures["host_s"] == pytest.approx(0.002 + 100 * 5e-6)
+    assert figures["device_s"] == pytest.approx(0.004)  # compute-bound: FLOPs win
+    assert figures["step_s"] == pytest.approx(figures["host_s"] + 0.004)
+    assert full_grid_cost.estimated_step_s({**step, "flops": 0})["device_s"] == \
+        pytest.approx(100 * 3e-6)  # launch-bound: the shortest kernels win
+
+
+def test_full_grid_cost_prefers_gpu_measurements(tmp_path, units, monkeypatch):
+    monkeypatch.setattr(full_grid_cost, "plan_units", lambda plan: units)
+    measured = {"heads": {k: {"train": {"step_s": 0.004}, "eval": {"step_s": 0.001}}
+                          for k in units["head_kinds"]},
+                "encoders": {f: {"train": {"step_s": 0.03}, "eval": {"step_s": 0.01}}
+                             for f in grid_work.ENCODER_CONFIGS},
+                "wav2vec_utterance": {"step_s": 0.01}}
+    gpu_path = tmp_path / "gpu.json"
+    gpu_path.write_text(json.dumps({"results": {"gpu": "test GPU", "units": measured}}))
+    figures = full_grid_cost.estimate(RECIPE, 8, gpu_path=gpu_path,
+                                      step_work_path=_work_file(tmp_path, []))
+    assert figures["inputs"]["source"] == "measured on test GPU (gpu.json)"
+    assert figures["inputs"]["step_seconds"]["encoders"]["bert"]["train"]["step_s"] == \
+        pytest.approx(0.031)  # tokenizing (step_work.json) added
+    projection = figures["projection"]
+    assert projection["total_h100_hours"] == projection["total_h100_hours_8_jobs_per_gpu"]
+    assert not any(line.startswith("ESTIMATED") for line in figures["assumptions"])
