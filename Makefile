@@ -26,5 +26,6 @@ bench:
 	$(PYTHON) benchmarks/grid.py
 	$(PYTHON) benchmarks/rerun.py
 	$(PYTHON) benchmarks/memory.py
+	$(PYTHON) benchmarks/step_work.py
 	$(PYTHON) benchmarks/gpu.py
 	$(PYTHON) benchmarks/full_grid_cost.py
