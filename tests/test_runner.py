@@ -301,7 +301,11 @@ def test_staged_multitask_loss_masks_rows_without_targets():
 
 def test_bf16_mixed_precision_runs_stages_and_heads(tmp_path):
     """The full grid's precision on CPU autocast: the staged encoder, an attention-pooled
-    audio encoder and every fusion of the recipe train to finite metrics."""
+    audio encoder and every fusion of the recipe train to finite metrics, after a
+    full-precision Accelerator in the same process (Accelerate keeps one state per process)."""
+    from accelerate import Accelerator
+
+    Accelerator(mixed_precision="no")
     recipe = write_recipe(tmp_path, RECIPE.replace(
         "encoder: {hidden: 16, stride: 2}", "encoder: {type: attention_pool, hidden: 16}"))
     summary = run_plan(load_plan(recipe, ["train.mixed_precision=bf16"]), tmp_path / "out",

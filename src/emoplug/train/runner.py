@@ -283,18 +283,30 @@ class Worker:
         return cls(int(rank), int(world), token)
 
 
+def _accelerator(mixed_precision: str, kwargs_handlers: list[Any]) -> Any:
+    """An ``Accelerator`` with this precision. Accelerate keeps one state per process; a
+    later run in the same process (a notebook, a test suite) asking for another precision
+    resets it first (the distributed set-up is kept)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and \
+            AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision, kwargs_handlers=kwargs_handlers)
+
+
 def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
              verbosity: int = 1, worker: Worker | None = None) -> RunSummary:
     """Run every unfinished job of ``plan`` in this process (its share, when launched by
     ``accelerate launch`` or as one of ``--workers``)."""
-    from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs
 
     start = time.perf_counter()
     settings = plan.recipe.train
     ddp = settings.strategy == "ddp"
     kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if ddp else []
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, kwargs_handlers=kwargs)
+    accelerator = _accelerator(settings.mixed_precision, kwargs)
     worker = worker or Worker.from_env()
     if worker is not None and (ddp or accelerator.num_processes > 1):
         raise EmoplugError("--workers shares jobs between local processes; it cannot be "
