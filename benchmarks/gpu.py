@@ -26,7 +26,7 @@ from typing import Any
 
 import _common
 import _grid_work as work
-from step_work import count
+from step_work import count, fixed
 
 #: assumed dense peak FLOP/s of an H100 SXM
 PEAK_FLOPS = {"bf16": 989e12, "fp32": 67e12}
@@ -60,7 +60,7 @@ def precision_steps(small: bool, device: str, steps: int) -> dict[str, Any]:
     for precision in ("fp32", "bf16"):
         model = work.build_encoder("roberta", small=small)
         batch = work.encoder_batches(model)()
-        step = work.train_step(model, work.staged_loss(), lambda b=batch: b, device,
+        step = work.train_step(model, work.staged_loss(), fixed(batch), device,
                                bf16=precision == "bf16")
         flops = count(step)["flops"]
         if device.startswith("cuda"):
@@ -109,9 +109,9 @@ def unit_times(recipe: Path, small: bool, device: str, steps: int) -> dict[str, 
         batch = work.encoder_batches(model)()
         units["encoders"][family] = {
             "train": {"step_s": timed(work.train_step(model, work.staged_loss(),
-                                                      lambda b=batch: b, device),
+                                                      fixed(batch), device),
                                       steps, device)},
-            "eval": {"step_s": timed(work.eval_step(model, lambda b=batch: b, device),
+            "eval": {"step_s": timed(work.eval_step(model, fixed(batch), device),
                                      steps, device)}}
         del model
     wav2vec = work.wav2vec_model(small=small).to(device)

@@ -93,13 +93,14 @@ class _LossLog:
     def __init__(self, epoch: int):
         self.epoch = epoch
         self.pending: list[torch.Tensor] = []
+        self.pending_sizes: list[int] = []
         self.checked = 0  # steps already checked
         self.total = 0.0
-        self.weights: list[int] = []
+        self.size = 0
 
     def add(self, loss: torch.Tensor, size: int) -> None:
         self.pending.append(loss.detach())
-        self.weights.append(size)
+        self.pending_sizes.append(size)
         if len(self.pending) >= self.CHECK_EVERY:
             self._check()
 
@@ -113,16 +114,16 @@ class _LossLog:
             raise TrainingDiverged(
                 f"loss became {values[first].item()} at epoch {self.epoch}, step "
                 f"{self.checked + first + 1}; lower train.lr or check the inputs")
-        sizes = torch.tensor(self.weights[self.checked:self.checked + len(values)],
-                             dtype=values.dtype)
+        sizes = torch.tensor(self.pending_sizes, dtype=values.dtype)
         self.total += float((values * sizes).sum())
+        self.size += sum(self.pending_sizes)
         self.checked += len(values)
-        self.pending = []
+        self.pending, self.pending_sizes = [], []
 
     def mean(self) -> float:
         """Size-weighted mean loss of the epoch (after checking what is still pending)."""
         self._check()
-        return self.total / max(sum(self.weights), 1)
+        return self.total / max(self.size, 1)
 
 
 def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
