@@ -315,3 +315,30 @@ def test_bf16_mixed_precision_runs_stages_and_heads(tmp_path):
         assert result["mixed_precision"] == "bf16"
         assert 0.0 <= result["metrics"]["test"]["wa"] <= 1.0
         assert 0.0 <= result["metrics"]["test"]["macro_f1"] <= 1.0
+
+
+def test_inputs_packed_on_the_device_give_the_same_results(finished_run, tmp_path,
+                                                           monkeypatch):
+    """EMOPLUG_DEVICE_INPUTS=on (the default on GPUs) pads staged text outputs and audio
+    features from banks on the training device: every job's predictions equal the host
+    path's, and each bank is built once per process."""
+    from emoplug.train import context
+
+    recipe, reference, _ = finished_run
+    shutil.copytree(reference.parent / "cache", tmp_path / "cache", dirs_exist_ok=True)
+    built = []
+    original = context.PackedSequences.__init__
+
+    def counting(self, ids, *args, **kwargs):
+        built.append(len(ids))
+        original(self, ids, *args, **kwargs)
+
+    monkeypatch.setattr(context.PackedSequences, "__init__", counting)
+    monkeypatch.setenv("EMOPLUG_DEVICE_INPUTS", "on")
+    summary = run_plan(load_plan(recipe), tmp_path / "out", verbosity=0)
+    assert len(summary.done) == 15 and not summary.failed
+    # one audio bank for the whole run; a (sequence, pooled) pair per stage (5 folds)
+    assert len(built) == 1 + 2 * 5
+    for job_id in results(reference):
+        packed = (tmp_path / "out" / "jobs" / job_id / "predictions.csv").read_text()
+        assert packed == (reference / "jobs" / job_id / "predictions.csv").read_text()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from emoplug.data.cache import FeatureCache
 from emoplug.data.features import load_features
@@ -20,6 +21,7 @@ from emoplug.data.loading import load_corpus_and_folds
 from emoplug.errors import EmoplugError
 from emoplug.recipe import Plan
 from emoplug.registry import Registry, get_registry
+from emoplug.train.packed import PackedSequences, pack_text
 from emoplug.types import Fold, Utterance
 
 #: bytes of audio features kept in memory per process (``EMOPLUG_FEATURE_MEMORY``, in MB)
@@ -51,6 +53,8 @@ class FeatureStore:
     held: dict[str, np.ndarray] = field(default_factory=dict)
     frames: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    _packed: PackedSequences | None = None
+    _packed_utterances: dict[str, Utterance] = field(default_factory=dict)
 
     def compute(self, utt: Utterance) -> np.ndarray | None:
         """Features of ``utt`` (computed and cached on a miss); None when its audio is
@@ -78,6 +82,23 @@ class FeatureStore:
             return array.astype(np.float32, copy=False)
         return load
 
+    def packed(self, utterances: list[Utterance], device: Any) -> PackedSequences:
+        """The features of ``utterances`` (all readable) packed on ``device``; one bank per
+        store, rebuilt only for another device or an utterance it lacks (then it keeps the
+        utterances it had, so jobs over different subsets do not rebuild it in turn)."""
+        if self._packed is None or not self._packed.covers([u.id for u in utterances], device):
+            wanted = {**self._packed_utterances, **{u.id: u for u in utterances}}
+            self._packed = None  # free the old bank before building the new one
+            for utt in wanted.values():
+                if self.compute(utt) is None:
+                    raise EmoplugError(f"features of {utt.id} are unavailable: "
+                                       f"{self.failed[utt.id]}")
+            self._packed = PackedSequences(
+                list(wanted), [self.frames[i] for i in wanted],
+                (self.compute(u) for u in wanted.values()), device)
+            self._packed_utterances = wanted
+        return self._packed
+
 
 class RunContext:
     """Shared state of one process while it runs a plan's jobs."""
@@ -98,6 +119,7 @@ class RunContext:
         self._budget = MemoryBudget(megabytes << 20)
         self._stores: dict[str, FeatureStore] = {}
         self.text_outputs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        self._packed_text: dict[str, tuple[PackedSequences, PackedSequences]] = {}
 
     @property
     def texts(self) -> list[str]:
@@ -116,3 +138,13 @@ class RunContext:
         if key not in self._stores:
             self._stores[key] = FeatureStore(featurizer, self.cache, self._budget)
         return self._stores[key]
+
+    def packed_text(self, key: str, device: Any) -> tuple[PackedSequences, PackedSequences]:
+        """The text outputs ``text_outputs[key]`` packed on ``device`` (sequence, pooled);
+        kept while ``text_outputs`` keeps them."""
+        for stale in [k for k in self._packed_text if k not in self.text_outputs]:
+            del self._packed_text[stale]
+        packed = self._packed_text.get(key)
+        if packed is None or packed[0].device != torch.device(device):
+            packed = self._packed_text[key] = pack_text(self.text_outputs[key], device)
+        return packed

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoplug.train.packed import DeviceInputs
 from emoplug.types import Targets
 
 
@@ -72,22 +73,31 @@ def pad_arrays(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor
 
 
 class Collator:
-    """Turns a list of examples into a batch dict (``text``/``audio`` inputs, ``targets``)."""
+    """Turns a list of examples into a batch dict (``text``/``audio`` inputs, ``targets``).
+    Inputs packed in ``device_inputs`` are padded on their device instead of the host."""
 
-    def __init__(self, tokenize: Callable[[list[str]], dict[str, torch.Tensor]] | None):
+    def __init__(self, tokenize: Callable[[list[str]], dict[str, torch.Tensor]] | None,
+                 device_inputs: DeviceInputs | None = None):
         self.tokenize = tokenize
+        self.device_inputs = device_inputs or DeviceInputs()
 
     def __call__(self, examples: Sequence[Example]) -> dict[str, Any]:
-        batch: dict[str, Any] = {"ids": [e.id for e in examples]}
+        ids = [e.id for e in examples]
+        batch: dict[str, Any] = {"ids": ids}
         first = examples[0]
-        if first.text_cached is not None:
+        packed = self.device_inputs
+        if first.text_cached is not None and packed.text_sequence is not None:
+            batch["text_cached"] = packed.text_batch(ids)
+        elif first.text_cached is not None:
             seq, mask = pad_arrays([e.text_cached[0] for e in examples])
             pooled = torch.from_numpy(np.stack([e.text_cached[1] for e in examples])).float()
             batch["text_cached"] = (seq, mask, pooled)
         elif first.text is not None:
             assert self.tokenize is not None
             batch["text_tokens"] = self.tokenize([e.text or "" for e in examples])
-        if first.audio is not None:
+        if first.audio is not None and packed.audio is not None:
+            batch["audio"] = packed.audio.pad(ids)
+        elif first.audio is not None:
             batch["audio"] = pad_arrays([e.audio() for e in examples])
         batch["targets"] = Targets(
             labels=torch.tensor([e.label for e in examples], dtype=torch.long),

@@ -25,6 +25,7 @@ from emoplug.train.context import RunContext
 from emoplug.train.data import Collator, Example, Loader
 from emoplug.train.loop import Outputs, fit, predict
 from emoplug.train.model import CellModel
+from emoplug.train.packed import DeviceInputs, device_inputs_enabled
 from emoplug.types import AVD_NAMES, Decoded, Targets
 
 RESULT_VERSION = 1
@@ -71,6 +72,20 @@ def _examples(ctx: RunContext, job: Job, ids: tuple[str, ...], text_cache, audio
     return out
 
 
+def _device_inputs(ctx: RunContext, splits: dict[str, list[Example]], text_key: str | None,
+                   audio_store, device: torch.device) -> DeviceInputs | None:
+    """The job's cached inputs packed on ``device``, where that is enabled (``packed.py``)."""
+    if not device_inputs_enabled(device):
+        return None
+    inputs = DeviceInputs()
+    if audio_store is not None:
+        utterances = [ctx.by_id[e.id] for examples in splits.values() for e in examples]
+        inputs.audio = audio_store.packed(utterances, device)
+    if text_key is not None:  # staged or frozen outputs, held in ctx.text_outputs[text_key]
+        inputs.text_sequence, inputs.text_pooled = ctx.packed_text(text_key, device)
+    return inputs
+
+
 def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
             on_epoch=None) -> dict[str, Any]:
     """Train and evaluate ``job``; return what ``result.json`` holds (``status`` done)."""
@@ -80,12 +95,13 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
     fold = ctx.folds[job.fold]
     mode = text_mode(job)
 
-    text_cache, text_module, stage = None, None, None
+    text_cache, text_key, text_module, stage = None, None, None, None
     if mode == "staged":
         stage = text_stage.stage_id(ctx, cfg["text"], job.fold, job.seed)
-        text_cache = text_stage.load_stage(ctx, stage)
+        text_cache, text_key = text_stage.load_stage(ctx, stage), text_stage.stage_key(stage)
     elif mode == "frozen":
         text_cache = text_stage.frozen_outputs(ctx, cfg["text"], accelerator.device)
+        text_key = text_stage.frozen_key(ctx, cfg["text"])
     audio_store = ctx.features(cfg["audio"]) if cfg["audio"] is not None else None
 
     seed_everything(job.seed)
@@ -115,7 +131,8 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
     fusion = ctx.registry.build("fusion", cfg["fusion"]).build(dims, out_dim)
     model = CellModel(fusion, text=text_module, audio=audio_module)
 
-    collate = Collator(text_module.tokenize if text_module is not None else None)
+    collate = Collator(text_module.tokenize if text_module is not None else None,
+                       _device_inputs(ctx, splits, text_key, audio_store, accelerator.device))
     loaders = {name: Loader(ex, collate, settings.batch_size, train=False)
                for name, ex in splits.items()}
     train_loader = Loader(splits["train"], collate, settings.batch_size, True, job.seed,

@@ -62,8 +62,7 @@ def encode_texts(module: nn.Module, texts: dict[str, str], batch_size: int,
 def frozen_outputs(ctx: RunContext, text_config: dict[str, Any], device: torch.device
                    ) -> TextOutputs:
     """Outputs of a frozen encoder for every utterance with text, through the feature cache."""
-    # the dataset is part of the key: tiny encoders train their tokenizer on its texts
-    key = "frozen-" + stable_hash([text_config, ctx.plan.shared_config["dataset"]], 20)
+    key = frozen_key(ctx, text_config)
     if key in ctx.text_outputs:
         return ctx.text_outputs[key]
     texts = {u.id: u.text for u in ctx.corpus.utterances if u.text}
@@ -85,6 +84,17 @@ def frozen_outputs(ctx: RunContext, text_config: dict[str, Any], device: torch.d
         outputs.update(fresh)
     ctx.text_outputs[key] = outputs
     return outputs
+
+
+def frozen_key(ctx: RunContext, text_config: dict[str, Any]) -> str:
+    """Where a frozen encoder's outputs are kept in ``ctx.text_outputs`` and the cache."""
+    # the dataset is part of the key: tiny encoders train their tokenizer on its texts
+    return "frozen-" + stable_hash([text_config, ctx.plan.shared_config["dataset"]], 20)
+
+
+def stage_key(sid: str) -> str:
+    """Where a stage's outputs are kept in ``ctx.text_outputs``."""
+    return f"stage-{sid}"
 
 
 def stage_id(ctx: RunContext, text_config: dict[str, Any], fold: str, seed: int) -> str:
@@ -215,9 +225,9 @@ def save_stage(path: Path, outputs: TextOutputs, info: dict[str, Any]) -> None:
 
 def load_stage(ctx: RunContext, sid: str) -> TextOutputs:
     """The saved outputs of a finished stage (the most recent one is kept in memory)."""
-    key = f"stage-{sid}"
+    key = stage_key(sid)
     if key not in ctx.text_outputs:
-        for other in [k for k in ctx.text_outputs if k.startswith("stage-")]:
+        for other in [k for k in ctx.text_outputs if k.startswith(stage_key(""))]:
             del ctx.text_outputs[other]  # jobs run grouped by stage: keep one in memory
         with np.load(stage_path(ctx, sid) / "outputs.npz", allow_pickle=False) as data:
             offsets, seq, pooled = data["offsets"], data["sequence"], data["pooled"]
