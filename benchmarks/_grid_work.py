@@ -230,9 +230,40 @@ def eval_step(model: Any, make_batch: Callable[[], Any], device: str,
 
 
 def head_batches(head: HeadStep) -> Callable[[], Any]:
-    """A function collating one training batch per call (the loader's real work)."""
+    """A function collating one training batch per call on the host (the loader's work with
+    ``EMOPLUG_DEVICE_INPUTS=off``, the CPU's default)."""
     indices = list(range(len(head.loader.examples)))
     return lambda: head.loader.batch(indices)
+
+
+def device_batches(head: HeadStep, device: str, width: int | None = None
+                   ) -> tuple[Callable[[], Any], int]:
+    """A function collating one training batch per call from inputs packed on ``device``
+    (the loader's work on a GPU), and the host-to-device copies it makes per batch.
+    ``width`` cuts every input's feature width: the same host work, negligible data."""
+    import torch
+
+    from emoplug.train.data import Collator
+    from emoplug.train.packed import DeviceInputs, PackedSequences, pack_text
+
+    examples = head.loader.examples
+    ids = [e.id for e in examples]
+
+    def cut(array: Any) -> Any:
+        return array[..., :width] if width else array
+
+    inputs, copies = DeviceInputs(), 0
+    if examples[0].audio is not None:
+        audio = [cut(e.audio()) for e in examples]
+        inputs.audio = PackedSequences(ids, [len(a) for a in audio], audio, torch.device(device))
+        copies += 2  # index and mask
+    if examples[0].text_cached is not None:
+        inputs.text_sequence, inputs.text_pooled = pack_text(
+            {e.id: (cut(e.text_cached[0]), cut(e.text_cached[1])) for e in examples},
+            torch.device(device))
+        copies += 3  # sequence index and mask, pooled index
+    collate = Collator(None, inputs)
+    return (lambda: collate(examples)), copies
 
 
 # -- text encoders ------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import _grid_work as work
 TARGET_HOURS = 10.0
 #: assumed H100 SXM constants, used only to turn CPU-counted work into GPU seconds
 H100 = {"bf16_peak_flops": 989e12, "utilisation": 0.25, "launch_s_per_kernel": 5e-6,
-        "shortest_kernel_s": 3e-6}
+        "shortest_kernel_s": 3e-6, "hbm_bytes_per_s": 3.35e12, "hbm_efficiency": 0.5}
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -47,8 +47,19 @@ def estimated_step_s(step: dict[str, Any], host_extra_s: float = 0.0) -> dict[st
     """H100 seconds of one step from its counted work (see the module docstring)."""
     host = step["host_s"] + host_extra_s + step["kernels"] * H100["launch_s_per_kernel"]
     device = max(step["flops"] / (H100["bf16_peak_flops"] * H100["utilisation"]),
-                 step["kernels"] * H100["shortest_kernel_s"])
+                 step["kernels"] * H100["shortest_kernel_s"]) \
+        + step.get("hbm_bytes", 0) / (H100["hbm_bytes_per_s"] * H100["hbm_efficiency"])
     return {"host_s": host, "device_s": device, "step_s": host + device}
+
+
+def head_steps(head: dict[str, Any], device_inputs: bool) -> dict[str, dict[str, float]]:
+    """Estimated train and eval steps of a head kind: batches gathered from inputs packed on
+    the device (the default on a GPU) where step_work.json measured that, else padded on
+    the host."""
+    return {phase: estimated_step_s(head[phase]["device_inputs"]
+                                    if device_inputs and "device_inputs" in head[phase]
+                                    else head[phase])
+            for phase in ("train", "eval")}
 
 
 def step_table(gpu: dict[str, Any] | None, step_work: dict[str, Any] | None
@@ -57,6 +68,8 @@ def step_table(gpu: dict[str, Any] | None, step_work: dict[str, Any] | None
     tokenize = ((step_work or {}).get("results") or {}).get("tokenize", {}).get("batch_s", 0.0)
     if gpu and gpu.get("results") and gpu["results"].get("units"):
         table = gpu["results"]["units"]
+        if all("host_inputs" in head for head in table["heads"].values()):
+            table["host_input_heads"] = {k: h["host_inputs"] for k, h in table["heads"].items()}
         for steps in table["encoders"].values():  # tokenizing runs on the host, timed apart
             for phase in steps.values():
                 phase["step_s"] += tokenize
@@ -67,10 +80,11 @@ def step_table(gpu: dict[str, Any] | None, step_work: dict[str, Any] | None
         raise SystemExit("no step figures: run `python benchmarks/step_work.py` (CPU) or "
                          "`python benchmarks/gpu.py` (GPU) first")
     r = step_work["results"]
-    table: dict[str, Any] = {"heads": {}, "encoders": {}, "tokenize_batch_s": tokenize}
+    table: dict[str, Any] = {"heads": {}, "host_input_heads": {}, "encoders": {},
+                             "tokenize_batch_s": tokenize}
     for name, head in r["heads"].items():
-        table["heads"][name] = {phase: estimated_step_s(head[phase])
-                                for phase in ("train", "eval")}
+        table["heads"][name] = head_steps(head, device_inputs=True)
+        table["host_input_heads"][name] = head_steps(head, device_inputs=False)
     for family, enc in r["encoders"].items():
         table["encoders"][family] = {phase: estimated_step_s(enc[phase], tokenize)
                                      for phase in ("train", "eval")}
@@ -82,6 +96,11 @@ def step_table(gpu: dict[str, Any] | None, step_work: dict[str, Any] | None
         "core is assumed no slower",
         "host and device time are added (no overlap), although the loop never waits for "
         "the GPU inside an epoch",
+        "head batches are gathered from inputs packed on the GPU (EMOPLUG_DEVICE_INPUTS=auto): "
+        "host = index building (timed at feature width 8) + the step; device += the "
+        "gather's bytes at the HBM rate; 'head_jobs_host_inputs' is the same with batches "
+        "padded on the host (EMOPLUG_DEVICE_INPUTS=off; its host-to-device copies not "
+        "counted)",
     ]
     return table, "ESTIMATED from CPU-counted work (step_work.json) and assumed H100 " \
                   "constants", assumptions
@@ -153,6 +172,10 @@ def project(units: dict[str, Any], table: dict[str, Any], overhead: float, worke
         per_kind[kind] = {"jobs": jobs, "seconds_per_job": round(alone, 2)}
         head_s["one_job_per_gpu"] += jobs * alone
         head_s[f"{workers}_jobs_per_gpu"] += jobs * shared
+    host_inputs = table.get("host_input_heads")  # estimates only: batches padded on the host
+    host_inputs_s = sum(jobs * (passes(host_inputs[kind]["train"], host_inputs[kind]["eval"],
+                                       units["epochs"]) + overhead)
+                        for kind, jobs in units["head_kinds"].items()) if host_inputs else None
     stage_s = {family: count * passes(table["encoders"][family]["train"],
                                       table["encoders"][family]["eval"], units["stage_epochs"])
                for family, count in units["stages"].items()}
@@ -175,6 +198,8 @@ def project(units: dict[str, Any], table: dict[str, Any], overhead: float, worke
                       "head_jobs_one_per_gpu": round(head_s["one_job_per_gpu"] / 3600, 3),
                       f"head_jobs_{workers}_per_gpu":
                           round(head_s[f"{workers}_jobs_per_gpu"] / 3600, 3),
+                      "head_jobs_host_inputs": (round(host_inputs_s / 3600, 3)
+                                                if host_inputs_s is not None else None),
                       "wav2vec_features": round(wav2vec_s / 3600, 3)},
         "seconds_per_stage": {f: round(s / units["stages"][f], 1) for f, s in stage_s.items()},
         "head_kinds": per_kind,
@@ -203,6 +228,9 @@ def estimate(recipe: Path, workers: int, gpu_path: Path | None = None,
         "mfcc/spectrogram/prosodic are computed on CPU cores (featurize.json), not GPU time",
         f"{workers} jobs per GPU: the host part of head steps divided by {workers} (the GPU "
         "host's cores run the workers); device time and stages unchanged. Not measured",
+        "packing inputs on the GPU is not counted: once per process and featurizer (IEMOCAP "
+        "wav2vec: 5531 x 222 x 2304 float16 = 5.7 GB of GPU memory; the other three "
+        "features 1.9 GB) and once per stage for its text outputs (~0.2 GB)",
     ]
     featurize = read_json(work.results_path("featurize"))
     return {"inputs": {"source": source, "units": units, "job_overhead_s": overhead,
@@ -230,7 +258,8 @@ def main() -> None:
           f"{sum(u['stages'].values())} encoder stages; step times: "
           f"{figures['inputs']['source']}")
     for part, hours in p["gpu_hours"].items():
-        print(f"  {part:24s} {hours:8.2f} H100-hours")
+        if hours is not None:
+            print(f"  {part:24s} {hours:8.2f} H100-hours")
     print(f"  {'total, one job per GPU':24s} {p['total_h100_hours']:8.2f} H100-hours "
           f"(target <= {TARGET_HOURS:.0f})")
     print(f"  {f'total, {args.workers} jobs per GPU':24s} "

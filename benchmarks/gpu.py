@@ -6,9 +6,10 @@ step of every unit of the full grid, from which ``full_grid_cost.py`` projects i
   and model FLOPs utilisation = counted FLOPs per step / step time / the GPU's peak (assumed
   H100 SXM dense: bf16 989 TFLOPS, fp32 67).
 - Units (bf16, the steps ``emoplug.train.loop`` takes, built by ``_grid_work``): every head
-  kind of the recipe on IEMOCAP-sized cached text outputs and audio features (batch collation
-  on the host included), every base encoder's fine-tuning and encoding steps, and wav2vec2-base
-  over one mean-length utterance.
+  kind of the recipe on IEMOCAP-sized cached text outputs and audio features (collating each
+  batch included: gathered from inputs packed on the GPU, as a GPU run does by default, and
+  under ``host_inputs`` padded on the host), every base encoder's fine-tuning and encoding
+  steps, and wav2vec2-base over one mean-length utterance.
 
 Without CUDA it prints "CUDA absent, skipped" and writes a JSON saying so (exit 0);
 ``--device cpu --steps 2 --small`` runs small models on the CPU (tests).
@@ -80,6 +81,14 @@ def precision_steps(small: bool, device: str, steps: int) -> dict[str, Any]:
     return out
 
 
+def head_times(head: Any, make: Callable[[], Any], device: str, steps: int
+               ) -> dict[str, dict[str, float]]:
+    """Seconds per train and eval step of a head, collating with ``make`` every step."""
+    return {"train": {"step_s": timed(work.train_step(head.model, head.loss, make, device),
+                                      steps, device)},
+            "eval": {"step_s": timed(work.eval_step(head.model, make, device), steps, device)}}
+
+
 def unit_times(recipe: Path, small: bool, device: str, steps: int) -> dict[str, Any]:
     """Seconds per train/eval step of every head kind and encoder, and per wav2vec utterance,
     in the table format ``full_grid_cost.py`` reads."""
@@ -99,11 +108,10 @@ def unit_times(recipe: Path, small: bool, device: str, steps: int) -> dict[str, 
             audio = (8, 48)
         head = work.build_head(registry, info["config"], audio=audio,
                                text_dim=64 if small else work.TEXT_HIDDEN, tokens=work.TOKENS)
-        make = work.head_batches(head)  # collated on the host every step, as in training
-        units["heads"][kind.name] = {
-            "train": {"step_s": timed(work.train_step(head.model, head.loss, make, device),
-                                      steps, device)},
-            "eval": {"step_s": timed(work.eval_step(head.model, make, device), steps, device)}}
+        gathered, _ = work.device_batches(head, device)  # a GPU run's default
+        units["heads"][kind.name] = head_times(head, gathered, device, steps)
+        units["heads"][kind.name]["host_inputs"] = head_times(  # EMOPLUG_DEVICE_INPUTS=off
+            head, work.head_batches(head), device, steps)
     for family in ["bert"] if small else list(work.ENCODER_CONFIGS):
         model = work.build_encoder(family, small=small)
         batch = work.encoder_batches(model)()

@@ -9,7 +9,12 @@ wav2vec2-base forward over one utterance:
 - ``kernels``: operations dispatched to a device (aten calls that are not views) in that step;
 - ``host_s``: seconds of host-side work per step: the same step with every width cut
   (hidden 64, batch 2; same operations, negligible arithmetic) timed on this CPU, plus
-  collating a full-size batch. A GPU host does this work before it can launch the kernels;
+  collating a full-size batch on the host. A GPU host does this work before it can launch
+  the kernels;
+- ``device_inputs`` (heads): the same step with its batch gathered from inputs packed on the
+  device (``EMOPLUG_DEVICE_INPUTS``, the default on a GPU): host seconds of that gathering
+  (timed at feature width 8: the same host work), its kernels and host-to-device copies, and
+  ``hbm_bytes`` of device memory it reads and writes at full size;
 - ``cpu_s``: the full-size step on this CPU, for reference.
 
 Steps are bf16 autocast, fused AdamW and gradient clipping, as ``emoplug.train.loop`` runs them.
@@ -66,26 +71,46 @@ def fixed(batch: Any) -> Callable[[], Any]:
     return lambda: batch
 
 
+def gathered_bytes(batch: dict[str, Any]) -> int:
+    """Device memory traffic of padding ``batch`` by gathering it from packed inputs: each
+    padded tensor is read from the bank and written once."""
+    tensors = [*batch.get("text_cached", ()), *batch.get("audio", ())]
+    return sum(2 * t.numel() * t.element_size() for t in tensors if t.is_floating_point())
+
+
 def head_work(registry: Any, config: dict[str, Any], audio: tuple[int, int] | None,
               repeats: int, text_dim: int = work.TEXT_HIDDEN) -> dict[str, Any]:
-    """Counts, host and CPU seconds of one head kind's train and eval steps."""
+    """Counts, host and CPU seconds of one head kind's train and eval steps, with batches
+    padded on the host (``host_s``) and gathered from inputs packed on the device
+    (``device_inputs``: the default on a GPU)."""
     full = work.build_head(registry, config, text_dim=text_dim, tokens=work.TOKENS,
                            audio=audio)
     make = work.head_batches(full)
     collate_s = seconds(make, repeats)
     batch = make()
+    gather, copies = work.device_batches(full, "cpu", width=8)
+    gather_s, gather_kernels = seconds(gather, repeats), count(gather)["kernels"] + copies
+    hbm_bytes = gathered_bytes(work.device_batches(full, "cpu")[0]())
     small = work.build_head(registry, config, text_dim=64, tokens=4, batch=2,
                             audio=(8, 48) if audio is not None else None)
     small_batch = work.head_batches(small)()
-    out: dict[str, Any] = {"parameters": full.parameters, "collate_s": round(collate_s, 6)}
+    out: dict[str, Any] = {"parameters": full.parameters, "collate_s": round(collate_s, 6),
+                           "device_collate": {"host_s": round(gather_s, 6),
+                                              "kernels": gather_kernels,
+                                              "hbm_bytes": hbm_bytes}}
     for phase, full_step, small_step in (
             ("train", work.train_step(full.model, full.loss, fixed(batch), "cpu"),
              work.train_step(small.model, small.loss, fixed(small_batch), "cpu")),
             ("eval", work.eval_step(full.model, fixed(batch), "cpu"),
              work.eval_step(small.model, fixed(small_batch), "cpu"))):
-        out[phase] = {**count(full_step),
-                      "host_s": round(seconds(small_step, repeats) + collate_s, 6),
-                      "cpu_s": round(seconds(full_step, max(1, repeats // 2)), 6)}
+        counted, step_host_s = count(full_step), seconds(small_step, repeats)
+        out[phase] = {**counted,
+                      "host_s": round(step_host_s + collate_s, 6),
+                      "cpu_s": round(seconds(full_step, max(1, repeats // 2)), 6),
+                      "device_inputs": {"flops": counted["flops"],
+                                        "kernels": counted["kernels"] + gather_kernels,
+                                        "host_s": round(step_host_s + gather_s, 6),
+                                        "hbm_bytes": hbm_bytes}}
     return out
 
 
@@ -167,7 +192,9 @@ def measure(recipe: Path, repeats: int, small: bool = False) -> dict[str, Any]:
                                         text_dim=64 if small else work.TEXT_HIDDEN)}
         print(f"  head {kind.name:45s} {info['jobs']:4d} jobs  train "
               f"{heads[kind.name]['train']['kernels']:5d} kernels "
-              f"{heads[kind.name]['train']['host_s'] * 1e3:6.2f} ms host", flush=True)
+              f"{heads[kind.name]['train']['host_s'] * 1e3:6.2f} ms host, "
+              f"{heads[kind.name]['train']['device_inputs']['host_s'] * 1e3:6.2f} ms with "
+              "device inputs", flush=True)
     encoders = {}
     for family in ["bert"] if small else list(work.ENCODER_CONFIGS):
         encoders[family] = encoder_work(family, repeats, small)

@@ -110,7 +110,8 @@ def test_gpu_small_cpu_mode_times_every_unit():
         assert step["samples_per_s"] > 0 and step["model_tflops"] > 0 and step["mfu"] is None
     units = figures["units"]
     assert len(units["heads"]) == 3 and set(units["encoders"]) == {"bert"}
-    for steps in (*units["heads"].values(), *units["encoders"].values()):
+    host_inputs = [head["host_inputs"] for head in units["heads"].values()]
+    for steps in (*units["heads"].values(), *host_inputs, *units["encoders"].values()):
         assert steps["train"]["step_s"] > 0 and steps["eval"]["step_s"] > 0
     assert units["wav2vec_utterance"]["step_s"] > 0
 
@@ -127,6 +128,10 @@ def test_step_work_counts_flops_kernels_and_host_time(small_work):
         assert head["train"]["kernels"] > head["eval"]["kernels"] > 0
         assert head["train"]["flops"] > head["eval"]["flops"] > 0
         assert head["train"]["host_s"] > head["collate_s"]
+        gathered = head["train"]["device_inputs"]
+        assert gathered["kernels"] > head["train"]["kernels"]  # + the gathers and copies
+        assert gathered["flops"] == head["train"]["flops"] and gathered["host_s"] > 0
+        assert gathered["hbm_bytes"] == head["device_collate"]["hbm_bytes"] > 0
     bert = small_work["encoders"]["bert"]
     assert bert["train"]["flops"] > 2 * bert["eval"]["flops"] > 0  # backward ~2x forward
     assert small_work["tokenize"]["batch_s"] > 0 and small_work["wav2vec"]["kernels"] > 0
@@ -193,6 +198,27 @@ def test_estimated_step_is_host_plus_launches_plus_device():
     assert figures["step_s"] == pytest.approx(figures["host_s"] + 0.004)
     assert full_grid_cost.estimated_step_s({**step, "flops": 0})["device_s"] == \
         pytest.approx(100 * 3e-6)  # launch-bound: the shortest kernels win
+    assert full_grid_cost.estimated_step_s({**step, "hbm_bytes": 3.35e9})["device_s"] == \
+        pytest.approx(0.004 + 0.002)  # + memory traffic at half the HBM rate
+
+
+def test_full_grid_cost_gathers_head_batches_on_the_gpu(tmp_path, units, monkeypatch):
+    """Head steps use step_work's device_inputs figures (EMOPLUG_DEVICE_INPUTS=auto on a
+    GPU); padding on the host is projected beside them."""
+    monkeypatch.setattr(full_grid_cost, "plan_units", lambda plan: units)
+    work_path = _work_file(tmp_path, units["head_kinds"])
+    work = json.loads(work_path.read_text())
+    for head in work["results"]["heads"].values():
+        for phase in head.values():
+            phase["device_inputs"] = {"flops": 0, "kernels": 0, "hbm_bytes": 0,
+                                      "host_s": phase["host_s"] / 2}
+    work_path.write_text(json.dumps(work))
+    figures = full_grid_cost.estimate(RECIPE, 4, gpu_path=tmp_path / "absent.json",
+                                      step_work_path=work_path)
+    hours = figures["projection"]["gpu_hours"]
+    overhead_h = 3405 * figures["inputs"]["job_overhead_s"] / 3600
+    assert hours["head_jobs_one_per_gpu"] - overhead_h == pytest.approx(
+        (hours["head_jobs_host_inputs"] - overhead_h) / 2, rel=1e-3)
 
 
 def test_full_grid_cost_prefers_gpu_measurements(tmp_path, units, monkeypatch):

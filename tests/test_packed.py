@@ -113,3 +113,27 @@ def test_a_feature_store_keeps_one_bank_and_grows_it_for_new_utterances(tmp_path
     assert torch.equal(grown.pad(["u1"])[0][0], torch.from_numpy(items["u1"]).float())
     with pytest.raises(EmoplugError, match="features of bad are unavailable: audio file"):
         store.packed(utts("bad"), cpu)
+
+
+def test_availability_reads_features_beyond_the_budget_only_once(tmp_path, monkeypatch):
+    """Every job asks whether each utterance has features; past the memory budget the
+    answer must not cost a cache read per job."""
+    from emoplug.data.cache import FeatureCache
+    from emoplug.train import context
+    from emoplug.types import Utterance
+
+    reads = []
+
+    def load(featurizer, utt, cache):
+        reads.append(utt.id)
+        if utt.id == "bad":
+            raise EmoplugError("audio file bad.wav not found")
+        return np.ones((4, 2), np.float32)
+
+    monkeypatch.setattr(context, "load_features", load)
+    store = context.FeatureStore(None, FeatureCache(tmp_path), context.MemoryBudget(0))
+    utts = [Utterance(id=i, speaker="s", session="1", audio=f"{i}.wav") for i in ("a", "bad")]
+    for _ in range(3):
+        assert [store.available(u) for u in utts] == [True, False]
+    assert reads == ["a", "bad"] and not store.held  # nothing fits a zero budget
+    assert store.loader(utts[0])().shape == (4, 2) and reads == ["a", "bad", "a"]

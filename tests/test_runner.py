@@ -171,6 +171,11 @@ def test_cli_run_exit_codes(tmp_path):
     result = emoplug("run", str(bad_root))
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    bad_env = emoplug("run", str(write_recipe(tmp_path)), "--output", str(tmp_path / "o"),
+                      env={"EMOPLUG_DEVICE_INPUTS": "maybe"})
+    assert bad_env.returncode == 2 and not (tmp_path / "o" / "jobs").exists()
+    assert bad_env.stderr.strip() == ("error: EMOPLUG_DEVICE_INPUTS='maybe' is not one of "
+                                      "auto, on, off")
 
 
 def _launch(recipe: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:

@@ -73,6 +73,11 @@ class FeatureStore:
             self.held[utt.id] = array
         return array
 
+    def available(self, utt: Utterance) -> bool:
+        """Whether ``utt`` has features, reading them only the first time (features beyond
+        the memory budget are not read again just to ask)."""
+        return utt.id in self.frames or self.compute(utt) is not None
+
     def loader(self, utt: Utterance):
         """A zero-argument callable returning the features as float32."""
         def load() -> np.ndarray:
@@ -90,7 +95,7 @@ class FeatureStore:
             wanted = {**self._packed_utterances, **{u.id: u for u in utterances}}
             self._packed = None  # free the old bank before building the new one
             for utt in wanted.values():
-                if self.compute(utt) is None:
+                if not self.available(utt):
                     raise EmoplugError(f"features of {utt.id} are unavailable: "
                                        f"{self.failed[utt.id]}")
             self._packed = PackedSequences(

@@ -55,7 +55,7 @@ def _examples(ctx: RunContext, job: Job, ids: tuple[str, ...], text_cache, audio
         if job.cell.text is not None and not u.text:
             dropped["no text"] = dropped.get("no text", 0) + 1
             continue
-        if job.cell.audio is not None and (not u.audio or audio_store.compute(u) is None):
+        if job.cell.audio is not None and (not u.audio or not audio_store.available(u)):
             dropped["no audio features"] = dropped.get("no audio features", 0) + 1
             continue
         label = ctx.labels.index(u.label) if u.label in ctx.labels else -1

@@ -24,6 +24,7 @@ from emoplug.errors import EmoplugError
 from emoplug.recipe import Job, Plan
 from emoplug.train import text_stage
 from emoplug.train.context import RunContext
+from emoplug.train.packed import device_inputs_enabled
 
 POLL_SECONDS = 2.0
 RECOUNT_SECONDS = 5.0
@@ -307,6 +308,7 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
     ddp = settings.strategy == "ddp"
     kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if ddp else []
     accelerator = _accelerator(settings.mixed_precision, kwargs)
+    device_inputs_enabled(accelerator.device)  # a bad EMOPLUG_DEVICE_INPUTS stops the run here
     worker = worker or Worker.from_env()
     if worker is not None and (ddp or accelerator.num_processes > 1):
         raise EmoplugError("--workers shares jobs between local processes; it cannot be "
