@@ -137,6 +137,7 @@ class HeadStep:
     loss: Callable[..., Any]
     loader: Any  # emoplug.train.data.Loader over synthetic examples
     parameters: int
+    audio_features: list[Any] | None = None  # per example, in the featurizer's dtype
 
 
 def build_head(registry: Any, config: dict[str, Any], *, text_dim: int, tokens: int,
@@ -152,16 +153,19 @@ def build_head(registry: Any, config: dict[str, Any], *, text_dim: int, tokens: 
 
     rng = np.random.default_rng(seed)
     labels = ["neutral", "happy", "angry", "sad"]
-    examples = []
+    examples, stored = [], []
     for i in range(batch):
         example = Example(f"u{i}", int(rng.integers(N_CLASSES)),
                           tuple(float(v) for v in rng.uniform(1, 5, 3)))
-        if config["text"] is not None:
-            example.text_cached = (rng.standard_normal((tokens, text_dim), dtype=np.float32),
-                                   rng.standard_normal(text_dim, dtype=np.float32))
-        if audio is not None:
-            features = rng.standard_normal(audio, dtype=np.float32)
-            example.audio, example.frames = (lambda f=features: f), audio[0]
+        if config["text"] is not None:  # stages store their outputs as float16
+            example.text_cached = (rng.standard_normal((tokens, text_dim)).astype(np.float16),
+                                   rng.standard_normal(text_dim).astype(np.float16))
+        if audio is not None:  # in the featurizer's stored dtype, read as float32
+            features = rng.standard_normal(audio).astype(
+                np.float16 if config["audio"]["type"] == "wav2vec" else np.float32)
+            example.audio = lambda f=features: f.astype(np.float32, copy=False)
+            example.frames = audio[0]
+            stored.append(features)
         examples.append(example)
     torch.manual_seed(seed)
     audio_module = None
@@ -180,8 +184,8 @@ def build_head(registry: Any, config: dict[str, Any], *, text_dim: int, tokens: 
     fusion = registry.build("fusion", config["fusion"]).build(dims, out_dim)
     model = CellModel(fusion, audio=audio_module)
     loader = Loader(examples, Collator(None), batch, train=True, seed=seed)
-    return HeadStep(model, approach.loss, loader,
-                    sum(p.numel() for p in model.parameters()))
+    return HeadStep(model, approach.loss, loader, sum(p.numel() for p in model.parameters()),
+                    stored or None)
 
 
 # -- steps --------------------------------------------------------------------------------
@@ -237,10 +241,11 @@ def head_batches(head: HeadStep) -> Callable[[], Any]:
 
 
 def device_batches(head: HeadStep, device: str, width: int | None = None
-                   ) -> tuple[Callable[[], Any], int]:
+                   ) -> tuple[Callable[[], Any], int, int]:
     """A function collating one training batch per call from inputs packed on ``device``
-    (the loader's work on a GPU), and the host-to-device copies it makes per batch.
-    ``width`` cuts every input's feature width: the same host work, negligible data."""
+    (the loader's work on a GPU), the host-to-device copies it makes per batch, and the
+    bytes of device memory its gathers and casts read and write. ``width`` cuts every
+    input's feature width: the same host work, negligible data."""
     import torch
 
     from emoplug.train.data import Collator
@@ -253,9 +258,10 @@ def device_batches(head: HeadStep, device: str, width: int | None = None
         return array[..., :width] if width else array
 
     inputs, copies = DeviceInputs(), 0
-    if examples[0].audio is not None:
-        audio = [cut(e.audio()) for e in examples]
-        inputs.audio = PackedSequences(ids, [len(a) for a in audio], audio, torch.device(device))
+    if head.audio_features is not None:
+        stored = [cut(a) for a in head.audio_features]
+        inputs.audio = PackedSequences(ids, [len(a) for a in stored], stored,
+                                       torch.device(device))
         copies += 2  # index and mask
     if examples[0].text_cached is not None:
         inputs.text_sequence, inputs.text_pooled = pack_text(
@@ -263,7 +269,16 @@ def device_batches(head: HeadStep, device: str, width: int | None = None
             torch.device(device))
         copies += 3  # sequence index and mask, pooled index
     collate = Collator(None, inputs)
-    return (lambda: collate(examples)), copies
+    batch = collate(examples)
+    gathered = [(inputs.audio, batch.get("audio", (None,))[0]),
+                (inputs.text_sequence, batch.get("text_cached", (None,))[0]),
+                (inputs.text_pooled, batch.get("text_cached", (None, None, None))[2])]
+    hbm_bytes = 0
+    for bank, values in gathered:
+        if bank is not None:  # the gather reads and writes each value; a cast to float32
+            size = bank.flat.element_size()  # reads it again and writes 4 bytes
+            hbm_bytes += values.numel() * (2 * size + (size + 4 if size != 4 else 0))
+    return (lambda: collate(examples)), copies, hbm_bytes
 
 
 # -- text encoders ------------------------------------------------------------------------

@@ -96,12 +96,14 @@ def step_table(gpu: dict[str, Any] | None, step_work: dict[str, Any] | None
         "core is assumed no slower",
         "host and device time are added (no overlap), although the loop never waits for "
         "the GPU inside an epoch",
-        "head batches are gathered from inputs packed on the GPU (EMOPLUG_DEVICE_INPUTS=auto): "
-        "host = index building (timed at feature width 8) + the step; device += the "
-        "gather's bytes at the HBM rate; 'head_jobs_host_inputs' is the same with batches "
-        "padded on the host (EMOPLUG_DEVICE_INPUTS=off; its host-to-device copies not "
-        "counted)",
     ]
+    if all("device_inputs" in head["train"] for head in r["heads"].values()):
+        assumptions.append(
+            "head batches are gathered from inputs packed on the GPU (EMOPLUG_DEVICE_INPUTS="
+            "auto): host = index building (timed at feature width 8) + the step; device += "
+            "the gather's and cast's bytes at the HBM rate; 'head_jobs_host_inputs' is the "
+            "same with batches padded on the host (EMOPLUG_DEVICE_INPUTS=off; its "
+            "host-to-device copies not counted)")
     return table, "ESTIMATED from CPU-counted work (step_work.json) and assumed H100 " \
                   "constants", assumptions
 

@@ -108,7 +108,7 @@ def unit_times(recipe: Path, small: bool, device: str, steps: int) -> dict[str, 
             audio = (8, 48)
         head = work.build_head(registry, info["config"], audio=audio,
                                text_dim=64 if small else work.TEXT_HIDDEN, tokens=work.TOKENS)
-        gathered, _ = work.device_batches(head, device)  # a GPU run's default
+        gathered = work.device_batches(head, device)[0]  # a GPU run's default
         units["heads"][kind.name] = head_times(head, gathered, device, steps)
         units["heads"][kind.name]["host_inputs"] = head_times(  # EMOPLUG_DEVICE_INPUTS=off
             head, work.head_batches(head), device, steps)

@@ -71,13 +71,6 @@ def fixed(batch: Any) -> Callable[[], Any]:
     return lambda: batch
 
 
-def gathered_bytes(batch: dict[str, Any]) -> int:
-    """Device memory traffic of padding ``batch`` by gathering it from packed inputs: each
-    padded tensor is read from the bank and written once."""
-    tensors = [*batch.get("text_cached", ()), *batch.get("audio", ())]
-    return sum(2 * t.numel() * t.element_size() for t in tensors if t.is_floating_point())
-
-
 def head_work(registry: Any, config: dict[str, Any], audio: tuple[int, int] | None,
               repeats: int, text_dim: int = work.TEXT_HIDDEN) -> dict[str, Any]:
     """Counts, host and CPU seconds of one head kind's train and eval steps, with batches
@@ -88,9 +81,9 @@ def head_work(registry: Any, config: dict[str, Any], audio: tuple[int, int] | No
     make = work.head_batches(full)
     collate_s = seconds(make, repeats)
     batch = make()
-    gather, copies = work.device_batches(full, "cpu", width=8)
+    gather, copies, _ = work.device_batches(full, "cpu", width=8)
     gather_s, gather_kernels = seconds(gather, repeats), count(gather)["kernels"] + copies
-    hbm_bytes = gathered_bytes(work.device_batches(full, "cpu")[0]())
+    hbm_bytes = work.device_batches(full, "cpu")[2]
     small = work.build_head(registry, config, text_dim=64, tokens=4, batch=2,
                             audio=(8, 48) if audio is not None else None)
     small_batch = work.head_batches(small)()

@@ -40,6 +40,33 @@ def test_class_absent_everywhere_and_unlabelled_rows():
     assert m["confusion"][2] == [1, 0, 0, 0, 0]  # the -1 row predicted 2 is not counted
 
 
+def test_averages_equal_scikit_learns_own():
+    """The averages derived from one per-class call equal scikit-learn's averaging
+    functions, on random splits with classes missing from gold or predictions."""
+    from sklearn.metrics import accuracy_score, f1_score, recall_score
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, k = int(rng.integers(1, 30)), int(rng.integers(2, 7))
+        gold, pred = rng.integers(0, k, n), rng.integers(0, k, n)
+        labels = [f"c{i}" for i in range(k + int(rng.integers(0, 2)))]
+        m = classification_metrics(gold, pred, labels)
+        occurring = sorted(set(gold) | set(pred))
+        assert m["wa"] == pytest.approx(accuracy_score(gold, pred), abs=1e-12)
+        assert m["ua"] == pytest.approx(recall_score(
+            gold, pred, labels=np.unique(gold), average="macro", zero_division=0), abs=1e-12)
+        assert m["macro_f1"] == pytest.approx(f1_score(
+            gold, pred, labels=occurring, average="macro", zero_division=0), abs=1e-12)
+        assert m["micro_f1"] == pytest.approx(f1_score(
+            gold, pred, labels=list(range(len(labels))), average="micro", zero_division=0),
+            abs=1e-12)
+
+
+def test_class_indices_outside_the_labels_are_an_error():
+    with pytest.raises(ValueError, match="class indices must lie in 0..3"):
+        classification_metrics([0, 1], [0, 4], LABELS)
+
+
 def test_perfect_classification_and_json():
     m = classification_metrics(np.array([0, 1, 2, 3]), np.array([0, 1, 2, 3]), LABELS)
     assert m["wa"] == m["ua"] == m["macro_f1"] == m["micro_f1"] == 1.0

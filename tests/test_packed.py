@@ -44,23 +44,61 @@ def test_first_rows_and_text_batches_equal_the_host_collator():
     outputs = {f"u{i}": (rng.standard_normal((int(rng.integers(2, 9)), 6)).astype(np.float16),
                          rng.standard_normal(6).astype(np.float16)) for i in range(8)}
     audio = arrays(np.float16, n=8, dim=3, seed=2)
-    examples = [Example(f"u{i}", i % 4, (1.0, 2.0, 3.0), text_cached=outputs[f"u{i}"],
-                        audio=lambda a=audio[f"u{i}"]: a.astype(np.float32))
-                for i in (6, 2, 5)]
+    chosen = (6, 2, 5)
+    on_host = Collator(None)([
+        Example(f"u{i}", i % 4, (1.0, 2.0, 3.0), text_cached=outputs[f"u{i}"],
+                audio=lambda a=audio[f"u{i}"]: a.astype(np.float32)) for i in chosen])
+
+    def unread():
+        raise AssertionError("the collator read host features despite packed ones")
+
+    # the same examples with their host inputs unusable: only the packed ones can be read
+    blank = (np.zeros((1, 6), np.float16), np.zeros(6, np.float16))
+    examples = [Example(f"u{i}", i % 4, (1.0, 2.0, 3.0), text_cached=blank, audio=unread)
+                for i in chosen]
     sequence, pooled = pack_text(outputs, torch.device("cpu"))
     on_device = Collator(None, DeviceInputs(pack(audio), sequence, pooled))(examples)
-    on_host = Collator(None)(examples)
     for got, want in zip([*on_device["text_cached"], *on_device["audio"]],
                          [*on_host["text_cached"], *on_host["audio"]], strict=True):
         assert torch.equal(got, want)
     assert torch.equal(on_device["targets"].labels, on_host["targets"].labels)
 
 
+def test_packed_text_follows_the_outputs_the_context_keeps():
+    """A stage's bank lives as long as ctx.text_outputs holds that stage's dict."""
+    from types import SimpleNamespace
+
+    from emoplug.train.context import RunContext
+
+    def outputs(seed):
+        rng = np.random.default_rng(seed)
+        return {"u0": (rng.standard_normal((3, 4)).astype(np.float16),
+                       rng.standard_normal(4).astype(np.float16))}
+
+    cpu = torch.device("cpu")
+    ctx = SimpleNamespace(text_outputs={"stage-a": outputs(0)}, _packed_text={})
+    a = RunContext.packed_text(ctx, "stage-a", cpu)
+    assert RunContext.packed_text(ctx, "stage-a", cpu)[0] is a[0]  # kept
+    ctx.text_outputs = {"stage-b": outputs(1)}  # load_stage evicted a for b
+    RunContext.packed_text(ctx, "stage-b", cpu)
+    assert set(ctx._packed_text) == {"stage-b"}
+    ctx.text_outputs = {"stage-a": outputs(2)}  # a loaded again: a new dict, a new bank
+    again = RunContext.packed_text(ctx, "stage-a", cpu)
+    assert again[0] is not a[0] and set(ctx._packed_text) == {"stage-a"}
+    assert torch.equal(again[1].first(["u0"]),
+                       torch.from_numpy(ctx.text_outputs["stage-a"]["u0"][1]).float()[None])
+
+
 def test_bad_arrays_are_refused_with_the_utterance_named():
     with pytest.raises(EmoplugError, match="no arrays"):
         PackedSequences([], [], iter([]), torch.device("cpu"))
-    with pytest.raises(EmoplugError, match="u1: width 4 differs"):
+    with pytest.raises(EmoplugError, match="u1: torch.float64 width 4 differs"):
         PackedSequences(["u0", "u1"], [2, 2], iter([np.zeros((2, 3)), np.zeros((2, 4))]),
+                        torch.device("cpu"))
+    with pytest.raises(EmoplugError, match="u1: torch.float16 width 3 differs from the "
+                                           "first array's torch.float64"):
+        PackedSequences(["u0", "u1"], [2, 2],
+                        iter([np.zeros((2, 3)), np.zeros((2, 3), np.float16)]),
                         torch.device("cpu"))
     with pytest.raises(EmoplugError, match="u0: array of shape"):
         PackedSequences(["u0"], [3], iter([np.zeros((2, 3))]), torch.device("cpu"))
@@ -81,8 +119,10 @@ def test_device_inputs_default_to_accelerators_only(monkeypatch):
     assert device_inputs_enabled(torch.device("cpu"))
     monkeypatch.setenv("EMOPLUG_DEVICE_INPUTS", "off")
     assert not device_inputs_enabled(torch.device("cuda"))
-    monkeypatch.setenv("EMOPLUG_DEVICE_INPUTS", "sometimes")
-    with pytest.raises(EmoplugError, match="EMOPLUG_DEVICE_INPUTS='sometimes'"):
+    monkeypatch.setenv("EMOPLUG_DEVICE_INPUTS", " ON ")
+    assert device_inputs_enabled(torch.device("cpu"))
+    monkeypatch.setenv("EMOPLUG_DEVICE_INPUTS", "Sometimes")
+    with pytest.raises(EmoplugError, match="EMOPLUG_DEVICE_INPUTS='Sometimes' is not one"):
         device_inputs_enabled(torch.device("cpu"))
 
 

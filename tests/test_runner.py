@@ -84,7 +84,15 @@ def test_run_writes_every_job_folder(finished_run):
             rows = list(csv.DictReader(f))
         assert len(rows) == result["sizes"]["test"] == test["n"]
         assert {"id", "gold", "predicted", "p_neutral", "gold_valence"} <= set(rows[0])
-        assert list((folder / "tb").glob("events.out.tfevents.*"))
+        events = list((folder / "tb").glob("events.out.tfevents.*"))
+        assert len(events) == 1  # curves, hparams and test metrics in one file
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "jobs" / plan.jobs[0].id / "tb"))
+    events.Reload()
+    assert {"loss/train", "loss/dev", "lr", "test/ua", "test/wa"} <= set(
+        events.Tags()["scalars"])
+    assert "_hparams_/experiment" in events.PluginTagToContent("hparams")
 
 
 def test_rerun_skips_finished_jobs(finished_run):
@@ -172,7 +180,7 @@ def test_cli_run_exit_codes(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     bad_env = emoplug("run", str(write_recipe(tmp_path)), "--output", str(tmp_path / "o"),
-                      env={"EMOPLUG_DEVICE_INPUTS": "maybe"})
+                      "--workers", "2", env={"EMOPLUG_DEVICE_INPUTS": "maybe"})
     assert bad_env.returncode == 2 and not (tmp_path / "o" / "jobs").exists()
     assert bad_env.stderr.strip() == ("error: EMOPLUG_DEVICE_INPUTS='maybe' is not one of "
                                       "auto, on, off")
@@ -327,23 +335,79 @@ def test_inputs_packed_on_the_device_give_the_same_results(finished_run, tmp_pat
     """EMOPLUG_DEVICE_INPUTS=on (the default on GPUs) pads staged text outputs and audio
     features from banks on the training device: every job's predictions equal the host
     path's, and each bank is built once per process."""
-    from emoplug.train import context
+    from emoplug.train import context, packed
 
     recipe, reference, _ = finished_run
     shutil.copytree(reference.parent / "cache", tmp_path / "cache", dirs_exist_ok=True)
-    built = []
-    original = context.PackedSequences.__init__
+    built, padded = [], []
+    original_init, original_pad = packed.PackedSequences.__init__, packed.PackedSequences.pad
 
-    def counting(self, ids, *args, **kwargs):
+    def counting_init(self, ids, *args, **kwargs):
         built.append(len(ids))
-        original(self, ids, *args, **kwargs)
+        original_init(self, ids, *args, **kwargs)
 
-    monkeypatch.setattr(context.PackedSequences, "__init__", counting)
+    def counting_pad(self, ids):
+        padded.append(len(ids))
+        return original_pad(self, ids)
+
+    monkeypatch.setattr(context.PackedSequences, "__init__", counting_init)
+    monkeypatch.setattr(context.PackedSequences, "pad", counting_pad)
     monkeypatch.setenv("EMOPLUG_DEVICE_INPUTS", "on")
     summary = run_plan(load_plan(recipe), tmp_path / "out", verbosity=0)
     assert len(summary.done) == 15 and not summary.failed
     # one audio bank for the whole run; a (sequence, pooled) pair per stage (5 folds)
     assert len(built) == 1 + 2 * 5
+    # batches came from the banks: at least the final predictions over every split, once
+    # for the text of each job and once more for the audio of a multimodal one
+    final_passes = sum(-(-n // 16) * len(r["modalities"])
+                       for r in results(tmp_path / "out").values() for n in r["sizes"].values())
+    assert len(padded) >= final_passes
     for job_id in results(reference):
-        packed = (tmp_path / "out" / "jobs" / job_id / "predictions.csv").read_text()
-        assert packed == (reference / "jobs" / job_id / "predictions.csv").read_text()
+        packed_csv = (tmp_path / "out" / "jobs" / job_id / "predictions.csv").read_text()
+        assert packed_csv == (reference / "jobs" / job_id / "predictions.csv").read_text()
+
+
+FROZEN_AUDIO = RECIPE.replace("mode: staged", "mode: frozen").replace(
+    "grid: {text: [bert], audio: [mfcc, null], fusion: [early, attention], approach: [direct]}",
+    "grid: {text: [bert], audio: [mfcc], fusion: [early], approach: [direct]}")
+
+
+def _predictions(run: Path) -> dict[str, str]:
+    return {p.parent.name: p.read_text() for p in run.glob("jobs/*/predictions.csv")}
+
+
+def test_frozen_outputs_packed_on_the_device_give_the_same_results(tmp_path, monkeypatch):
+    recipe = write_recipe(tmp_path, FROZEN_AUDIO)
+    monkeypatch.setenv("EMOPLUG_DEVICE_INPUTS", "off")
+    assert run_plan(load_plan(recipe), tmp_path / "host", verbosity=0).done
+    monkeypatch.setenv("EMOPLUG_DEVICE_INPUTS", "on")
+    summary = run_plan(load_plan(recipe), tmp_path / "device", verbosity=0)
+    assert len(summary.done) == 5 and not summary.failed
+    assert _predictions(tmp_path / "device") == _predictions(tmp_path / "host")
+
+
+def test_out_of_device_memory_falls_back_to_host_padding(tmp_path, monkeypatch, capsys):
+    """Packing that runs out of GPU memory warns once; every job still runs, padded on the
+    host, with the same results."""
+    import torch
+
+    from emoplug.train import context
+
+    recipe = write_recipe(tmp_path, FROZEN_AUDIO)
+    monkeypatch.setenv("EMOPLUG_DEVICE_INPUTS", "off")
+    run_plan(load_plan(recipe), tmp_path / "host", verbosity=0)
+    attempts = []
+
+    def out_of_memory(self, *args, **kwargs):
+        attempts.append(1)
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 5.66 GiB")
+
+    monkeypatch.setattr(context.PackedSequences, "__init__", out_of_memory)
+    monkeypatch.setenv("EMOPLUG_DEVICE_INPUTS", "on")
+    summary = run_plan(load_plan(recipe), tmp_path / "device", verbosity=0)
+    assert len(summary.done) == 5 and not summary.failed and len(attempts) == 1
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "ran out" in line]
+    assert warnings == ["emoplug: warning: packing inputs on cpu ran out of memory (CUDA out "
+                        "of memory. Tried to allocate 5.66 GiB); padding batches on the host "
+                        "from now on (EMOPLUG_DEVICE_INPUTS=off skips trying)"]
+    assert _predictions(tmp_path / "device") == _predictions(tmp_path / "host")

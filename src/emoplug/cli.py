@@ -122,9 +122,11 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
         verbose: bool, workers: int) -> None:
     """Run every job of a recipe (skips finished ones)."""
     from emoplug.recipe import load_plan
+    from emoplug.train.packed import device_inputs_mode
     from emoplug.train.runner import Worker, run_plan, run_with_workers
 
     plan_ = load_plan(recipe, overrides)
+    device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops here, before any worker starts
     verbosity = 0 if quiet else (2 if verbose else 1)
     if workers > 1 and Worker.from_env() is None:
         argv = ["run", str(recipe), *overrides, "-q"]

@@ -104,6 +104,9 @@ class FeatureStore:
             self._packed_utterances = wanted
         return self._packed
 
+    def drop_packed(self) -> None:
+        self._packed, self._packed_utterances = None, {}
+
 
 class RunContext:
     """Shared state of one process while it runs a plan's jobs."""
@@ -124,7 +127,9 @@ class RunContext:
         self._budget = MemoryBudget(megabytes << 20)
         self._stores: dict[str, FeatureStore] = {}
         self.text_outputs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-        self._packed_text: dict[str, tuple[PackedSequences, PackedSequences]] = {}
+        #: key -> (the text_outputs dict it was packed from, sequence, pooled)
+        self._packed_text: dict[str, tuple[Any, PackedSequences, PackedSequences]] = {}
+        self.device_inputs_failed: str | None = None  # why packing was given up, if it was
 
     @property
     def texts(self) -> list[str]:
@@ -145,11 +150,21 @@ class RunContext:
         return self._stores[key]
 
     def packed_text(self, key: str, device: Any) -> tuple[PackedSequences, PackedSequences]:
-        """The text outputs ``text_outputs[key]`` packed on ``device`` (sequence, pooled);
-        kept while ``text_outputs`` keeps them."""
-        for stale in [k for k in self._packed_text if k not in self.text_outputs]:
+        """The text outputs ``text_outputs[key]`` packed on ``device`` (sequence, pooled),
+        kept while ``text_outputs`` keeps that same dict."""
+        for stale in [k for k, (source, *_) in self._packed_text.items()
+                      if self.text_outputs.get(k) is not source]:
             del self._packed_text[stale]
-        packed = self._packed_text.get(key)
-        if packed is None or packed[0].device != torch.device(device):
-            packed = self._packed_text[key] = pack_text(self.text_outputs[key], device)
-        return packed
+        entry = self._packed_text.get(key)
+        if entry is None or not entry[1].covers([], device):
+            outputs = self.text_outputs[key]
+            entry = self._packed_text[key] = (outputs, *pack_text(outputs, device))
+        return entry[1], entry[2]
+
+    def drop_packed(self) -> None:
+        """Free every input packed on a device (after it ran out of memory)."""
+        for store in self._stores.values():
+            store.drop_packed()
+        self._packed_text.clear()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -146,7 +146,7 @@ def move_to(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """A copy of ``batch`` with every tensor on ``device``."""
     def move(value: Any) -> Any:
         if isinstance(value, torch.Tensor):
-            return value.to(device, non_blocking=True)
+            return value.to(device, non_blocking=device.type == "cuda")  # see to_device
         if isinstance(value, dict):
             return {k: move(v) for k, v in value.items()}
         if isinstance(value, tuple):

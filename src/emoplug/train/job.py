@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import platform
 import random
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 import emoplug
+from emoplug.components import Approach
 from emoplug.metrics import classification_metrics, dimensional_metrics
 from emoplug.recipe import Job
 from emoplug.train import text_stage
@@ -74,16 +76,29 @@ def _examples(ctx: RunContext, job: Job, ids: tuple[str, ...], text_cache, audio
 
 def _device_inputs(ctx: RunContext, splits: dict[str, list[Example]], text_key: str | None,
                    audio_store, device: torch.device) -> DeviceInputs | None:
-    """The job's cached inputs packed on ``device``, where that is enabled (``packed.py``)."""
-    if not device_inputs_enabled(device):
+    """The job's cached inputs packed on ``device``, where that is enabled (``packed.py``).
+    Out of device memory, packing is given up for the process with one warning: batches
+    are then padded on the host, which gives the same results."""
+    if ctx.device_inputs_failed or not device_inputs_enabled(device):
         return None
     inputs = DeviceInputs()
-    if audio_store is not None:
-        utterances = [ctx.by_id[e.id] for examples in splits.values() for e in examples]
-        inputs.audio = audio_store.packed(utterances, device)
-    if text_key is not None:  # staged or frozen outputs, held in ctx.text_outputs[text_key]
-        inputs.text_sequence, inputs.text_pooled = ctx.packed_text(text_key, device)
-    return inputs
+    try:
+        if audio_store is not None:
+            utterances = [ctx.by_id[e.id] for examples in splits.values() for e in examples]
+            inputs.audio = audio_store.packed(utterances, device)
+        if text_key is not None:  # staged or frozen outputs, held in ctx.text_outputs[text_key]
+            inputs.text_sequence, inputs.text_pooled = ctx.packed_text(text_key, device)
+    except torch.cuda.OutOfMemoryError as exc:
+        failed = str(exc).splitlines()[0]
+    else:
+        return inputs
+    del inputs  # outside the except block: its traceback no longer holds the partial banks
+    ctx.drop_packed()
+    ctx.device_inputs_failed = failed
+    print(f"emoplug: warning: packing inputs on {device} ran out of memory ({failed}); "
+          "padding batches on the host from now on (EMOPLUG_DEVICE_INPUTS=off skips trying)",
+          file=sys.stderr)
+    return None
 
 
 def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
@@ -143,10 +158,12 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
 
     eval_start = time.perf_counter()
     device = accelerator.device
-    train_out = predict(model, loaders["train"], device, accelerator.autocast)
-    approach.fit(train_out.outputs, train_out.targets)
-    outputs = {name: predict(model, loaders[name], device, accelerator.autocast)
-               for name in ("dev", "test")}
+    if type(approach).fit is not Approach.fit:  # a second stage fitted on train outputs
+        train_out = predict(model, loaders["train"], device, accelerator.autocast)
+        approach.fit(train_out.outputs, train_out.targets)
+    outputs = {"dev": result.dev_outputs or predict(model, loaders["dev"], device,
+                                                    accelerator.autocast),
+               "test": predict(model, loaders["test"], device, accelerator.autocast)}
     decoded = {name: approach.decode(o.outputs, o.targets) for name, o in outputs.items()}
     metrics = {name: evaluate(o, decoded[name], ctx.labels) for name, o in outputs.items()}
     eval_s = time.perf_counter() - eval_start

@@ -29,6 +29,15 @@ class TrainingDiverged(EmoplugError):
 
 
 @dataclass
+class Outputs:
+    """Model outputs of a split in the loader's order, with ids and gold targets."""
+
+    ids: list[str]
+    outputs: torch.Tensor
+    targets: Targets
+
+
+@dataclass
 class FitResult:
     best_epoch: int
     best_dev_loss: float
@@ -36,15 +45,7 @@ class FitResult:
     steps: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
-
-
-@dataclass
-class Outputs:
-    """Model outputs of a split in the loader's order, with ids and gold targets."""
-
-    ids: list[str]
-    outputs: torch.Tensor
-    targets: Targets
+    dev_outputs: Outputs | None = None  # the best epoch's dev predictions, for reuse
 
 
 def predict(model: nn.Module, loader: Loader, device: torch.device,
@@ -188,7 +189,7 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
             on_epoch(epoch, record)
         if dev_loss < best.best_dev_loss - 1e-9:
             best.best_dev_loss, best.best_epoch, stale = dev_loss, epoch, 0
-            best_state = _snapshot(model)
+            best_state, best.dev_outputs = _snapshot(model), dev_out
         else:
             stale += 1
         best.epochs_run = epoch

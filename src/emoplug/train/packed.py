@@ -25,12 +25,30 @@ ENV = "EMOPLUG_DEVICE_INPUTS"
 MODES = ("auto", "on", "off")
 
 
+def device_inputs_mode() -> str:
+    """``EMOPLUG_DEVICE_INPUTS``, checked: ``auto`` (when unset), ``on`` or ``off``."""
+    raw = os.environ.get(ENV, "auto")
+    mode = raw.strip().lower() or "auto"
+    if mode not in MODES:
+        raise EmoplugError(f"{ENV}={raw!r} is not one of {', '.join(MODES)}")
+    return mode
+
+
 def device_inputs_enabled(device: torch.device) -> bool:
     """Whether cached inputs are packed on ``device`` (see the module docstring)."""
-    mode = os.environ.get(ENV, "auto").strip().lower() or "auto"
-    if mode not in MODES:
-        raise EmoplugError(f"{ENV}={mode!r} is not one of {', '.join(MODES)}")
+    mode = device_inputs_mode()
     return mode == "on" or (mode == "auto" and device.type != "cpu")
+
+
+def resolved(device: torch.device | str) -> torch.device:
+    """``device`` with its index filled in (``cuda`` -> ``cuda:0``), for comparisons."""
+    return torch.empty(0, device=device).device
+
+
+def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host array copied to ``device``; asynchronous only on CUDA, where a copy from
+    pageable memory is staged before the call returns (MPS may read the freed source)."""
+    return torch.from_numpy(array).to(device, non_blocking=device.type == "cuda")
 
 
 class PackedSequences:
@@ -46,7 +64,7 @@ class PackedSequences:
         self.rows = {utt_id: row for row, utt_id in enumerate(ids)}
         self.lengths = np.asarray(lengths, dtype=np.int64)
         self.offsets = np.cumsum(self.lengths) - self.lengths
-        self.device = torch.device(device)
+        self.device = resolved(device)
         flat: torch.Tensor | None = None
         for utt_id, offset, length, array in zip(ids, self.offsets, self.lengths, arrays,
                                                  strict=True):
@@ -57,9 +75,9 @@ class PackedSequences:
             if flat is None:
                 flat = torch.zeros((int(self.lengths.sum()) + 1, array.shape[1]),
                                    dtype=values.dtype, device=self.device)
-            elif array.shape[1] != flat.shape[1]:
-                raise EmoplugError(f"{utt_id}: width {array.shape[1]} differs from the "
-                                   f"first array's {flat.shape[1]}")
+            elif array.shape[1] != flat.shape[1] or values.dtype != flat.dtype:
+                raise EmoplugError(f"{utt_id}: {values.dtype} width {array.shape[1]} differs "
+                                   f"from the first array's {flat.dtype} width {flat.shape[1]}")
             flat[offset:offset + length] = values
         assert flat is not None
         self.flat = flat
@@ -71,7 +89,7 @@ class PackedSequences:
 
     def covers(self, ids: Sequence[str], device: torch.device) -> bool:
         """Whether every id of ``ids`` is packed here, on ``device``."""
-        return self.device == torch.device(device) and all(i in self.rows for i in ids)
+        return self.device == resolved(device) and all(i in self.rows for i in ids)
 
     def _rows(self, ids: Sequence[str]) -> np.ndarray:
         return np.fromiter((self.rows[i] for i in ids), dtype=np.int64, count=len(ids))
@@ -83,13 +101,12 @@ class PackedSequences:
         steps = np.arange(max(int(lengths.max(initial=0)), 1))
         mask = steps < lengths[:, None]
         index = np.where(mask, self.offsets[rows][:, None] + steps, self.padding_row)
-        values = self.flat[torch.from_numpy(index).to(self.device, non_blocking=True)]
-        return values.float(), torch.from_numpy(mask).to(self.device, non_blocking=True)
+        values = self.flat[to_device(index, self.device)]
+        return values.float(), to_device(mask, self.device)
 
     def first(self, ids: Sequence[str]) -> torch.Tensor:
         """The first row of each id's array, ``[B, D]`` float32 (for one-row arrays)."""
-        index = torch.from_numpy(self.offsets[self._rows(ids)])
-        return self.flat[index.to(self.device, non_blocking=True)].float()
+        return self.flat[to_device(self.offsets[self._rows(ids)], self.device)].float()
 
 
 @dataclass

@@ -24,7 +24,7 @@ from emoplug.errors import EmoplugError
 from emoplug.recipe import Job, Plan
 from emoplug.train import text_stage
 from emoplug.train.context import RunContext
-from emoplug.train.packed import device_inputs_enabled
+from emoplug.train.packed import device_inputs_mode
 
 POLL_SECONDS = 2.0
 RECOUNT_SECONDS = 5.0
@@ -238,6 +238,10 @@ def _execute(ctx: RunContext, job: Job, accelerator: Any, ddp: bool, main: bool,
 
 
 def _log_hparams(writer: Any, job: Job, result: dict[str, Any]) -> None:
+    """The job's resolved config and test metrics for TensorBoard's HPARAMS tab, in the
+    job's own event file (``add_hparams`` would open a second writer per job)."""
+    from torch.utils.tensorboard.summary import hparams
+
     flat: dict[str, Any] = {}
 
     def walk(prefix: str, node: Any) -> None:
@@ -254,7 +258,11 @@ def _log_hparams(writer: Any, job: Job, result: dict[str, Any]) -> None:
     walk("", job.resolved_config())
     test = result.get("metrics", {}).get("test", {})
     scores = {f"test/{k}": float(v) for k, v in test.items() if isinstance(v, (int, float))}
-    writer.add_hparams(flat, scores or {"test/failed": 1.0}, run_name=".")
+    scores = scores or {"test/failed": 1.0}
+    for summary in hparams(flat, scores):
+        writer.file_writer.add_summary(summary)
+    for name, value in scores.items():
+        writer.add_scalar(name, value)
 
 
 def _order_jobs(jobs: list[Job], stage_of: Callable[[Job], str | None]) -> list[Job]:
@@ -308,7 +316,7 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
     ddp = settings.strategy == "ddp"
     kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if ddp else []
     accelerator = _accelerator(settings.mixed_precision, kwargs)
-    device_inputs_enabled(accelerator.device)  # a bad EMOPLUG_DEVICE_INPUTS stops the run here
+    device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops the run before its jobs
     worker = worker or Worker.from_env()
     if worker is not None and (ddp or accelerator.num_processes > 1):
         raise EmoplugError("--workers shares jobs between local processes; it cannot be "
