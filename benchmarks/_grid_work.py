@@ -137,7 +137,6 @@ class HeadStep:
     loss: Callable[..., Any]
     loader: Any  # emoplug.train.data.Loader over synthetic examples
     parameters: int
-    audio_features: list[Any] | None = None  # per example, in the featurizer's dtype
 
 
 def build_head(registry: Any, config: dict[str, Any], *, text_dim: int, tokens: int,
@@ -153,19 +152,17 @@ def build_head(registry: Any, config: dict[str, Any], *, text_dim: int, tokens: 
 
     rng = np.random.default_rng(seed)
     labels = ["neutral", "happy", "angry", "sad"]
-    examples, stored = [], []
+    examples = []
     for i in range(batch):
         example = Example(f"u{i}", int(rng.integers(N_CLASSES)),
                           tuple(float(v) for v in rng.uniform(1, 5, 3)))
         if config["text"] is not None:  # stages store their outputs as float16
             example.text_cached = (rng.standard_normal((tokens, text_dim)).astype(np.float16),
                                    rng.standard_normal(text_dim).astype(np.float16))
-        if audio is not None:  # in the featurizer's stored dtype, read as float32
+        if audio is not None:  # in the featurizer's stored dtype
             features = rng.standard_normal(audio).astype(
                 np.float16 if config["audio"]["type"] == "wav2vec" else np.float32)
-            example.audio = lambda f=features: f.astype(np.float32, copy=False)
-            example.frames = audio[0]
-            stored.append(features)
+            example.audio, example.frames = (lambda f=features: f), audio[0]
         examples.append(example)
     torch.manual_seed(seed)
     audio_module = None
@@ -184,8 +181,7 @@ def build_head(registry: Any, config: dict[str, Any], *, text_dim: int, tokens: 
     fusion = registry.build("fusion", config["fusion"]).build(dims, out_dim)
     model = CellModel(fusion, audio=audio_module)
     loader = Loader(examples, Collator(None), batch, train=True, seed=seed)
-    return HeadStep(model, approach.loss, loader, sum(p.numel() for p in model.parameters()),
-                    stored or None)
+    return HeadStep(model, approach.loss, loader, sum(p.numel() for p in model.parameters()))
 
 
 # -- steps --------------------------------------------------------------------------------
@@ -258,8 +254,8 @@ def device_batches(head: HeadStep, device: str, width: int | None = None
         return array[..., :width] if width else array
 
     inputs, copies = DeviceInputs(), 0
-    if head.audio_features is not None:
-        stored = [cut(a) for a in head.audio_features]
+    if examples[0].audio is not None:
+        stored = [cut(e.audio()) for e in examples]
         inputs.audio = PackedSequences(ids, [len(a) for a in stored], stored,
                                        torch.device(device))
         copies += 2  # index and mask

@@ -79,12 +79,13 @@ class FeatureStore:
         return utt.id in self.frames or self.compute(utt) is not None
 
     def loader(self, utt: Utterance):
-        """A zero-argument callable returning the features as float32."""
+        """A zero-argument callable returning the features in their stored dtype (float16 or
+        float32; the collator hands float32 to the model)."""
         def load() -> np.ndarray:
             array = self.compute(utt)
             if array is None:
                 raise EmoplugError(f"features of {utt.id} are unavailable: {self.failed[utt.id]}")
-            return array.astype(np.float32, copy=False)
+            return array
         return load
 
     def packed(self, utterances: list[Utterance], device: Any) -> PackedSequences:

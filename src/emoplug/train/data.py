@@ -23,7 +23,7 @@ class Example:
     avd: tuple[float, float, float]
     text: str | None = None
     text_cached: tuple[np.ndarray, np.ndarray] | None = None  # (sequence [T,H], pooled [H])
-    audio: Callable[[], np.ndarray] | None = None  # loads features [F, D] on demand
+    audio: Callable[[], np.ndarray] | None = None  # loads features [F, D] on demand (stored dtype)
     frames: int | None = None  # audio feature frames, known without loading them
 
     def length(self) -> int:
@@ -61,15 +61,16 @@ def eval_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 def pad_arrays(arrays: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack ``[T_i, D]`` arrays into ``[B, T, D]`` float32 with a ``[B, T]`` bool mask."""
+    """Stack ``[T_i, D]`` arrays into ``[B, T, D]`` float32 with a ``[B, T]`` bool mask.
+    Padded in the arrays' own dtype, then cast by torch (numpy's float16 casts are slow)."""
     longest = max(max(a.shape[0] for a in arrays), 1)
     dim = arrays[0].shape[1]
-    out = np.zeros((len(arrays), longest, dim), dtype=np.float32)
+    out = np.zeros((len(arrays), longest, dim), dtype=np.result_type(*arrays))
     mask = np.zeros((len(arrays), longest), dtype=bool)
     for i, a in enumerate(arrays):
         out[i, : a.shape[0]] = a
         mask[i, : a.shape[0]] = True
-    return torch.from_numpy(out), torch.from_numpy(mask)
+    return torch.from_numpy(out).float(), torch.from_numpy(mask)
 
 
 class Collator:
