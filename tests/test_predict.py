@@ -230,6 +230,12 @@ def test_export_fold_and_ensemble(run, tmp_path):
     _one_line_error(["export", str(run["run"]), "--cell", "zzz"], "is no cell")
 
 
+def test_refit_checks_device_inputs_before_training(run, monkeypatch):
+    monkeypatch.setenv("EMOPLUG_DEVICE_INPUTS", "yes")
+    _one_line_error(["export", str(run["run"]), "--cell", run["direct_cell"], "--refit"],
+                    "EMOPLUG_DEVICE_INPUTS='yes' is not one of auto, on, off")
+
+
 def test_export_without_saved_models_says_how_to_get_them(tmp_path):
     job = {"id": "j1", "cell": "c1", "label": "bert/none/direct", "fold": "F1", "seed": 0}
     (tmp_path / "plan.json").write_text(json.dumps({"folds": ["F1"], "jobs": [job]}))

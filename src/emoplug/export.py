@@ -152,10 +152,12 @@ def refit(run_dir: Path, cell: str, output: Path | None = None, seed: int | None
     from emoplug.train import text_stage
     from emoplug.train.context import RunContext
     from emoplug.train.job import run_job, text_mode
+    from emoplug.train.packed import device_inputs_mode
     from emoplug.train.saving import save_model
 
     if not 0 < dev_fraction < 1:
         raise EmoplugError(f"--dev-fraction must be between 0 and 1, got {dev_fraction}")
+    device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops here, before any training
     saved = read_plan_json(run_dir)
     recipe = saved["recipe"]
     recipe["train"] = {**recipe.get("train", {}), "save": "best"}

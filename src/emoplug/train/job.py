@@ -89,7 +89,7 @@ def _device_inputs(ctx: RunContext, splits: dict[str, list[Example]], text_key: 
         if text_key is not None:  # staged or frozen outputs, held in ctx.text_outputs[text_key]
             inputs.text_sequence, inputs.text_pooled = ctx.packed_text(text_key, device)
     except torch.cuda.OutOfMemoryError as exc:
-        failed = str(exc).splitlines()[0]
+        failed = (str(exc).splitlines() or [type(exc).__name__])[0]
     else:
         return inputs
     del inputs  # outside the except block: its traceback no longer holds the partial banks
