@@ -21,7 +21,7 @@ from emoplug.data.loading import load_corpus_and_folds
 from emoplug.errors import EmoplugError
 from emoplug.recipe import Plan
 from emoplug.registry import Registry, get_registry
-from emoplug.train.packed import PackedSequences, pack_text
+from emoplug.train.packed import PackedSequences, pack_text, resolved
 from emoplug.types import Fold, Utterance
 
 #: bytes of audio features kept in memory per process (``EMOPLUG_FEATURE_MEMORY``, in MB)
@@ -157,7 +157,7 @@ class RunContext:
                       if self.text_outputs.get(k) is not source]:
             del self._packed_text[stale]
         entry = self._packed_text.get(key)
-        if entry is None or not entry[1].covers([], device):
+        if entry is None or entry[1].device != resolved(device):
             outputs = self.text_outputs[key]
             entry = self._packed_text[key] = (outputs, *pack_text(outputs, device))
         return entry[1], entry[2]
