@@ -83,10 +83,6 @@ class PackedSequences:
         self.flat = flat
         self.padding_row = self.flat.shape[0] - 1
 
-    @property
-    def dim(self) -> int:
-        return int(self.flat.shape[1])
-
     def covers(self, ids: Sequence[str], device: torch.device) -> bool:
         """Whether every id of ``ids`` is packed here, on ``device``."""
         return self.device == resolved(device) and all(i in self.rows for i in ids)
