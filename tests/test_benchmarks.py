@@ -55,19 +55,23 @@ def test_spread_texts_have_the_requested_lengths():
 def test_grid_counts_finetunings_features_and_rerun(tmp_path):
     settings = grid.GridSettings(utterances_per_speaker=4, epochs=1, tiny_hidden=16,
                                  tiny_layers=1, texts=("bert",), audios=("mfcc",),
-                                 fusions=("early",), approaches=("direct",), head_hidden=16)
+                                 fusions=("early", "late"), approaches=("direct",),
+                                 head_hidden=16)
     figures = grid.run_grid(settings, tmp_path / "grid", verbosity=-1)
     staged, finetune = figures["modes"]["staged"], figures["modes"]["finetune"]
-    assert staged["jobs"] == finetune["jobs"] == 5
-    assert staged["done"] == finetune["done"] == 5
+    assert staged["jobs"] == finetune["jobs"] == 10
+    assert staged["done"] == finetune["done"] == 10
     assert staged["encoder_finetunings"] == figures["stages_expected"] == 5
-    assert finetune["encoder_finetunings"] == 5  # one per job
+    assert finetune["encoder_finetunings"] == 10  # one per job
+    assert staged["cohort_sizes"] == {2: 10} and finetune["cohort_sizes"] == {1: 10}
+    assert set(figures["warm_up"]["first_job_s (untimed in the grid)"]) == {"staged",
+                                                                            "finetune"}
     assert figures["warm_up"]["computed_second_pass"] and not any(
         figures["warm_up"]["computed_second_pass"].values())
     assert figures["feature_files"]["computed_during_grid"] == {"mfcc": 0}
     assert figures["feature_files"]["after_grid"]["mfcc"] == figures["warm_up"]["utterances"]
     for mode in (staged, finetune):
-        assert mode["rerun"]["skipped"] == 5 and mode["rerun"]["ran"] == 0
+        assert mode["rerun"]["skipped"] == 10 and mode["rerun"]["ran"] == 0
     assert figures["speedup_staged_vs_finetune"] > 0
 
 

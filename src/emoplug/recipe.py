@@ -26,7 +26,7 @@ from emoplug.registry import Registry, get_registry
 
 COMPONENT_SECTIONS = ("text", "audio", "fusion", "approach")
 #: training settings that do not change results, left out of job ids
-NON_RESULT_TRAIN_KEYS = frozenset({"save"})
+NON_RESULT_TRAIN_KEYS = frozenset({"save", "cohort"})
 
 
 class _Strict(BaseModel):
@@ -50,6 +50,8 @@ class TrainSettings(_Strict):
     strategy: Literal["jobs", "ddp"] = Field(
         "jobs", description="jobs: shard jobs over processes; ddp: each job data-parallel")
     bucketing: bool = Field(True, description="length-bucketed batches (less padding)")
+    cohort: int = Field(16, ge=1, description="head jobs sharing their inputs trained in "
+                        "lockstep in one process (1 = one job at a time; same results)")
     save: Literal["none", "best"] = Field("none", description="save each job's best model")
 
 

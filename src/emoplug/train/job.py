@@ -12,6 +12,7 @@ import random
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,10 @@ from emoplug.components import Approach
 from emoplug.metrics import classification_metrics, dimensional_metrics
 from emoplug.recipe import Job
 from emoplug.train import text_stage
+from emoplug.train.cohort import RngStreams
 from emoplug.train.context import RunContext
 from emoplug.train.data import Collator, Example, Loader
-from emoplug.train.loop import Outputs, fit, predict
+from emoplug.train.loop import CellTrainer, FitResult, Outputs, fit, predict, train_cohort
 from emoplug.train.model import CellModel
 from emoplug.train.packed import DeviceInputs, device_inputs_enabled
 from emoplug.types import AVD_NAMES, Decoded, Targets
@@ -101,25 +103,45 @@ def _device_inputs(ctx: RunContext, splits: dict[str, list[Example]], text_key: 
     return None
 
 
-def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
-            on_epoch=None) -> dict[str, Any]:
-    """Train and evaluate ``job``; return what ``result.json`` holds (``status`` done)."""
-    start = time.perf_counter()
-    settings = ctx.plan.recipe.train
-    cfg = job.cell.config
-    fold = ctx.folds[job.fold]
-    mode = text_mode(job)
+@dataclass
+class JobInputs:
+    """A job's examples and where its cached inputs live; shared by the jobs of a cohort."""
 
-    text_cache, text_key, text_module, stage = None, None, None, None
+    mode: str | None  # text mode: finetune, staged, frozen; None without text
+    stage: str | None
+    text_cache: dict[str, tuple[np.ndarray, np.ndarray]] | None
+    text_key: str | None
+    audio_store: Any
+    splits: dict[str, list[Example]]
+    dropped: dict[str, int]
+    seconds: float
+
+
+@dataclass
+class JobModel:
+    """A job's network and decision approach, built from its seed."""
+
+    model: CellModel
+    approach: Any
+    text_module: Any
+    seconds: float
+
+
+def load_inputs(ctx: RunContext, job: Job, device: torch.device) -> JobInputs:
+    """The job's splits as examples; utterances lacking an input the cell needs are dropped
+    and counted. Raises when a split ends up empty."""
+    start = time.perf_counter()
+    cfg = job.cell.config
+    mode = text_mode(job)
+    text_cache, text_key, stage = None, None, None
     if mode == "staged":
         stage = text_stage.stage_id(ctx, cfg["text"], job.fold, job.seed)
         text_cache, text_key = text_stage.load_stage(ctx, stage), text_stage.stage_key(stage)
     elif mode == "frozen":
-        text_cache = text_stage.frozen_outputs(ctx, cfg["text"], accelerator.device)
+        text_cache = text_stage.frozen_outputs(ctx, cfg["text"], device)
         text_key = text_stage.frozen_key(ctx, cfg["text"])
     audio_store = ctx.features(cfg["audio"]) if cfg["audio"] is not None else None
-
-    seed_everything(job.seed)
+    fold = ctx.folds[job.fold]
     dropped: dict[str, int] = {}
     splits = {name: _examples(ctx, job, ids, text_cache, audio_store, dropped)
               for name, ids in (("train", fold.train), ("dev", fold.dev), ("test", fold.test))}
@@ -127,47 +149,143 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
         if not examples:
             raise emoplug.EmoplugError(f"fold {job.fold}: the {name} split has no usable "
                                        f"utterances for {job.cell.label}")
-    if mode == "finetune":
-        text_module = text_stage.build_text_module(ctx, cfg["text"], job.seed)
-    audio_module = None
-    if audio_store is not None:
-        input_dim = splits["train"][0].audio().shape[1]
-        audio_module = audio_store.featurizer.build_encoder(input_dim)
+    return JobInputs(mode, stage, text_cache, text_key, audio_store, splits, dropped,
+                     time.perf_counter() - start)
 
-    train_targets = targets_of(splits["train"])
+
+def build_model(ctx: RunContext, job: Job, inputs: JobInputs) -> JobModel:
+    """The cell's network and approach, initialised from ``job.seed``."""
+    start = time.perf_counter()
+    cfg = job.cell.config
+    seed_everything(job.seed)
+    text_module = (text_stage.build_text_module(ctx, cfg["text"], job.seed)
+                   if inputs.mode == "finetune" else None)
+    audio_module = None
+    if inputs.audio_store is not None:
+        input_dim = inputs.splits["train"][0].audio().shape[1]
+        audio_module = inputs.audio_store.featurizer.build_encoder(input_dim)
     approach = ctx.registry.build("approach", cfg["approach"])
-    out_dim = approach.prepare(ctx.labels, ctx.corpus.avd_scale, train_targets)
+    out_dim = approach.prepare(ctx.labels, ctx.corpus.avd_scale,
+                               targets_of(inputs.splits["train"]))
     dims: dict[str, int] = {}
     if cfg["text"] is not None:
-        dims["text"] = (int(next(iter(text_cache.values()))[1].shape[0])
-                        if text_cache is not None else text_module.dim)
+        dims["text"] = (int(next(iter(inputs.text_cache.values()))[1].shape[0])
+                        if inputs.text_cache is not None else text_module.dim)
     if audio_module is not None:
         dims["audio"] = audio_module.dim
     fusion = ctx.registry.build("fusion", cfg["fusion"]).build(dims, out_dim)
-    model = CellModel(fusion, text=text_module, audio=audio_module)
+    return JobModel(CellModel(fusion, text=text_module, audio=audio_module), approach,
+                    text_module, time.perf_counter() - start)
 
+
+def make_loaders(ctx: RunContext, job: Job, inputs: JobInputs, text_module: Any,
+                 device: torch.device) -> dict[str, Loader]:
+    """Training (bucketed, shuffled by ``job.seed``) and evaluation loaders of the splits."""
+    settings = ctx.plan.recipe.train
     collate = Collator(text_module.tokenize if text_module is not None else None,
-                       _device_inputs(ctx, splits, text_key, audio_store, accelerator.device))
+                       _device_inputs(ctx, inputs.splits, inputs.text_key, inputs.audio_store,
+                                      device))
     loaders = {name: Loader(ex, collate, settings.batch_size, train=False)
-               for name, ex in splits.items()}
-    train_loader = Loader(splits["train"], collate, settings.batch_size, True, job.seed,
-                          settings.bucketing)
-    setup_s = time.perf_counter() - start
-    result = fit(model, approach.loss, train_loader, loaders["dev"], settings, accelerator,
-                 encoder_lr=(cfg["text"] or {}).get("lr"), ddp=ddp, on_epoch=on_epoch)
+               for name, ex in inputs.splits.items()}
+    loaders["fit"] = Loader(inputs.splits["train"], collate, settings.batch_size, True,
+                            job.seed, settings.bucketing)
+    return loaders
 
-    eval_start = time.perf_counter()
-    device = accelerator.device
+
+def evaluate_job(ctx: RunContext, built: JobModel, loaders: dict[str, Loader], fit: FitResult,
+                 accelerator: Any) -> tuple[dict[str, Outputs], dict[str, Decoded],
+                                            dict[str, Any]]:
+    """Fit the approach's second stage if it has one, predict dev and test, score them."""
+    device, autocast = accelerator.device, accelerator.autocast
+    model, approach = built.model, built.approach
     if type(approach).fit is not Approach.fit:  # a second stage fitted on train outputs
-        train_out = predict(model, loaders["train"], device, accelerator.autocast)
+        train_out = predict(model, loaders["train"], device, autocast)
         approach.fit(train_out.outputs, train_out.targets)
-    outputs = {"dev": result.dev_outputs or predict(model, loaders["dev"], device,
-                                                    accelerator.autocast),
-               "test": predict(model, loaders["test"], device, accelerator.autocast)}
+    outputs = {"dev": fit.dev_outputs or predict(model, loaders["dev"], device, autocast),
+               "test": predict(model, loaders["test"], device, autocast)}
     decoded = {name: approach.decode(o.outputs, o.targets) for name, o in outputs.items()}
     metrics = {name: evaluate(o, decoded[name], ctx.labels) for name, o in outputs.items()}
-    eval_s = time.perf_counter() - eval_start
+    return outputs, decoded, metrics
 
+
+def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
+            on_epoch=None) -> dict[str, Any]:
+    """Train and evaluate ``job``; return what ``result.json`` holds (``status`` done)."""
+    start = time.perf_counter()
+    inputs = load_inputs(ctx, job, accelerator.device)
+    built = build_model(ctx, job, inputs)
+    loaders = make_loaders(ctx, job, inputs, built.text_module, accelerator.device)
+    setup_s = time.perf_counter() - start
+    result = fit(built.model, built.approach.loss, loaders["fit"], loaders["dev"],
+                 ctx.plan.recipe.train, accelerator, encoder_lr=_encoder_lr(job), ddp=ddp,
+                 on_epoch=on_epoch)
+    eval_start = time.perf_counter()
+    evaluated = evaluate_job(ctx, built, loaders, result, accelerator)
+    timings = {"setup_s": setup_s, "train_s": result.seconds,
+               "eval_s": time.perf_counter() - eval_start,
+               "total_s": time.perf_counter() - start}
+    return _record(ctx, job, inputs, built, result, evaluated, timings, accelerator, 1)
+
+
+def run_cohort(ctx: RunContext, jobs: list[Job], accelerator: Any,
+               on_epoch: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Train the jobs of one cohort (equal ``cohort_key``: the same inputs) in lockstep, each
+    on its own random streams, so each result is the one ``run_job`` gives. Returns what
+    each job's ``result.json`` holds, failures included: one job failing stops only itself."""
+    start = time.perf_counter()
+    try:
+        inputs = load_inputs(ctx, jobs[0], accelerator.device)
+        loaders = make_loaders(ctx, jobs[0], inputs, None, accelerator.device)
+    except Exception as exc:
+        return {job.id: failure(job, exc, start) for job in jobs}
+    shared_s = (time.perf_counter() - start) / len(jobs)
+    results: dict[str, dict[str, Any]] = {}
+    members = []
+    for job in jobs:
+        try:
+            built = build_model(ctx, job, inputs)
+            rng = RngStreams(accelerator.device)  # the job's streams as they are after building
+            trainer = CellTrainer(built.model, built.approach.loss, ctx.plan.recipe.train,
+                                  accelerator, len(loaders["fit"]), ctx.plan.recipe.train.epochs,
+                                  encoder_lr=_encoder_lr(job), on_epoch=on_epoch.get(job.id),
+                                  rng=rng)
+        except Exception as exc:
+            results[job.id] = failure(job, exc, start)
+            continue
+        members.append((job, built, rng, trainer))
+    train_cohort([m[3] for m in members], loaders["fit"], loaders["dev"], accelerator.device)
+    for job, built, rng, trainer in members:
+        if trainer.error is not None:
+            results[job.id] = failure(job, trainer.error, start)
+            continue
+        eval_start = time.perf_counter()
+        try:
+            result = trainer.finish()
+            with rng.active(host=True):
+                evaluated = evaluate_job(ctx, built, loaders, result, accelerator)
+        except Exception as exc:
+            results[job.id] = failure(job, exc, start)
+            continue
+        setup_s = shared_s + built.seconds
+        eval_s = time.perf_counter() - eval_start
+        timings = {"setup_s": setup_s, "train_s": result.seconds, "eval_s": eval_s,
+                   "total_s": setup_s + result.seconds + eval_s}
+        results[job.id] = _record(ctx, job, inputs, built, result, evaluated, timings,
+                                  accelerator, len(jobs))
+    return results
+
+
+def _encoder_lr(job: Job) -> float | None:
+    return (job.cell.config["text"] or {}).get("lr")
+
+
+def _record(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel, result: FitResult,
+            evaluated: tuple[dict[str, Outputs], dict[str, Decoded], dict[str, Any]],
+            timings: dict[str, float], accelerator: Any, cohort: int) -> dict[str, Any]:
+    """What ``result.json`` holds for a finished job (plus the ``_``-keys the runner writes
+    to other files)."""
+    outputs, decoded, metrics = evaluated
+    fold = ctx.folds[job.fold]
     return {
         "status": "done",
         "result_version": RESULT_VERSION,
@@ -179,8 +297,8 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
         "modalities": list(job.cell.modalities),
         "fold": job.fold,
         "seed": job.seed,
-        "text_mode": mode,
-        "stage": stage,
+        "text_mode": inputs.mode,
+        "stage": inputs.stage,
         "protocol": {**ctx.plan.protocol, **{k: v for k, v in fold.meta.items()
                                             if isinstance(v, (str, int, float, bool))}},
         "labels": ctx.labels,
@@ -189,17 +307,17 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
         "epochs_run": result.epochs_run,
         "dev_loss": result.best_dev_loss,
         "history": result.history,
-        "sizes": {name: len(ex) for name, ex in splits.items()},
-        "dropped": dropped,
-        "timings": {"setup_s": setup_s, "train_s": result.seconds, "eval_s": eval_s,
-                    "total_s": time.perf_counter() - start},
-        "device": str(device),
+        "sizes": {name: len(ex) for name, ex in inputs.splits.items()},
+        "dropped": inputs.dropped,
+        "timings": timings,
+        "cohort": cohort,
+        "device": str(accelerator.device),
         "process": {"index": ctx.rank, "count": ctx.world},
-        "mixed_precision": settings.mixed_precision,
+        "mixed_precision": ctx.plan.recipe.train.mixed_precision,
         "versions": versions(),
         "_predictions": (outputs["test"], decoded["test"]),
-        "_model": model,
-        "_approach": approach,
+        "_model": built.model,
+        "_approach": built.approach,
     }
 
 
@@ -257,5 +375,5 @@ def failure(job: Job, exc: BaseException, started: float) -> dict[str, Any]:
     return {"status": "failed", "result_version": RESULT_VERSION, "job": job.id,
             "cell": job.cell.id, "cell_label": job.cell.label, "fold": job.fold,
             "seed": job.seed, "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
-            "traceback": traceback.format_exc(),
+            "traceback": "".join(traceback.format_exception(exc)),
             "timings": {"total_s": time.perf_counter() - started}, "versions": versions()}

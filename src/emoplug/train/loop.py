@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,19 +48,37 @@ class FitResult:
     dev_outputs: Outputs | None = None  # the best epoch's dev predictions, for reuse
 
 
-def predict(model: nn.Module, loader: Loader, device: torch.device,
+class _Collected:
+    """A split's model outputs gathered batch by batch (they stay on the device until
+    ``outputs``: no sync per batch)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = []
+        self.outs: list[torch.Tensor] = []
+        self.labels: list[torch.Tensor] = []
+        self.avds: list[torch.Tensor] = []
+
+    def add(self, model: nn.Module, batch: dict[str, Any], autocast: Any) -> None:
+        with torch.no_grad(), (autocast() if autocast is not None else contextlib.nullcontext()):
+            out = model(batch).float()
+        self.ids.extend(batch["ids"])
+        self.labels.append(batch["targets"].labels)
+        self.avds.append(batch["targets"].avd)
+        self.outs.append(out)
+
+    def outputs(self) -> Outputs:
+        return Outputs(self.ids, torch.cat(self.outs).cpu(),
+                       Targets(torch.cat(self.labels).cpu(), torch.cat(self.avds).cpu()))
+
+
+def predict(model: nn.Module, loader: Iterable[dict[str, Any]], device: torch.device,
             autocast: Any = None) -> Outputs:
     """Run ``model`` over ``loader`` (eval mode, no gradients, under ``autocast`` if given)."""
     model.eval()
-    ids: list[str] = []
-    outs, labels, avds = [], [], []
-    with torch.no_grad(), (autocast() if autocast is not None else contextlib.nullcontext()):
-        for batch in loader:  # outputs stay on the device until the end: no sync per batch
-            ids.extend(batch["ids"])
-            labels.append(batch["targets"].labels)
-            avds.append(batch["targets"].avd)
-            outs.append(model(move_to(batch, device)).float())
-    return Outputs(ids, torch.cat(outs).cpu(), Targets(torch.cat(labels), torch.cat(avds)))
+    collected = _Collected()
+    for batch in loader:
+        collected.add(model, move_to(batch, device), autocast)
+    return collected.outputs()
 
 
 def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -127,74 +145,167 @@ class _LossLog:
         return self.total / max(self.size, 1)
 
 
+class CellTrainer:
+    """One model's training: AdamW, linear warmup/decay, clipping, early stopping on dev loss,
+    the best weights kept. :func:`fit` drives one; :func:`train_cohort` drives several on the
+    same batches, each on its own random streams (``rng``, see ``cohort.py``)."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, settings: TrainSettings,
+                 accelerator: Any, steps_per_epoch: int, epochs: int, *,
+                 encoder_lr: float | None = None, ddp: bool = False,
+                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                 rng: Any = None):
+        from transformers import get_linear_schedule_with_warmup
+
+        start = time.perf_counter()
+        self.model, self.loss_fn, self.settings = model, loss_fn, settings
+        self.accelerator, self.epochs, self.ddp = accelerator, epochs, ddp
+        self.on_epoch, self.rng = on_epoch, rng
+        model.to(accelerator.device)  # before the optimizer: fused AdamW needs its parameters there
+        optimizer = torch.optim.AdamW(
+            parameter_groups(model, settings.lr, encoder_lr or settings.encoder_lr,
+                             settings.weight_decay),
+            fused=accelerator.device.type in ("cpu", "cuda"))
+        total = max(1, epochs * steps_per_epoch)
+        self.scheduler = get_linear_schedule_with_warmup(
+            optimizer, int(settings.warmup_ratio * total), total)
+        if ddp:
+            self.wrapped, self.optimizer = accelerator.prepare(model, optimizer)
+        else:  # one job per process: no DDP wrapper, nothing for the accelerator to keep
+            self.wrapped, self.optimizer = model, optimizer
+        # each job its own fp16 loss scale, so results do not depend on the jobs run before
+        self.scaler = (torch.amp.GradScaler(accelerator.device.type)
+                       if not ddp and accelerator.scaler is not None else None)
+        self.result = FitResult(0, math.inf, 0, 0, 0.0)
+        self.best_state = _snapshot(model)
+        self.stale = 0
+        self.active = True
+        self.error: Exception | None = None
+        self.losses = _LossLog(0)
+        self.dev = _Collected()
+        self.seconds = time.perf_counter() - start
+
+    def call(self, method: Callable[..., None], *args: Any) -> None:
+        """Run one of this trainer's steps on its random streams, timed; an exception stops
+        this trainer (kept in ``error``) instead of its cohort."""
+        start = time.perf_counter()
+        try:
+            with self.rng.active() if self.rng is not None else contextlib.nullcontext():
+                method(*args)
+        except Exception as exc:
+            self.error, self.active = exc, False
+        self.seconds += time.perf_counter() - start
+
+    def start_epoch(self, epoch: int) -> None:
+        self.wrapped.train()
+        self.losses = _LossLog(epoch)
+
+    def step(self, batch: dict[str, Any]) -> None:
+        with self.accelerator.autocast():
+            loss = self.loss_fn(self.wrapped(batch).float(), batch["targets"])
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+        else:
+            self.accelerator.backward(loss)
+        _clip_and_step(self.accelerator, self.optimizer, self.wrapped, self.settings.grad_clip,
+                       self.ddp, self.scaler)
+        self.scheduler.step()
+        self.result.steps += 1
+        self.losses.add(loss, len(batch["ids"]))
+
+    def start_eval(self) -> None:
+        self.wrapped.eval()
+        self.dev = _Collected()
+
+    def eval_batch(self, batch: dict[str, Any]) -> None:
+        self.dev.add(self.wrapped, batch, self.accelerator.autocast)
+
+    def end_epoch(self, epoch: int) -> None:
+        """Score the epoch on dev, keep the weights if best, stop when patience runs out."""
+        train_loss = self.losses.mean()
+        dev_out = self.dev.outputs()
+        dev_loss = self.loss_fn(dev_out.outputs, dev_out.targets).item()
+        if not math.isfinite(dev_loss):
+            raise TrainingDiverged(f"dev loss became {dev_loss} at epoch {epoch}")
+        record = {"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss,
+                  "lr": self.scheduler.get_last_lr()[0]}
+        best = self.result
+        best.history.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, record)
+        if dev_loss < best.best_dev_loss - 1e-9:
+            best.best_dev_loss, best.best_epoch, self.stale = dev_loss, epoch, 0
+            self.best_state, best.dev_outputs = _snapshot(self.model), dev_out
+        else:
+            self.stale += 1
+        best.epochs_run = epoch
+        if self.stale >= self.settings.patience or epoch >= self.epochs:
+            self.active = False
+
+    def finish(self) -> FitResult:
+        """Load the best weights back into the model; the fit's record."""
+        self.model.load_state_dict(self.best_state)
+        self.result.seconds = self.seconds
+        return self.result
+
+
+def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[dict[str, Any]],
+                 device: torch.device, shard: tuple[int, int] | None = None) -> None:
+    """Train every trainer on each batch of ``train`` (collated once), then score each on
+    ``dev``, epoch after epoch until all have stopped. ``shard`` (rank, world): this rank's
+    share of each epoch's batches, equal counts on every rank (DDP). The time spent
+    collating is shared equally by the trainers it served."""
+
+    def each(method: str, *args: Any) -> None:
+        for trainer in trainers:
+            if trainer.active:
+                trainer.call(getattr(trainer, method), *args)
+
+    def share(started: float) -> None:
+        served = [t for t in trainers if t.active]
+        for trainer in served:
+            trainer.seconds += (time.perf_counter() - started) / len(served)
+
+    epoch = 0
+    while any(t.active for t in trainers):
+        epoch += 1
+        each("start_epoch", epoch)
+        started = time.perf_counter()
+        batches = train.batch_indices()
+        if shard is not None:
+            rank, world = shard
+            steps = math.ceil(len(train) / world)
+            batches = [batches[(i * world + rank) % len(batches)] for i in range(steps)]
+        share(started)
+        for indices in batches:
+            started = time.perf_counter()
+            batch = move_to(train.batch(indices), device)
+            share(started)
+            each("step", batch)
+        each("start_eval")
+        started = time.perf_counter()
+        for batch in dev:
+            batch = move_to(batch, device)
+            share(started)
+            each("eval_batch", batch)
+            started = time.perf_counter()
+        share(started)
+        each("end_epoch", epoch)
+
+
 def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
         settings: TrainSettings, accelerator: Any, *, encoder_lr: float | None = None,
         ddp: bool = False, epochs: int | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
     """Train ``model`` until dev loss stops improving; load the best weights back into it."""
-    from transformers import get_linear_schedule_with_warmup
-
-    start = time.perf_counter()
-    epochs = epochs or settings.epochs
-    model.to(accelerator.device)  # before the optimizer: fused AdamW needs its parameters there
-    optimizer = torch.optim.AdamW(
-        parameter_groups(model, settings.lr, encoder_lr or settings.encoder_lr,
-                         settings.weight_decay),
-        fused=accelerator.device.type in ("cpu", "cuda"))
-    rank, world = accelerator.process_index, accelerator.num_processes
-    steps_per_epoch = math.ceil(len(train) / world) if ddp else len(train)
-    total = max(1, epochs * steps_per_epoch)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total),
-                                                total)
-    if ddp:
-        wrapped, optimizer = accelerator.prepare(model, optimizer)
-    else:  # one job per process: no DDP wrapper, nothing for the accelerator to keep
-        wrapped = model
-    # each job its own fp16 loss scale, so results do not depend on the jobs run before
-    scaler = (torch.amp.GradScaler(accelerator.device.type)
-              if not ddp and accelerator.scaler is not None else None)
-    device = accelerator.device
-
-    best = FitResult(0, math.inf, 0, 0, 0.0)
-    best_state = _snapshot(model)
-    stale = 0
-    for epoch in range(1, epochs + 1):
-        wrapped.train()
-        batches = train.batch_indices()
-        if ddp:  # every rank takes its share; equal counts keep the ranks in step
-            batches = [batches[(i * world + rank) % len(batches)] for i in range(steps_per_epoch)]
-        losses = _LossLog(epoch)
-        for indices in batches:
-            batch = move_to(train.batch(indices), device)
-            with accelerator.autocast():
-                loss = loss_fn(wrapped(batch).float(), batch["targets"])
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-            else:
-                accelerator.backward(loss)
-            _clip_and_step(accelerator, optimizer, wrapped, settings.grad_clip, ddp, scaler)
-            scheduler.step()
-            best.steps += 1
-            losses.add(loss, len(batch["ids"]))
-        train_loss = losses.mean()
-        dev_out = predict(wrapped, dev, device, accelerator.autocast)
-        dev_loss = loss_fn(dev_out.outputs, dev_out.targets).item()
-        if not math.isfinite(dev_loss):
-            raise TrainingDiverged(f"dev loss became {dev_loss} at epoch {epoch}")
-        record = {"epoch": epoch, "train_loss": train_loss, "dev_loss": dev_loss,
-                  "lr": scheduler.get_last_lr()[0]}
-        best.history.append(record)
-        if on_epoch is not None:
-            on_epoch(epoch, record)
-        if dev_loss < best.best_dev_loss - 1e-9:
-            best.best_dev_loss, best.best_epoch, stale = dev_loss, epoch, 0
-            best_state, best.dev_outputs = _snapshot(model), dev_out
-        else:
-            stale += 1
-        best.epochs_run = epoch
-        if stale >= settings.patience:
-            break
-    model.load_state_dict(best_state)
-    best.seconds = time.perf_counter() - start
-    return best
+    world = accelerator.num_processes
+    trainer = CellTrainer(model, loss_fn, settings, accelerator,
+                          math.ceil(len(train) / world) if ddp else len(train),
+                          epochs or settings.epochs, encoder_lr=encoder_lr, ddp=ddp,
+                          on_epoch=on_epoch)
+    train_cohort([trainer], train, dev, accelerator.device,
+                 (accelerator.process_index, world) if ddp else None)
+    if trainer.error is not None:
+        raise trainer.error
+    return trainer.finish()

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 from emoplug.errors import EmoplugError
 from emoplug.recipe import Job, Plan
 from emoplug.train import text_stage
+from emoplug.train.cohort import group_cohorts
 from emoplug.train.context import RunContext
 from emoplug.train.packed import device_inputs_mode
 
@@ -186,42 +187,67 @@ def _write_job(ctx: RunContext, job: Job, result: dict[str, Any]) -> None:
     text_stage.write_json_atomic(folder / "result.json", result)
 
 
-def _execute(ctx: RunContext, job: Job, accelerator: Any, ddp: bool, main: bool,
-             progress: Progress, summary: RunSummary) -> None:
-    """Run one job, record it (failures included) and tell the plugins."""
-    from emoplug.train.job import failure, job_dir, run_job
+class _JobLog:
+    """A job's folder, ``config.json`` and TensorBoard writer while it trains (main process)."""
 
-    folder = job_dir(ctx, job)
-    started = time.perf_counter()
-    writer = None
-    if main:
-        folder.mkdir(parents=True, exist_ok=True)
-        text_stage.write_json_atomic(folder / "config.json", job.resolved_config())
-        from torch.utils.tensorboard import SummaryWriter
+    def __init__(self, ctx: RunContext, job: Job, main: bool, progress: Progress):
+        from emoplug.train.job import job_dir
 
-        writer = SummaryWriter(str(folder / "tb"))
+        self.ctx, self.job, self.progress = ctx, job, progress
+        self.started = time.perf_counter()
+        self.writer = None
+        if main:
+            folder = job_dir(ctx, job)
+            folder.mkdir(parents=True, exist_ok=True)
+            text_stage.write_json_atomic(folder / "config.json", job.resolved_config())
+            from torch.utils.tensorboard import SummaryWriter
 
-    def on_epoch(epoch: int, record: dict[str, float]) -> None:
-        if writer is not None:
-            writer.add_scalar("loss/train", record["train_loss"], epoch)
-            writer.add_scalar("loss/dev", record["dev_loss"], epoch)
-            writer.add_scalar("lr", record["lr"], epoch)
-        progress.epoch(job, epoch, ctx.plan.recipe.train.epochs)
+            self.writer = SummaryWriter(str(folder / "tb"))
+
+    def on_epoch(self, epoch: int, record: dict[str, float]) -> None:
+        job, progress = self.job, self.progress
+        if self.writer is not None:
+            self.writer.add_scalar("loss/train", record["train_loss"], epoch)
+            self.writer.add_scalar("loss/dev", record["dev_loss"], epoch)
+            self.writer.add_scalar("lr", record["lr"], epoch)
+        progress.epoch(job, epoch, self.ctx.plan.recipe.train.epochs)
         if progress.verbosity >= 2:
             progress.line(f"    {job.cell.label} fold={job.fold} seed={job.seed} epoch {epoch}: "
                           f"train {record['train_loss']:.4f} dev {record['dev_loss']:.4f}")
 
+
+def _execute(ctx: RunContext, jobs: list[Job], accelerator: Any, ddp: bool, main: bool,
+             progress: Progress, summary: RunSummary) -> None:
+    """Run one job, or one cohort of jobs in lockstep; record each (failures included) and
+    tell the plugins."""
+    from emoplug.train.job import failure, run_cohort, run_job
+
+    logs = [_JobLog(ctx, job, main, progress) for job in jobs]
     try:
-        result = run_job(ctx, job, accelerator, ddp=ddp, on_epoch=on_epoch)
-    except Exception as exc:  # recorded; the grid goes on
-        result = failure(job, exc, started)
+        if len(jobs) == 1:
+            try:
+                results = {jobs[0].id: run_job(ctx, jobs[0], accelerator, ddp=ddp,
+                                               on_epoch=logs[0].on_epoch)}
+            except Exception as exc:  # recorded; the grid goes on
+                results = {jobs[0].id: failure(jobs[0], exc, logs[0].started)}
+        else:
+            results = run_cohort(ctx, jobs, accelerator, {log.job.id: log.on_epoch
+                                                          for log in logs})
     finally:
         if ddp:  # the prepared model and optimizer, on success or failure
             accelerator.free_memory()
+    for log in logs:
+        _finish_job(ctx, log, results[log.job.id], main, progress, summary)
+
+
+def _finish_job(ctx: RunContext, log: _JobLog, result: dict[str, Any], main: bool,
+                progress: Progress, summary: RunSummary) -> None:
+    """Write a job's files, tell the plugins, count it and say how it went."""
+    job = log.job
     if main:
-        if writer is not None:
-            _log_hparams(writer, job, result)
-            writer.close()
+        if log.writer is not None:
+            _log_hparams(log.writer, job, result)
+            log.writer.close()
         _write_job(ctx, job, result)
         ctx.registry.notify("emoplug_job_finished", job=job, result=result)
     status = result["status"]
@@ -349,24 +375,26 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
                           f"{len(pending)} to run")
         _run_stages(ctx, pending, accelerator, claims, ddp, progress, summary)
         stage_of = _stage_resolver(ctx)
+        size = 1 if ddp else settings.cohort
         waiting = _order_jobs(pending, stage_of)
         while waiting:
             blocked = []
-            for job in waiting:
-                sid = stage_of(job)
+            for cohort in group_cohorts(waiting, stage_of, size):
+                sid = stage_of(cohort[0])  # the same stage for the whole cohort
                 status = _current_stage_status(ctx, sid, claims.token) if sid else {
                     "status": "done"}
                 if status is None and ddp:  # stages are settled for every rank under ddp
                     status = {"status": "failed", "error": "stage outputs are missing"}
                 if status is None:
-                    blocked.append(job)
+                    blocked.extend(cohort)
                     continue
-                if not claims.take(job.id):
-                    continue
+                mine = [job for job in cohort if claims.take(job.id)]
                 if status.get("status") != "done":
-                    _record_stage_failure(ctx, job, status, main, progress, summary)
-                    continue
-                _execute(ctx, job, accelerator, ddp, main or claims.enabled, progress, summary)
+                    for job in mine:
+                        _record_stage_failure(ctx, job, status, main, progress, summary)
+                elif mine:
+                    _execute(ctx, mine, accelerator, ddp, main or claims.enabled, progress,
+                             summary)
             if blocked and len(blocked) == len(waiting):
                 time.sleep(POLL_SECONDS)  # another process is still fine-tuning the encoder
             waiting = blocked
