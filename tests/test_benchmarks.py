@@ -64,8 +64,7 @@ def test_grid_counts_finetunings_features_and_rerun(tmp_path):
     assert staged["encoder_finetunings"] == figures["stages_expected"] == 5
     assert finetune["encoder_finetunings"] == 10  # one per job
     assert staged["cohort_sizes"] == {2: 10} and finetune["cohort_sizes"] == {1: 10}
-    assert set(figures["warm_up"]["first_job_s (untimed in the grid)"]) == {"staged",
-                                                                            "finetune"}
+    assert set(figures["warm_up"]["first_job_s_untimed"]) == {"staged", "finetune"}
     assert figures["warm_up"]["computed_second_pass"] and not any(
         figures["warm_up"]["computed_second_pass"].values())
     assert figures["feature_files"]["computed_during_grid"] == {"mfcc": 0}

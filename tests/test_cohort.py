@@ -39,6 +39,31 @@ def test_cohorts_give_the_results_of_one_job_at_a_time(tmp_path):
         assert (tmp_path / "together" / csv).read_text() == (tmp_path / "alone" / csv).read_text()
 
 
+def test_a_failure_of_the_shared_batches_fails_that_cohort_not_the_run(tmp_path,
+                                                                       monkeypatch):
+    """Collating a cohort's batch raises (an unreadable feature file, say): each member of
+    that cohort is recorded as failed with the error, and every other job still runs."""
+    from emoplug.train import data
+
+    recipe = write_recipe(tmp_path, COHORT_RECIPE)
+    original, calls = data.Loader.batch, []
+
+    def flaky(self, indices):
+        calls.append(self.examples[0].text_cached is not None)  # a head job's, not a stage's
+        if sum(calls) == 2 and calls[-1]:
+            raise OSError("cannot read a cached feature file")
+        return original(self, indices)
+
+    monkeypatch.setattr(data.Loader, "batch", flaky)
+    summary = run_plan(load_plan(recipe), tmp_path / "out", verbosity=0)
+    found = results(tmp_path / "out")
+    failed = [r for r in found.values() if r["status"] == "failed"]
+    assert len(found) == 30 and len(summary.done) + len(summary.failed) == 30
+    assert len(failed) in (2, 4) and len({(r["fold"], r["seed"]) for r in failed}) == 1
+    assert {r["error"] for r in failed} == {"OSError: cannot read a cached feature file"}
+    assert all("Traceback" in r["traceback"] and r["timings"]["total_s"] > 0 for r in failed)
+
+
 def test_jobs_are_grouped_by_the_inputs_they_share(tmp_path):
     recipe = write_recipe(tmp_path, COHORT_RECIPE.replace(
         "text:\n", "text:\n  roberta: {type: roberta, tiny: true, mode: finetune}\n").replace(

@@ -60,6 +60,7 @@ class RngStreams:
     every training step; the training loop and the bundled modules do not draw from them)."""
 
     def __init__(self, device: torch.device):
+        self.device = device
         self.device_rng = getattr(torch, device.type, None) if device.type != "cpu" else None
         if self.device_rng is not None and not hasattr(self.device_rng, "get_rng_state"):
             self.device_rng = None
@@ -68,12 +69,13 @@ class RngStreams:
 
     def _torch_state(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         return (torch.get_rng_state(),
-                self.device_rng.get_rng_state() if self.device_rng is not None else None)
+                self.device_rng.get_rng_state(self.device) if self.device_rng is not None
+                else None)
 
     def _set_torch_state(self, state: tuple[torch.Tensor, torch.Tensor | None]) -> None:
         torch.set_rng_state(state[0])
         if state[1] is not None:
-            self.device_rng.set_rng_state(state[1])
+            self.device_rng.set_rng_state(state[1], self.device)
 
     @contextmanager
     def active(self, host: bool = False) -> Iterator[None]:

@@ -123,7 +123,6 @@ class JobModel:
 
     model: CellModel
     approach: Any
-    text_module: Any
     seconds: float
 
 
@@ -147,8 +146,8 @@ def load_inputs(ctx: RunContext, job: Job, device: torch.device) -> JobInputs:
               for name, ids in (("train", fold.train), ("dev", fold.dev), ("test", fold.test))}
     for name, examples in splits.items():
         if not examples:
-            raise emoplug.EmoplugError(f"fold {job.fold}: the {name} split has no usable "
-                                       f"utterances for {job.cell.label}")
+            raise emoplug.EmoplugError(f"fold {job.fold}: the {name} split has no utterances "
+                                       f"with {' and '.join(job.cell.modalities)}")
     return JobInputs(mode, stage, text_cache, text_key, audio_store, splits, dropped,
                      time.perf_counter() - start)
 
@@ -175,7 +174,7 @@ def build_model(ctx: RunContext, job: Job, inputs: JobInputs) -> JobModel:
         dims["audio"] = audio_module.dim
     fusion = ctx.registry.build("fusion", cfg["fusion"]).build(dims, out_dim)
     return JobModel(CellModel(fusion, text=text_module, audio=audio_module), approach,
-                    text_module, time.perf_counter() - start)
+                    time.perf_counter() - start)
 
 
 def make_loaders(ctx: RunContext, job: Job, inputs: JobInputs, text_module: Any,
@@ -192,7 +191,7 @@ def make_loaders(ctx: RunContext, job: Job, inputs: JobInputs, text_module: Any,
     return loaders
 
 
-def evaluate_job(ctx: RunContext, built: JobModel, loaders: dict[str, Loader], fit: FitResult,
+def evaluate_job(ctx: RunContext, built: JobModel, loaders: dict[str, Loader], fitted: FitResult,
                  accelerator: Any) -> tuple[dict[str, Outputs], dict[str, Decoded],
                                             dict[str, Any]]:
     """Fit the approach's second stage if it has one, predict dev and test, score them."""
@@ -201,7 +200,7 @@ def evaluate_job(ctx: RunContext, built: JobModel, loaders: dict[str, Loader], f
     if type(approach).fit is not Approach.fit:  # a second stage fitted on train outputs
         train_out = predict(model, loaders["train"], device, autocast)
         approach.fit(train_out.outputs, train_out.targets)
-    outputs = {"dev": fit.dev_outputs or predict(model, loaders["dev"], device, autocast),
+    outputs = {"dev": fitted.dev_outputs or predict(model, loaders["dev"], device, autocast),
                "test": predict(model, loaders["test"], device, autocast)}
     decoded = {name: approach.decode(o.outputs, o.targets) for name, o in outputs.items()}
     metrics = {name: evaluate(o, decoded[name], ctx.labels) for name, o in outputs.items()}
@@ -214,7 +213,7 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
     start = time.perf_counter()
     inputs = load_inputs(ctx, job, accelerator.device)
     built = build_model(ctx, job, inputs)
-    loaders = make_loaders(ctx, job, inputs, built.text_module, accelerator.device)
+    loaders = make_loaders(ctx, job, inputs, built.model.text, accelerator.device)
     setup_s = time.perf_counter() - start
     result = fit(built.model, built.approach.loss, loaders["fit"], loaders["dev"],
                  ctx.plan.recipe.train, accelerator, encoder_lr=_encoder_lr(job), ddp=ddp,
@@ -229,19 +228,23 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
 
 def run_cohort(ctx: RunContext, jobs: list[Job], accelerator: Any,
                on_epoch: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Train the jobs of one cohort (equal ``cohort_key``: the same inputs) in lockstep, each
-    on its own random streams, so each result is the one ``run_job`` gives. Returns what
-    each job's ``result.json`` holds, failures included: one job failing stops only itself."""
+    """Train the jobs of one cohort (equal ``cohort_key``: the same inputs, no text encoder
+    to fine-tune) in lockstep, each on its own random streams, so each result is the one
+    ``run_job`` gives. Returns what each job's ``result.json`` holds, failures included:
+    a job failing stops only itself; a failure of the shared work fails those still running."""
+    assert all(text_mode(job) != "finetune" for job in jobs), "fine-tuning jobs run alone"
     start = time.perf_counter()
     try:
         inputs = load_inputs(ctx, jobs[0], accelerator.device)
         loaders = make_loaders(ctx, jobs[0], inputs, None, accelerator.device)
     except Exception as exc:
-        return {job.id: failure(job, exc, start) for job in jobs}
+        spent = (time.perf_counter() - start) / len(jobs)
+        return {job.id: failure(job, exc, spent) for job in jobs}
     shared_s = (time.perf_counter() - start) / len(jobs)
     results: dict[str, dict[str, Any]] = {}
     members = []
     for job in jobs:
+        built = None
         try:
             built = build_model(ctx, job, inputs)
             rng = RngStreams(accelerator.device)  # the job's streams as they are after building
@@ -250,28 +253,33 @@ def run_cohort(ctx: RunContext, jobs: list[Job], accelerator: Any,
                                   encoder_lr=_encoder_lr(job), on_epoch=on_epoch.get(job.id),
                                   rng=rng)
         except Exception as exc:
-            results[job.id] = failure(job, exc, start)
+            results[job.id] = failure(job, exc, shared_s + (built.seconds if built else 0.0))
             continue
         members.append((job, built, rng, trainer))
-    train_cohort([m[3] for m in members], loaders["fit"], loaders["dev"], accelerator.device)
+    try:
+        train_cohort([m[3] for m in members], loaders["fit"], loaders["dev"], accelerator.device)
+    except Exception as exc:  # the shared batches failed: every member still training fails
+        for job, built, _, trainer in members:
+            if trainer.error is None:
+                results[job.id] = failure(job, exc, shared_s + built.seconds + trainer.seconds)
+        members = [m for m in members if m[3].error is not None]
     for job, built, rng, trainer in members:
+        spent = shared_s + built.seconds + trainer.seconds
         if trainer.error is not None:
-            results[job.id] = failure(job, trainer.error, start)
+            results[job.id] = failure(job, trainer.error, spent, trainer.error_traceback)
             continue
         eval_start = time.perf_counter()
         try:
             result = trainer.finish()
             with rng.active(host=True):
                 evaluated = evaluate_job(ctx, built, loaders, result, accelerator)
+            eval_s = time.perf_counter() - eval_start
+            timings = {"setup_s": shared_s + built.seconds, "train_s": result.seconds,
+                       "eval_s": eval_s, "total_s": spent + eval_s}
+            results[job.id] = _record(ctx, job, inputs, built, result, evaluated, timings,
+                                      accelerator, len(jobs))
         except Exception as exc:
-            results[job.id] = failure(job, exc, start)
-            continue
-        setup_s = shared_s + built.seconds
-        eval_s = time.perf_counter() - eval_start
-        timings = {"setup_s": setup_s, "train_s": result.seconds, "eval_s": eval_s,
-                   "total_s": setup_s + result.seconds + eval_s}
-        results[job.id] = _record(ctx, job, inputs, built, result, evaluated, timings,
-                                  accelerator, len(jobs))
+            results[job.id] = failure(job, exc, spent + time.perf_counter() - eval_start)
     return results
 
 
@@ -370,10 +378,12 @@ def versions() -> dict[str, str]:
             "transformers": transformers.__version__, "python": platform.python_version()}
 
 
-def failure(job: Job, exc: BaseException, started: float) -> dict[str, Any]:
-    """What ``result.json`` holds for a job that raised."""
+def failure(job: Job, exc: BaseException, seconds: float,
+            traceback_text: str | None = None) -> dict[str, Any]:
+    """What ``result.json`` holds for a job that raised after ``seconds`` of work
+    (``traceback_text``: the traceback, when it was formatted before ``exc`` let go of it)."""
     return {"status": "failed", "result_version": RESULT_VERSION, "job": job.id,
             "cell": job.cell.id, "cell_label": job.cell.label, "fold": job.fold,
             "seed": job.seed, "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
-            "traceback": "".join(traceback.format_exception(exc)),
-            "timings": {"total_s": time.perf_counter() - started}, "versions": versions()}
+            "traceback": traceback_text or "".join(traceback.format_exception(exc)),
+            "timings": {"total_s": seconds}, "versions": versions()}

@@ -1,6 +1,8 @@
 """The training loop: AdamW, linear warmup/decay, clipping, early stopping on dev loss.
 
-Read it top to bottom: ``fit`` trains and keeps the best weights; ``predict`` runs a loader.
+``CellTrainer`` holds one model's training state and steps; ``train_cohort`` drives one or
+several trainers over shared batches; ``fit`` trains one model and keeps its best weights;
+``predict`` runs a loader.
 """
 
 from __future__ import annotations
@@ -8,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -171,7 +174,7 @@ class CellTrainer:
             optimizer, int(settings.warmup_ratio * total), total)
         if ddp:
             self.wrapped, self.optimizer = accelerator.prepare(model, optimizer)
-        else:  # one job per process: no DDP wrapper, nothing for the accelerator to keep
+        else:  # no DDP wrapper: nothing for the accelerator to keep between jobs
             self.wrapped, self.optimizer = model, optimizer
         # each job its own fp16 loss scale, so results do not depend on the jobs run before
         self.scaler = (torch.amp.GradScaler(accelerator.device.type)
@@ -181,20 +184,35 @@ class CellTrainer:
         self.stale = 0
         self.active = True
         self.error: Exception | None = None
+        self.error_traceback = ""
         self.losses = _LossLog(0)
         self.dev = _Collected()
         self.seconds = time.perf_counter() - start
 
-    def call(self, method: Callable[..., None], *args: Any) -> None:
-        """Run one of this trainer's steps on its random streams, timed; an exception stops
-        this trainer (kept in ``error``) instead of its cohort."""
+    def call(self, method: Callable[..., None], *args: Any, isolate: bool) -> None:
+        """Run one of this trainer's steps on its random streams, timed. With ``isolate``,
+        an exception stops only this trainer: it is kept in ``error`` (its traceback as
+        text) and the trainer lets go of its memory, so that the rest of its cohort goes on."""
         start = time.perf_counter()
         try:
             with self.rng.active() if self.rng is not None else contextlib.nullcontext():
                 method(*args)
         except Exception as exc:
+            if not isolate:
+                raise
             self.error, self.active = exc, False
-        self.seconds += time.perf_counter() - start
+            self.error_traceback = "".join(traceback.format_exception(exc))
+            exc.__traceback__ = None  # its frames hold the batch, the loss and its graph
+            self.release()
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def release(self) -> None:
+        """Drop the optimizer state, the kept weights and outputs of a failed trainer."""
+        self.optimizer.state.clear()
+        self.best_state, self.result.dev_outputs = {}, None
+        self.losses, self.dev = _LossLog(0), _Collected()
+        self.model.to("cpu")
 
     def start_epoch(self, epoch: int) -> None:
         self.wrapped.train()
@@ -251,16 +269,18 @@ class CellTrainer:
 
 
 def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[dict[str, Any]],
-                 device: torch.device, shard: tuple[int, int] | None = None) -> None:
+                 device: torch.device, shard: tuple[int, int] | None = None,
+                 isolate: bool = True) -> None:
     """Train every trainer on each batch of ``train`` (collated once), then score each on
     ``dev``, epoch after epoch until all have stopped. ``shard`` (rank, world): this rank's
-    share of each epoch's batches, equal counts on every rank (DDP). The time spent
-    collating is shared equally by the trainers it served."""
+    share of each epoch's batches, equal counts on every rank (DDP). With ``isolate`` a
+    trainer that raises stops alone (see ``CellTrainer.call``); without, the error
+    propagates. The time spent collating is shared equally by the trainers it served."""
 
     def each(method: str, *args: Any) -> None:
         for trainer in trainers:
             if trainer.active:
-                trainer.call(getattr(trainer, method), *args)
+                trainer.call(getattr(trainer, method), *args, isolate=isolate)
 
     def share(started: float) -> None:
         served = [t for t in trainers if t.active]
@@ -279,6 +299,8 @@ def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[d
             batches = [batches[(i * world + rank) % len(batches)] for i in range(steps)]
         share(started)
         for indices in batches:
+            if not any(t.active for t in trainers):
+                break
             started = time.perf_counter()
             batch = move_to(train.batch(indices), device)
             share(started)
@@ -286,6 +308,8 @@ def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[d
         each("start_eval")
         started = time.perf_counter()
         for batch in dev:
+            if not any(t.active for t in trainers):
+                break
             batch = move_to(batch, device)
             share(started)
             each("eval_batch", batch)
@@ -305,7 +329,5 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
                           epochs or settings.epochs, encoder_lr=encoder_lr, ddp=ddp,
                           on_epoch=on_epoch)
     train_cohort([trainer], train, dev, accelerator.device,
-                 (accelerator.process_index, world) if ddp else None)
-    if trainer.error is not None:
-        raise trainer.error
+                 (accelerator.process_index, world) if ddp else None, isolate=False)
     return trainer.finish()

@@ -229,7 +229,8 @@ def _execute(ctx: RunContext, jobs: list[Job], accelerator: Any, ddp: bool, main
                 results = {jobs[0].id: run_job(ctx, jobs[0], accelerator, ddp=ddp,
                                                on_epoch=logs[0].on_epoch)}
             except Exception as exc:  # recorded; the grid goes on
-                results = {jobs[0].id: failure(jobs[0], exc, logs[0].started)}
+                spent = time.perf_counter() - logs[0].started
+                results = {jobs[0].id: failure(jobs[0], exc, spent)}
         else:
             results = run_cohort(ctx, jobs, accelerator, {log.job.id: log.on_epoch
                                                           for log in logs})
@@ -375,7 +376,8 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
                           f"{len(pending)} to run")
         _run_stages(ctx, pending, accelerator, claims, ddp, progress, summary)
         stage_of = _stage_resolver(ctx)
-        size = 1 if ddp else settings.cohort
+        # with several processes claiming jobs, cohorts no larger than a fair share each
+        size = 1 if ddp else min(settings.cohort, -(-len(pending) // world))
         waiting = _order_jobs(pending, stage_of)
         while waiting:
             blocked = []
@@ -471,7 +473,7 @@ def _record_stage_failure(ctx: RunContext, job: Job, status: dict[str, Any], mai
     from emoplug.train.job import failure
 
     exc = RuntimeError(f"text stage failed: {status.get('error', 'unknown error')}")
-    result = failure(job, exc, time.perf_counter())
+    result = failure(job, exc, 0.0)
     if main:
         (ctx.output_dir / "jobs" / job.id).mkdir(parents=True, exist_ok=True)
         _write_job(ctx, job, result)
