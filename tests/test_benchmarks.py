@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import _grid_work as grid_work  # noqa: E402
+import cohort  # noqa: E402
 import full_grid_cost  # noqa: E402
 import gpu  # noqa: E402
 import grid  # noqa: E402
@@ -72,6 +73,17 @@ def test_grid_counts_finetunings_features_and_rerun(tmp_path):
     for mode in (staged, finetune):
         assert mode["rerun"]["skipped"] == 10 and mode["rerun"]["ran"] == 0
     assert figures["speedup_staged_vs_finetune"] > 0
+
+
+def test_cohort_benchmark_times_both_settings_with_identical_predictions(tmp_path):
+    settings = grid.GridSettings(utterances_per_speaker=4, epochs=1, tiny_hidden=16,
+                                 tiny_layers=1, texts=("bert",), audios=("mfcc",),
+                                 fusions=("early", "late"), approaches=("direct",),
+                                 head_hidden=16)
+    figures = cohort.benchmark(settings, repeats=1, work=tmp_path / "cohort")
+    assert figures["jobs"] == 10 and figures["identical_predictions"]
+    assert figures["cohort_sizes"] == {"cohort": {2: 10}, "one_at_a_time": {1: 10}}
+    assert all(len(v) == 1 and v[0] > 0 for v in figures["seconds"].values())
 
 
 def test_rerun_skips_every_finished_job(tmp_path):
