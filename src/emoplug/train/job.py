@@ -114,7 +114,6 @@ class JobInputs:
     audio_store: Any
     splits: dict[str, list[Example]]
     dropped: dict[str, int]
-    seconds: float
 
 
 @dataclass
@@ -129,7 +128,6 @@ class JobModel:
 def load_inputs(ctx: RunContext, job: Job, device: torch.device) -> JobInputs:
     """The job's splits as examples; utterances lacking an input the cell needs are dropped
     and counted. Raises when a split ends up empty."""
-    start = time.perf_counter()
     cfg = job.cell.config
     mode = text_mode(job)
     text_cache, text_key, stage = None, None, None
@@ -148,8 +146,7 @@ def load_inputs(ctx: RunContext, job: Job, device: torch.device) -> JobInputs:
         if not examples:
             raise emoplug.EmoplugError(f"fold {job.fold}: the {name} split has no utterances "
                                        f"with {' and '.join(job.cell.modalities)}")
-    return JobInputs(mode, stage, text_cache, text_key, audio_store, splits, dropped,
-                     time.perf_counter() - start)
+    return JobInputs(mode, stage, text_cache, text_key, audio_store, splits, dropped)
 
 
 def build_model(ctx: RunContext, job: Job, inputs: JobInputs) -> JobModel:

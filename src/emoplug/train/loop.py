@@ -268,6 +268,11 @@ class CellTrainer:
         return self.result
 
 
+def steps_per_epoch(train: Loader, shard: tuple[int, int] | None) -> int:
+    """Optimizer steps per epoch: every batch, or a rank's equal share of them (DDP)."""
+    return len(train) if shard is None else math.ceil(len(train) / shard[1])
+
+
 def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[dict[str, Any]],
                  device: torch.device, shard: tuple[int, int] | None = None,
                  isolate: bool = True) -> None:
@@ -295,8 +300,8 @@ def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[d
         batches = train.batch_indices()
         if shard is not None:
             rank, world = shard
-            steps = math.ceil(len(train) / world)
-            batches = [batches[(i * world + rank) % len(batches)] for i in range(steps)]
+            batches = [batches[(i * world + rank) % len(batches)]
+                       for i in range(steps_per_epoch(train, shard))]
         share(started)
         for indices in batches:
             if not any(t.active for t in trainers):
@@ -323,11 +328,9 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
         ddp: bool = False, epochs: int | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
     """Train ``model`` until dev loss stops improving; load the best weights back into it."""
-    world = accelerator.num_processes
-    trainer = CellTrainer(model, loss_fn, settings, accelerator,
-                          math.ceil(len(train) / world) if ddp else len(train),
+    shard = (accelerator.process_index, accelerator.num_processes) if ddp else None
+    trainer = CellTrainer(model, loss_fn, settings, accelerator, steps_per_epoch(train, shard),
                           epochs or settings.epochs, encoder_lr=encoder_lr, ddp=ddp,
                           on_epoch=on_epoch)
-    train_cohort([trainer], train, dev, accelerator.device,
-                 (accelerator.process_index, world) if ddp else None, isolate=False)
+    train_cohort([trainer], train, dev, accelerator.device, shard, isolate=False)
     return trainer.finish()
