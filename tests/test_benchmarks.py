@@ -73,6 +73,22 @@ def test_grid_counts_finetunings_features_and_rerun(tmp_path):
     for mode in (staged, finetune):
         assert mode["rerun"]["skipped"] == 10 and mode["rerun"]["ran"] == 0
     assert figures["speedup_staged_vs_finetune"] > 0
+    assert figures["cost_split"]["jobs_per_stage"] == 2.0
+
+
+def test_grid_cost_split_explains_the_speedup_from_job_times(tmp_path):
+    stages = tmp_path / "stages"
+    for i, seconds in enumerate((2.0, 2.8)):
+        (stages / str(i)).mkdir(parents=True)
+        (stages / str(i) / "stage.json").write_text(json.dumps({"total_s": seconds}))
+    modes = {"staged": {"mean_job_s": 0.2, "jobs": 32}, "finetune": {"mean_job_s": 2.4}}
+    split = grid.cost_split(modes, tmp_path)
+    assert split["stage_s"] == 2.4 and split["jobs_per_stage"] == 16.0
+    assert split["stage_to_head_cost"] == 12.0
+    assert split["expected_speedup"] == round(2.4 / (2.4 / 16 + 0.2), 2)  # 6.86
+    assert split["speedup_if_heads_were_free"] == 16.0
+    assert split["speedup_if_stages_were_free"] == 12.0
+    assert split["head_job_s_for_target"] == round(2.4 / 8 - 2.4 / 16, 3)  # 0.15
 
 
 def test_cohort_benchmark_times_both_settings_with_identical_predictions(tmp_path):
