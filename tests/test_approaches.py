@@ -101,12 +101,22 @@ def test_mapper_recovers_well_separated_clusters(mapper, fit_on):
     train, test = clustered(30, seed=1), clustered(10, seed=2)
     app = approach({"type": "two_stage", "mapper": mapper, "mapper_fit_on": fit_on})
     app.prepare(LABELS, (1.0, 5.0), train)
-    app.fit(standardised(app, train, noise=0.05), train)
+    assert app.fit_uses_outputs() == (fit_on == "predicted")
+    # as the runner calls it: the training set's outputs only when the mapper reads them
+    app.fit(standardised(app, train, noise=0.05) if app.fit_uses_outputs() else None, train)
     decoded = app.decode(standardised(app, test, noise=0.05))
     assert (decoded.labels == test.labels.numpy()).mean() >= 0.95
     assert decoded.probs.shape == (40, 4)
     np.testing.assert_allclose(decoded.probs.sum(axis=1), 1.0)
     np.testing.assert_allclose(decoded.avd, test.avd.numpy(), atol=0.5)
+
+
+def test_a_mapper_fitted_on_predictions_needs_them():
+    train = clustered(10, seed=1)
+    app = approach({"type": "two_stage", "mapper_fit_on": "predicted"})
+    app.prepare(LABELS, (1.0, 5.0), train)
+    with pytest.raises(ValueError, match="needs the training set's outputs"):
+        app.fit(None, train)
 
 
 @pytest.mark.parametrize("mapper", ["logistic", "mlp", "knn"])

@@ -265,6 +265,48 @@ def test_shuffles_of_different_seeds_are_independent():
     assert bucketed_batches(lengths, 8, (3, 2), True) == bucketed_batches(lengths, 8, (3, 2), True)
 
 
+def test_an_evaluation_loaders_targets_come_in_the_order_of_its_batches():
+    import numpy as np
+
+    from emoplug.train.data import Collator, Example, Loader
+
+    examples = [Example(f"u{i}", i % 3, (float(i), 2.0, np.nan), text=" ".join(["w"] * (9 - i)))
+                for i in range(7)]
+    loader = Loader(examples, Collator(lambda texts: {}), batch_size=3, train=False)
+    batches = list(loader)
+    targets = loader.targets()
+    assert targets.labels.tolist() == [int(x) for b in batches for x in b["targets"].labels]
+    assert targets.avd.numpy().tobytes() == np.concatenate(
+        [b["targets"].avd.numpy() for b in batches]).tobytes()
+    assert targets.labels.tolist() != [e.label for e in examples]  # length-sorted, not as given
+
+
+@pytest.mark.parametrize(("fit_on", "predicts_train"), [("gold", False), ("predicted", True)])
+def test_two_stage_predicts_the_training_set_only_when_its_mapper_fits_on_predictions(
+        tmp_path, monkeypatch, fit_on, predicts_train):
+    from emoplug.train import job as job_module
+
+    recipe = write_recipe(tmp_path, RECIPE.replace(
+        "grid: {text: [bert], audio: [mfcc, null], fusion: [early, attention], approach: "
+        "[direct]}",
+        f"approach:\n  two: {{type: two_stage, mapper_fit_on: {fit_on}}}\n"
+        "grid: {text: [null], audio: [mfcc], fusion: [early], approach: [two]}"))
+    predicted_sizes, original = [], job_module.predict
+
+    def spy(model, loader, *args, **kwargs):
+        predicted_sizes.append(len(loader.examples))
+        return original(model, loader, *args, **kwargs)
+
+    monkeypatch.setattr(job_module, "predict", spy)
+    summary = run_plan(load_plan(recipe), tmp_path / "out", verbosity=-1)
+    assert len(summary.done) == 5 and not summary.failed
+    found = list(results(tmp_path / "out").values())
+    train_sizes = sorted(r["sizes"]["train"] for r in found)
+    test_sizes = sorted(r["sizes"]["test"] for r in found)
+    assert sorted(predicted_sizes) == sorted(test_sizes + (train_sizes if predicts_train else []))
+    assert all(0 <= r["metrics"]["test"]["ua"] <= 1 for r in found)
+
+
 def test_loss_log_finds_the_first_bad_step_across_check_windows():
     import torch
 

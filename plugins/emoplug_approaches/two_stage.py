@@ -57,7 +57,10 @@ class TwoStageApproach(Approach):
             return losses.ccc_loss(outputs, gold, known)
         return losses.mse(outputs, gold, known)
 
-    def fit(self, train_outputs: torch.Tensor, train_targets: Targets) -> None:
+    def fit_uses_outputs(self) -> bool:
+        return self.config.mapper_fit_on == "predicted"
+
+    def fit(self, train_outputs: torch.Tensor | None, train_targets: Targets) -> None:
         """Fit the stage-2 mapper on the training fold's labelled rows."""
         from emoplug_approaches.mappers import fit_mapper
         from emoplug_approaches.statistics import labelled_avd_rows, to_numpy
@@ -67,6 +70,9 @@ class TwoStageApproach(Approach):
             points = self.scaler.standardise(to_numpy(train_targets.avd).astype(float))
             rows = (labels >= 0) & labelled_avd_rows(points)
         else:
+            if train_outputs is None:
+                raise ValueError("two_stage: mapper_fit_on 'predicted' needs the training "
+                                 "set's outputs")
             points = to_numpy(train_outputs).astype(float)
             rows = labels >= 0
         self.mapper = fit_mapper(self.config.mapper, points[rows], labels[rows],

@@ -152,8 +152,14 @@ class Approach(Component):
     def loss(self, outputs: torch.Tensor, targets: Targets) -> torch.Tensor:
         raise NotImplementedError
 
-    def fit(self, train_outputs: torch.Tensor, train_targets: Targets) -> None:
-        """Second stage, fitted on the training fold after the network trained (optional)."""
+    def fit(self, train_outputs: torch.Tensor | None, train_targets: Targets) -> None:
+        """Second stage, fitted on the training fold after the network trained (optional).
+        ``train_outputs`` is None when ``fit_uses_outputs`` says it is not needed."""
+
+    def fit_uses_outputs(self) -> bool:
+        """Whether ``fit`` reads the network's outputs on the training set; when not, they
+        are not computed (a second stage fitted on gold targets alone)."""
+        return True
 
     def decode(self, outputs: torch.Tensor, targets: Targets | None = None) -> Decoded:
         """Predictions for a batch. ``targets`` is given at evaluation for oracle ablations."""

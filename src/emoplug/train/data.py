@@ -100,11 +100,14 @@ class Collator:
             batch["audio"] = packed.audio.pad(ids)
         elif first.audio is not None:
             batch["audio"] = pad_arrays([e.audio() for e in examples])
-        batch["targets"] = Targets(
-            labels=torch.tensor([e.label for e in examples], dtype=torch.long),
-            avd=torch.tensor(np.array([e.avd for e in examples], dtype=np.float32)),
-        )
+        batch["targets"] = targets_of(examples)
         return batch
+
+
+def targets_of(examples: Sequence[Example]) -> Targets:
+    """Gold class indices and AVD of ``examples``, without building model inputs."""
+    return Targets(labels=torch.tensor([e.label for e in examples], dtype=torch.long),
+                   avd=torch.tensor(np.array([e.avd for e in examples], dtype=np.float32)))
 
 
 class Loader:
@@ -137,6 +140,11 @@ class Loader:
     def batch(self, indices: list[int]) -> dict[str, Any]:
         """Collate the examples at ``indices``."""
         return self.collate([self.examples[i] for i in indices])
+
+    def targets(self) -> Targets:
+        """The gold targets of an evaluation pass, in the order its batches give them."""
+        assert not self.train, "a training loader's order changes every epoch"
+        return targets_of([self.examples[i] for b in self.batch_indices() for i in b])
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         for indices in self.batch_indices():

@@ -26,11 +26,11 @@ from emoplug.recipe import Job
 from emoplug.train import text_stage
 from emoplug.train.cohort import RngStreams
 from emoplug.train.context import RunContext
-from emoplug.train.data import Collator, Example, Loader
+from emoplug.train.data import Collator, Example, Loader, targets_of
 from emoplug.train.loop import CellTrainer, FitResult, Outputs, fit, predict, train_cohort
 from emoplug.train.model import CellModel
 from emoplug.train.packed import DeviceInputs, device_inputs_enabled
-from emoplug.types import AVD_NAMES, Decoded, Targets
+from emoplug.types import AVD_NAMES, Decoded
 
 RESULT_VERSION = 1
 
@@ -194,9 +194,12 @@ def evaluate_job(ctx: RunContext, built: JobModel, loaders: dict[str, Loader], f
     """Fit the approach's second stage if it has one, predict dev and test, score them."""
     device, autocast = accelerator.device, accelerator.autocast
     model, approach = built.model, built.approach
-    if type(approach).fit is not Approach.fit:  # a second stage fitted on train outputs
-        train_out = predict(model, loaders["train"], device, autocast)
-        approach.fit(train_out.outputs, train_out.targets)
+    if type(approach).fit is not Approach.fit:  # a second stage, fitted on the training set
+        if approach.fit_uses_outputs():
+            train_out = predict(model, loaders["train"], device, autocast)
+            approach.fit(train_out.outputs, train_out.targets)
+        else:
+            approach.fit(None, loaders["train"].targets())
     outputs = {"dev": fitted.dev_outputs or predict(model, loaders["dev"], device, autocast),
                "test": predict(model, loaders["test"], device, autocast)}
     decoded = {name: approach.decode(o.outputs, o.targets) for name, o in outputs.items()}
@@ -324,12 +327,6 @@ def _record(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel, resul
         "_model": built.model,
         "_approach": built.approach,
     }
-
-
-def targets_of(examples: list[Example]) -> Targets:
-    """Gold targets of a split, without building model inputs."""
-    return Targets(torch.tensor([e.label for e in examples], dtype=torch.long),
-                   torch.tensor([e.avd for e in examples], dtype=torch.float32))
 
 
 def evaluate(out: Outputs, decoded: Decoded, labels: list[str]) -> dict[str, Any]:
