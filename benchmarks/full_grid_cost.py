@@ -3,8 +3,9 @@
 Units come from the recipe's plan: every job, grouped by head kind (its inputs, fusion and
 approach); every encoder stage (text config x fold x seed); wav2vec feature extraction
 (5,531 IEMOCAP four-class utterances per wav2vec config). Each unit's steps are counted
-(batches of 32 per epoch, dev evaluation each epoch, the final predictions over train, dev
-and test) and multiplied by a seconds-per-step table:
+(batches of 32 per epoch, dev evaluation each epoch, then the final predictions: test, plus
+train for an approach whose second stage reads the network's training-set outputs, as the
+runner does; a stage encodes every split) and multiplied by a seconds-per-step table:
 
 - measured on a GPU, from ``benchmarks/results/gpu.json`` when it holds results; else
 - estimated from ``benchmarks/results/step_work.json`` (FLOPs, kernels and host seconds per
@@ -128,9 +129,21 @@ def plan_units(plan: Any) -> dict[str, Any]:
                if cfg["type"] == "wav2vec" and any(j.cell.audio == name for j in plan.jobs)]
     train = plan.recipe.train
     return {"jobs": len(plan.jobs), "head_kinds": {k.name: v["jobs"] for k, v in kinds.items()},
+            "head_predicts_train": {k.name: predicts_training_set(v["config"]["approach"])
+                                    for k, v in kinds.items()},
             "stages": dict(stages), "finetune_jobs": dict(finetune_jobs),
             "wav2vec_configs": wav2vec, "epochs": train.epochs,
             "stage_epochs": train.stage_epochs or train.epochs, "fold_sizes": work.fold_sizes()}
+
+
+def predicts_training_set(approach_config: dict[str, Any]) -> bool:
+    """Whether a job of this approach predicts its training set after training (see
+    ``evaluate_job``): only for a second stage that reads the network's outputs."""
+    from emoplug.components import Approach
+    from emoplug.registry import get_registry
+
+    approach = get_registry().build("approach", approach_config)
+    return type(approach).fit is not Approach.fit and approach.fit_uses_outputs()
 
 
 def job_overhead_s(grid: dict[str, Any] | None) -> tuple[float, str]:
@@ -148,16 +161,22 @@ def project(units: dict[str, Any], table: dict[str, Any], overhead: float, worke
     """Seconds per unit and the H100-hours (CPU feature core-hours reported apart)."""
     sizes = units["fold_sizes"]
     n = {split: work.batches(count) for split, count in sizes.items()}
-    predict_batches = n["train"] + n["dev"] + n["test"]
+    every_split = n["train"] + n["dev"] + n["test"]  # a stage encodes the whole fold
 
     def passes(train: dict[str, float], evaluate: dict[str, float], epochs: int,
-               share: float = 1.0) -> float:
-        """``epochs`` of training with a dev pass each, then predicting every split;
-        ``share`` scales the host part (concurrent workers)."""
+               predict_batches: int, share: float = 1.0) -> float:
+        """``epochs`` of training with a dev pass each, then ``predict_batches`` of final
+        predictions; ``share`` scales the host part (concurrent workers)."""
         def step(s: dict[str, float]) -> float:
             return s["host_s"] * share + s["device_s"] if "host_s" in s else s["step_s"]
         return epochs * (n["train"] * step(train) + n["dev"] * step(evaluate)) \
             + predict_batches * step(evaluate)
+
+    def job_predictions(kind: str | None) -> int:
+        """Test, plus train where the approach fits on it (unknown kind: counted); the
+        best epoch's dev outputs are kept, not predicted again."""
+        with_train = units.get("head_predicts_train", {}).get(kind, True)
+        return n["test"] + (n["train"] if with_train else 0)
 
     missing = sorted(set(units["head_kinds"]) - set(table["heads"]))
     if missing:
@@ -167,22 +186,26 @@ def project(units: dict[str, Any], table: dict[str, Any], overhead: float, worke
     per_kind = {}
     for kind, jobs in units["head_kinds"].items():
         steps = table["heads"][kind]
-        alone = passes(steps["train"], steps["eval"], units["epochs"]) + overhead
+        predictions = job_predictions(kind)
+        alone = passes(steps["train"], steps["eval"], units["epochs"], predictions) + overhead
         split = "host_s" in steps["train"]  # measured steps have no host part to share
-        shared = passes(steps["train"], steps["eval"], units["epochs"], 1 / workers) \
+        shared = passes(steps["train"], steps["eval"], units["epochs"], predictions,
+                        1 / workers) \
             + (overhead / workers if split else overhead)
         per_kind[kind] = {"jobs": jobs, "seconds_per_job": round(alone, 2)}
         head_s["one_job_per_gpu"] += jobs * alone
         head_s[f"{workers}_jobs_per_gpu"] += jobs * shared
     host_inputs = table.get("host_input_heads")  # estimates only: batches padded on the host
     host_inputs_s = sum(jobs * (passes(host_inputs[kind]["train"], host_inputs[kind]["eval"],
-                                       units["epochs"]) + overhead)
+                                       units["epochs"], job_predictions(kind)) + overhead)
                         for kind, jobs in units["head_kinds"].items()) if host_inputs else None
     stage_s = {family: count * passes(table["encoders"][family]["train"],
-                                      table["encoders"][family]["eval"], units["stage_epochs"])
+                                      table["encoders"][family]["eval"], units["stage_epochs"],
+                                      every_split)
                for family, count in units["stages"].items()}
     finetune_s = {family: count * passes(table["encoders"][family]["train"],
-                                         table["encoders"][family]["eval"], units["epochs"])
+                                         table["encoders"][family]["eval"], units["epochs"],
+                                         job_predictions(None))
                   for family, count in units["finetune_jobs"].items()}
     wav2vec_s = len(units["wav2vec_configs"]) * work.IEMOCAP["utterances"] \
         * table["wav2vec_utterance"]["step_s"]

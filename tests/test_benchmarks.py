@@ -179,6 +179,11 @@ def test_full_grid_units_come_from_the_plan(units):
                                                "electra", "deberta")}  # 5 folds x 3 seeds
     assert units["jobs"] == sum(units["head_kinds"].values()) == 3405
     assert units["finetune_jobs"] == {} and units["wav2vec_configs"] == ["wav2vec"]
+    # direct has no second stage, two_stage fits its mapper on gold AVD: no training-set pass
+    assert units["head_predicts_train"].keys() == units["head_kinds"].keys()
+    assert not any(units["head_predicts_train"].values())
+    assert full_grid_cost.predicts_training_set({"type": "two_stage",
+                                                 "mapper_fit_on": "predicted"})
 
 
 def _work_file(tmp_path, heads, host=(0.01, 0.002)):
@@ -204,10 +209,15 @@ def test_full_grid_cost_counts_every_step_of_a_job(tmp_path, units, monkeypatch)
     n = {k: -(-v // 32) for k, v in units["fold_sizes"].items()}
     overhead = figures["inputs"]["job_overhead_s"]
     job_s = (units["epochs"] * (n["train"] * 0.01 + n["dev"] * 0.002)
-             + (n["train"] + n["dev"] + n["test"]) * 0.002 + overhead)
+             + n["test"] * 0.002 + overhead)  # dev outputs kept from the best epoch
     projection = figures["projection"]
     kind = next(iter(units["head_kinds"]))
     assert projection["head_kinds"][kind]["seconds_per_job"] == pytest.approx(job_s, abs=0.01)
+    fits_on_outputs = {**units, "head_predicts_train": {kind: True}}
+    monkeypatch.setattr(full_grid_cost, "plan_units", lambda plan: fits_on_outputs)
+    again = full_grid_cost.estimate(RECIPE, 4, gpu_path=tmp_path / "absent.json",
+                                    step_work_path=work_path)["projection"]["head_kinds"]
+    assert again[kind]["seconds_per_job"] == pytest.approx(job_s + n["train"] * 0.002, abs=0.01)
     assert projection["gpu_hours"]["head_jobs_one_per_gpu"] == pytest.approx(
         3405 * job_s / 3600, rel=1e-3)
     assert projection["gpu_hours"]["head_jobs_4_per_gpu"] == pytest.approx(
