@@ -137,13 +137,11 @@ def plan_units(plan: Any) -> dict[str, Any]:
 
 
 def predicts_training_set(approach_config: dict[str, Any]) -> bool:
-    """Whether a job of this approach predicts its training set after training (see
-    ``evaluate_job``): only for a second stage that reads the network's outputs."""
-    from emoplug.components import Approach
+    """Whether a job of this approach predicts its training set after training."""
     from emoplug.registry import get_registry
+    from emoplug.train.job import predicts_training_set as runner_predicts
 
-    approach = get_registry().build("approach", approach_config)
-    return type(approach).fit is not Approach.fit and approach.fit_uses_outputs()
+    return runner_predicts(get_registry().build("approach", approach_config))
 
 
 def job_overhead_s(grid: dict[str, Any] | None) -> tuple[float, str]:

@@ -194,17 +194,22 @@ def evaluate_job(ctx: RunContext, built: JobModel, loaders: dict[str, Loader], f
     """Fit the approach's second stage if it has one, predict dev and test, score them."""
     device, autocast = accelerator.device, accelerator.autocast
     model, approach = built.model, built.approach
-    if type(approach).fit is not Approach.fit:  # a second stage, fitted on the training set
-        if approach.fit_uses_outputs():
-            train_out = predict(model, loaders["train"], device, autocast)
-            approach.fit(train_out.outputs, train_out.targets)
-        else:
-            approach.fit(None, loaders["train"].targets())
+    if predicts_training_set(approach):
+        train_out = predict(model, loaders["train"], device, autocast)
+        approach.fit(train_out.outputs, train_out.targets)
+    elif type(approach).fit is not Approach.fit:  # a second stage fitted on targets alone
+        approach.fit(None, loaders["train"].targets())
     outputs = {"dev": fitted.dev_outputs or predict(model, loaders["dev"], device, autocast),
                "test": predict(model, loaders["test"], device, autocast)}
     decoded = {name: approach.decode(o.outputs, o.targets) for name, o in outputs.items()}
     metrics = {name: evaluate(o, decoded[name], ctx.labels) for name, o in outputs.items()}
     return outputs, decoded, metrics
+
+
+def predicts_training_set(approach: Approach) -> bool:
+    """Whether a job predicts its training set after training: only for an approach whose
+    second stage (``fit``) reads the network's outputs."""
+    return type(approach).fit is not Approach.fit and approach.fit_uses_outputs()
 
 
 def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
