@@ -54,7 +54,8 @@ class CNNEncoder(nn.Module):
         x = features.float()
         for conv, norm in zip(self.convs, self.norms, strict=True):
             x = x * mask.unsqueeze(-1).to(x.dtype)
-            x = conv(x.transpose(1, 2)).transpose(1, 2)
+            # back to [B, T, H] in memory: GELU's backward is ~6x slower on a transposed view
+            x = conv(x.transpose(1, 2)).transpose(1, 2).contiguous()
             mask = mask[:, :: self.stride][:, : x.shape[1]]
             x = self.dropout(norm(nn.functional.gelu(x)))
         x = x * mask.unsqueeze(-1).to(x.dtype)
