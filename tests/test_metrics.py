@@ -40,10 +40,16 @@ def test_class_absent_everywhere_and_unlabelled_rows():
     assert m["confusion"][2] == [1, 0, 0, 0, 0]  # the -1 row predicted 2 is not counted
 
 
-def test_averages_equal_scikit_learns_own():
-    """The averages derived from one per-class call equal scikit-learn's averaging
-    functions, on random splits with classes missing from gold or predictions."""
-    from sklearn.metrics import accuracy_score, f1_score, recall_score
+def test_every_figure_equals_scikit_learns_own():
+    """Confusion matrix, per-class figures and averages equal scikit-learn's, on random
+    splits with classes missing from gold or predictions."""
+    from sklearn.metrics import (
+        accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+        recall_score,
+    )
 
     rng = np.random.default_rng(0)
     for _ in range(200):
@@ -52,6 +58,13 @@ def test_averages_equal_scikit_learns_own():
         labels = [f"c{i}" for i in range(k + int(rng.integers(0, 2)))]
         m = classification_metrics(gold, pred, labels)
         occurring = sorted(set(gold) | set(pred))
+        every = list(range(len(labels)))
+        assert m["confusion"] == confusion_matrix(gold, pred, labels=every).tolist()
+        figures = precision_recall_fscore_support(gold, pred, labels=every, zero_division=0)
+        for name, expected in zip(("precision", "recall", "f1", "support"), figures,
+                                  strict=True):
+            assert [m["per_class"][c][name] for c in labels] == pytest.approx(
+                expected.tolist(), abs=1e-12)
         assert m["wa"] == pytest.approx(accuracy_score(gold, pred), abs=1e-12)
         assert m["ua"] == pytest.approx(recall_score(
             gold, pred, labels=np.unique(gold), average="macro", zero_division=0), abs=1e-12)
