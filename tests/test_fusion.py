@@ -194,6 +194,26 @@ def test_attention_survives_an_empty_sequence():
         assert torch.isfinite(module(batch)).all()
 
 
+def test_short_context_is_padded_to_the_fast_softmax_length(monkeypatch):
+    """On the CPU a context under 16 positions is padded (masked) for attention: the keys the
+    attention sees grow to 16, and the fused output is what the unpadded context gives."""
+    import emoplug_fusion.modules as modules
+
+    module = build_fusion("attention", ("text", "audio"), 4).eval()
+    batch, _ = padded_batch(("text", "audio"), {"text": [3, 2], "audio": [9, 4]}, seed=1)
+    key_lengths: list[int] = []
+    for block in module.blocks.values():
+        block.attention.register_forward_pre_hook(
+            lambda _module, args: key_lengths.append(args[1].shape[1]))
+    with torch.no_grad():
+        padded = module(batch)
+        assert key_lengths == [modules.MIN_CPU_KEYS] * 2
+        monkeypatch.setattr(modules, "MIN_CPU_KEYS", 0)
+        unpadded = module(batch)
+    assert key_lengths[2:] == [12, 6]  # audio 9 + 3, text 3 + 3 (padded_batch adds 3)
+    torch.testing.assert_close(padded, unpadded, rtol=1e-5, atol=1e-6)
+
+
 def test_late_fusion_combines_modality_outputs():
     batch, _ = padded_batch(("text", "audio"), {"text": [3, 2], "audio": [4, 2]}, seed=0)
     for key in ("late", "late_mean"):
