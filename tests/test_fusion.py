@@ -201,6 +201,7 @@ def test_short_context_is_padded_to_the_fast_softmax_length(monkeypatch):
 
     module = build_fusion("attention", ("text", "audio"), 4).eval()
     batch, _ = padded_batch(("text", "audio"), {"text": [3, 2], "audio": [9, 4]}, seed=1)
+    batch["audio"].mask[1] = False  # a row with no real context: it attends to position 0
     key_lengths: list[int] = []
     for block in module.blocks.values():
         block.attention.register_forward_pre_hook(
@@ -212,6 +213,17 @@ def test_short_context_is_padded_to_the_fast_softmax_length(monkeypatch):
         unpadded = module(batch)
     assert key_lengths[2:] == [12, 6]  # audio 9 + 3, text 3 + 3 (padded_batch adds 3)
     torch.testing.assert_close(padded, unpadded, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_over_an_empty_context_is_finite():
+    """A context of no positions at all is padded to one masked position, not an error."""
+    module = build_fusion("attention", ("text", "audio"), 4).eval()
+    batch, _ = padded_batch(("text", "audio"), {"text": [3, 2], "audio": [4, 2]}, seed=0)
+    audio = batch["audio"]
+    batch["audio"] = Encoded(sequence=audio.sequence[:, :0], mask=audio.mask[:, :0],
+                             pooled=audio.pooled)
+    with torch.no_grad():
+        assert torch.isfinite(module(batch)).all()
 
 
 def test_late_fusion_combines_modality_outputs():

@@ -56,7 +56,9 @@ def test_every_figure_equals_scikit_learns_own():
         n, k = int(rng.integers(1, 30)), int(rng.integers(2, 7))
         gold, pred = rng.integers(0, k, n), rng.integers(0, k, n)
         labels = [f"c{i}" for i in range(k + int(rng.integers(0, 2)))]
-        m = classification_metrics(gold, pred, labels)
+        unlabelled = rng.integers(0, 3)  # rows with gold -1, which every figure ignores
+        m = classification_metrics(np.r_[gold, [-1] * unlabelled],
+                                   np.r_[pred, rng.integers(0, k, unlabelled)], labels)
         occurring = sorted(set(gold) | set(pred))
         every = list(range(len(labels)))
         assert m["confusion"] == confusion_matrix(gold, pred, labels=every).tolist()

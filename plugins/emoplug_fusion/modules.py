@@ -91,9 +91,11 @@ MIN_CPU_KEYS = 16
 def pad_short_context(context: torch.Tensor, mask: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """``context [B, S, D]`` and ``mask [B, S]`` padded (mask False) to ``MIN_CPU_KEYS``
-    positions when they are on the CPU and shorter; otherwise unchanged."""
-    missing = MIN_CPU_KEYS - context.shape[1]
-    if missing <= 0 or context.device.type != "cpu":
+    positions on the CPU, and to one position elsewhere (an empty context); otherwise
+    unchanged."""
+    fewest = MIN_CPU_KEYS if context.device.type == "cpu" else 1
+    missing = fewest - context.shape[1]
+    if missing <= 0:
         return context, mask
     return (nn.functional.pad(context, (0, 0, 0, missing)),
             nn.functional.pad(mask, (0, missing), value=False))
