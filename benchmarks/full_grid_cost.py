@@ -173,7 +173,7 @@ def project(units: dict[str, Any], table: dict[str, Any], overhead: float, worke
     def job_predictions(kind: str | None) -> int:
         """Test, plus train where the approach fits on it (unknown kind: counted); the
         best epoch's dev outputs are kept, not predicted again."""
-        with_train = units.get("head_predicts_train", {}).get(kind, True)
+        with_train = units["head_predicts_train"].get(kind, True)
         return n["test"] + (n["train"] if with_train else 0)
 
     missing = sorted(set(units["head_kinds"]) - set(table["heads"]))
