@@ -22,14 +22,20 @@ FOLDS = ["s1", "s2", "s3"]
 SEEDS = [0, 1]
 PROTOCOL = {"type": "loso", "subset": "all", "dev": "random", "dev_fraction": 0.2, "seed": 0}
 TEXT = {"roberta": {"type": "roberta", "pretrained": "roberta-base", "mode": "staged"},
-        "bert": {"type": "bert", "pretrained": "bert-base-uncased", "mode": "staged"}}
+        "bert": {"type": "bert", "pretrained": "bert-base-uncased", "mode": "staged"},
+        "bert_ms": {"type": "bert", "pretrained": "bert-base-uncased", "mode": "staged",
+                    "stage_objective": "multitask"},
+        "bert_e2e": {"type": "bert", "pretrained": "bert-base-uncased", "mode": "finetune",
+                     "stage_objective": "multitask"}}
 AUDIO = {"mfcc": {"type": "mfcc", "n_mfcc": 40}}
 FUSION = {"none": {"type": "none"}, "attention": {"type": "attention", "attention": True,
                                                   "layer_norm": True},
           "attn_ablate": {"type": "attention", "attention": False, "layer_norm": True},
           "early": {"type": "early"}}
 APPROACH = {"direct": {"type": "direct"}, "two_stage": {"type": "two_stage", "oracle": False},
-            "oracle": {"type": "two_stage", "oracle": True}}
+            "oracle": {"type": "two_stage", "oracle": True},
+            "two_gold": {"type": "two_stage", "oracle": False, "mapper_fit_on": "gold"},
+            "two_cross": {"type": "two_stage", "oracle": False, "mapper_fit_on": "crossfit"}}
 #: cell id -> (text, audio, fusion, approach, base UA)
 CELLS = {
     "c_text_direct": ("roberta", None, "none", "direct", 0.70),
@@ -42,12 +48,28 @@ CELLS = {
     "c_multi_early": ("roberta", "mfcc", "early", "direct", 0.71),
     "c_bert": ("bert", None, "none", "direct", 0.65),
 }
+#: dev UA = test UA + this: the best multimodal cell on dev (early) is not the best on test
+#: (attention), and the best text-only cell on dev (bert) is not the best on test (roberta)
+DEV_BONUS = {"c_multi_early": 0.05, "c_bert": 0.08}
+#: per fold: training and test label counts (neutral, happy, angry, sad)
+LABEL_COUNTS = {"s1": ([50, 30, 10, 10], [20, 10, 5, 5]),
+                "s2": ([20, 40, 20, 20], [10, 10, 10, 10]),
+                "s3": ([30, 30, 20, 20], [4, 2, 0, 4])}
+#: cells of the second synthetic run: staged vs end to end, a control, mapper fitting
+SPECIAL = {
+    "s_staged": ("bert_ms", "mfcc", "early", "direct", 0.70),
+    "s_e2e": ("bert_e2e", "mfcc", "early", "direct", 0.74),
+    "s_control": ("bert_ms", "mfcc", "early", "direct", 0.27),
+    "s_gold": ("bert_ms", "mfcc", "early", "two_gold", 0.60),
+    "s_cross": ("bert_ms", "mfcc", "early", "two_cross", 0.66),
+}
 FAILED_JOB = ("c_bert", "s2", 1)
 MISSING_JOB = ("c_bert", "s3", 1)
 
 
-def label_of(text, audio, fusion, approach) -> str:
-    return "+".join(n for n in (text, audio) if n) + f"/{fusion}/{approach}"
+def label_of(text, audio, fusion, approach, protocol=None) -> str:
+    under = f"@{protocol}" if protocol else ""
+    return "+".join(n for n in (text, audio) if n) + f"/{fusion}/{approach}{under}"
 
 
 def job_id(cell: str, fold: str, seed: int) -> str:
@@ -56,13 +78,14 @@ def job_id(cell: str, fold: str, seed: int) -> str:
 
 def ua_of(cell: str, fold: str, seed: int) -> float:
     """A known, varied UA per job."""
-    base = CELLS[cell][4]
-    rng = np.random.default_rng([FOLDS.index(fold), seed, sorted(CELLS).index(cell)])
+    base = {**CELLS, **SPECIAL}[cell][4]
+    rng = np.random.default_rng([FOLDS.index(fold), seed,
+                                 sorted({**CELLS, **SPECIAL}).index(cell)])
     return round(base + 0.02 * FOLDS.index(fold) - 0.01 * seed + float(rng.normal(0, 0.01)), 4)
 
 
 def rmse_of(cell: str, fold: str, seed: int, dim: int) -> float:
-    text, audio = CELLS[cell][0], CELLS[cell][1]
+    text, audio = {**CELLS, **SPECIAL}[cell][:2]
     base = {0: 0.6 if text else 0.8, 1: 0.65 if audio else 0.75, 2: 0.7}[dim]
     return round(base + 0.01 * FOLDS.index(fold) + 0.005 * seed, 4)
 
@@ -78,12 +101,21 @@ def metrics_of(cell: str, fold: str, seed: int) -> dict:
                "per_class": {c: {"precision": ua, "recall": ua, "f1": ua, "support": 100}
                              for c in LABELS},
                "confusion": confusion_of(ua)}
-    if CELLS[cell][3] != "direct":
+    if {**CELLS, **SPECIAL}[cell][3] != "direct":
         for d, name in enumerate(("valence", "arousal", "dominance")):
             rmse = rmse_of(cell, fold, seed, d)
             metrics.update({f"{name}_rmse": rmse, f"{name}_mae": rmse * 0.8,
                             f"{name}_pearson": 0.5, f"{name}_ccc": 0.4})
     return metrics
+
+
+def dev_metrics_of(cell: str, fold: str, seed: int) -> dict:
+    test = metrics_of(cell, fold, seed)
+    dev = {k: v + DEV_BONUS.get(cell, 0.0) for k, v in test.items()
+           if k in ("wa", "ua", "macro_f1")}
+    dev.update({k: v - 0.1 * (cell == "c_text_two") for k, v in test.items()
+                if k.endswith("_rmse")})
+    return dev
 
 
 def write_json(path: Path, payload: dict) -> None:
@@ -92,16 +124,20 @@ def write_json(path: Path, payload: dict) -> None:
 
 
 def make_run(root: Path, cells=CELLS, failed=(FAILED_JOB,), missing=(MISSING_JOB,),
-             started=()) -> Path:
+             started=(), controls=None, protocols=None) -> Path:
     """A run folder as ``emoplug run`` writes it, with known metrics."""
     run = root / "synth"
-    jobs = [{"id": job_id(c, f, s), "cell": c, "label": label_of(*cells[c][:4]), "fold": f,
+    jobs = [{"id": job_id(c, f, s), "cell": c,
+             "label": label_of(*cells[c][:4], (protocols or {}).get(c)), "fold": f,
              "seed": s} for c in cells for f in FOLDS for s in SEEDS]
     write_json(run / "plan.json", {"recipe": {"name": "synth", "seeds": SEEDS},
+                                   "protocols": sorted(set((protocols or {}).values())),
                                    "source": "recipes/synth.yaml", "folds": FOLDS,
                                    "jobs": jobs})
     for cell, (text, audio, fusion, approach, _) in cells.items():
-        names = {"text": text, "audio": audio, "fusion": fusion, "approach": approach}
+        names = {"text": text, "audio": audio, "fusion": fusion, "approach": approach,
+                 "protocol": (protocols or {}).get(cell)}
+        protocol = {**PROTOCOL, "type": names["protocol"]} if names["protocol"] else PROTOCOL
         for fold in FOLDS:
             for seed in SEEDS:
                 key = (cell, fold, seed)
@@ -110,9 +146,10 @@ def make_run(root: Path, cells=CELLS, failed=(FAILED_JOB,), missing=(MISSING_JOB
                 folder = run / "jobs" / job_id(*key)
                 write_json(folder / "config.json", {
                     "recipe": "synth", "cell": cell, "cell_label": label_of(*names.values()),
-                    "names": names, "dataset": {"type": "demo"}, "protocol": PROTOCOL,
+                    "names": names, "dataset": {"type": "demo"}, "protocol": protocol,
                     "train": {"epochs": 2}, "text": TEXT.get(text), "audio": AUDIO.get(audio),
                     "fusion": FUSION[fusion], "approach": APPROACH[approach],
+                    **({"control": controls[cell]} if cell in (controls or {}) else {}),
                     "fold": fold, "seed": seed})
                 if key in started:
                     continue
@@ -130,7 +167,14 @@ def make_run(root: Path, cells=CELLS, failed=(FAILED_JOB,), missing=(MISSING_JOB
                     "text_mode": "staged" if text else None, "stage": None,
                     "protocol": {**PROTOCOL, "protocol": "loso", "speaker_dependent": False},
                     "labels": LABELS,
-                    "metrics": {"dev": {}, "test": metrics_of(*key)},
+                    "metrics": {"dev": dev_metrics_of(*key), "test": metrics_of(*key)},
+                    "label_counts": {"train": LABEL_COUNTS[fold][0], "dev": [5, 5, 5, 5],
+                                     "test": LABEL_COUNTS[fold][1]},
+                    "avd_scale": [1.0, 5.0],
+                    "audit": {"test": 40, "train": {"speaker": 0, "session": 0, "dialog": None,
+                                                    "transcript": 6 + FOLDS.index(fold)},
+                              "dev": {"speaker": 0, "session": 0, "dialog": None,
+                                      "transcript": 2}},
                     "best_epoch": 1, "epochs_run": 2, "dev_loss": 0.5, "history": [],
                     "sizes": {"train": 800, "dev": 200, "test": 400},
                     "timings": {"setup_s": 1.0, "train_s": 10.0 + seed, "eval_s": 0.5,
@@ -174,6 +218,23 @@ def values(cell: str, metric: str = "ua", pairs=None) -> list[float]:
     return [metrics_of(cell, f, s)[metric] for f, s in pairs]
 
 
+def fold_values(cell: str, metric: str = "ua", split: str = "test") -> list[float]:
+    """The cell's per-fold means over its finished seeds, in fold order."""
+    source = metrics_of if split == "test" else dev_metrics_of
+    out = []
+    for fold in FOLDS:
+        seeds = [s for s in SEEDS if (cell, fold, s) not in (FAILED_JOB, MISSING_JOB)]
+        out.append(np.mean([source(cell, fold, s)[metric] for s in seeds]))
+    return out
+
+
+def labelled(cell: str) -> str:
+    """The report's label of a cell: text encoders carry their training mode."""
+    text, audio, fusion, approach, _ = CELLS[cell]
+    inputs = "+".join(n for n in (f"{text}[staged]" if text else None, audio) if n)
+    return f"{inputs}/{fusion}/{approach}"
+
+
 # -- statistics -------------------------------------------------------------------------------
 
 def test_summarize_is_mean_and_sample_std():
@@ -210,8 +271,9 @@ def test_files_written(report):
     out = run / "report"
     assert written["md"] == out / "report.md" and written["html"] == out / "report.html"
     assert written["csv"] == out / "results.csv" and written["cells_csv"] == out / "cells.csv"
-    stems = {"stage1", "approach", "modality_1", "modality_2", "text_encoders",
-             "audio_features", "fusion", "ablation", "confusion"}
+    stems = {"stage1", "approach", "modality_1", "modality_2", "text_encoders_1",
+             "text_encoders_2", "audio_features", "fusion_1", "fusion_2", "ablation",
+             "confusion"}
     for stem in stems:
         png = (out / "figures" / f"{stem}.png").read_bytes()
         assert png.startswith(b"\x89PNG"), stem
@@ -224,81 +286,151 @@ def test_files_written(report):
     assert 'src="figures/' not in page and "<table>" in page
 
 
-def test_cell_means_and_stds(report):
+def test_cell_statistics_are_over_fold_means(report):
     run, written = report
     with open(written["cells_csv"], newline="") as f:
         rows = {r["cell"]: r for r in csv.DictReader(f)}
     for cell in CELLS:
-        expected = values(cell)
+        expected = fold_values(cell)
         assert float(rows[cell]["ua_mean"]) == pytest.approx(np.mean(expected))
         assert float(rows[cell]["ua_std"]) == pytest.approx(np.std(expected, ddof=1))
-        assert int(rows[cell]["ua_n"]) == len(expected)
-    two = values("c_multi_two", "valence_rmse")
+        assert int(rows[cell]["ua_n"]) == len(FOLDS)  # n = folds, not folds x seeds
+        assert float(rows[cell]["dev_ua_mean"]) == pytest.approx(
+            np.mean(fold_values(cell, split="dev")))
+    # the seed spread: sqrt of the mean within-fold variance over the folds with two seeds
+    spread = np.sqrt(np.mean([np.var([ua_of("c_text_direct", f, s) for s in SEEDS], ddof=1)
+                              for f in FOLDS]))
+    assert float(rows["c_text_direct"]["ua_seed_sd"]) == pytest.approx(spread)
+    two = fold_values("c_multi_two", "valence_rmse")
     assert float(rows["c_multi_two"]["valence_rmse_mean"]) == pytest.approx(np.mean(two))
     assert rows["c_multi_direct"]["valence_rmse_mean"] == ""
     assert rows["c_bert"]["incomplete"] == "True" and rows["c_bert"]["done"] == "4"
 
     markdown = written["md"].read_text()
-    expected = values("c_multi_direct")
-    row = row_with(section(markdown, "Results per cell"), "roberta+mfcc/attention/direct")
-    assert row[1] == "6/6"
-    assert row[2] == "loso, speaker-independent"
-    assert row[4] == f"{100 * np.mean(expected):.1f} ± {100 * np.std(expected, ddof=1):.1f}"
-    assert "sample standard deviation (ddof=1)" in markdown
+    expected = fold_values("c_multi_direct")
+    row = row_with(section(markdown, "Results per cell"), labelled("c_multi_direct"))
+    assert row[1:4] == ["6/6", "3", "loso, speaker-independent"]
+    assert row[5] == f"{100 * np.mean(expected):.1f} ± {100 * np.std(expected, ddof=1):.1f}"
+    assert row[7] == f"{100 * spread_of('c_multi_direct'):.1f}"
+    assert row[8].startswith(f"{100 * np.mean(fold_values('c_multi_direct', split='dev')):.1f}")
+    assert "| Micro-F1 |" not in markdown and "equals WA" in markdown
 
 
-def test_direct_vs_two_stage_paired(report):
+def spread_of(cell: str) -> float:
+    return float(np.sqrt(np.mean([np.var([ua_of(cell, f, s) for s in SEEDS], ddof=1)
+                                  for f in FOLDS])))
+
+
+def test_majority_class_floors_by_hand(report):
+    _, written = report
+    results = section(written["md"].read_text(), "Results per cell")
+    # s1: train majority neutral (50); test 20 of 40 neutral: WA 50.0, UA 1/4
+    assert row_with(results, "| s1 |")[1:6] == ["neutral", "40", "50.0", "25.0", "16.7"]
+    # s2: happy (40); test 10 of 40: WA 25.0, UA 25.0, macro-F1 (2 * .25 / 1.25) / 4 = 10.0
+    assert row_with(results, "| s2 |")[1:6] == ["happy", "40", "25.0", "25.0", "10.0"]
+    # s3: neutral and happy tie at 30: the first wins; test 4 of 10 neutral, angry absent:
+    # WA 40.0, UA 1/3, macro-F1 (2 * .4 / 1.4) / 3
+    assert row_with(results, "| s3 |")[1:6] == ["neutral", "10", "40.0", "33.3", "19.0"]
+    floor = row_with(results, "Majority-class floor")
+    wa = [0.5, 0.25, 0.4]
+    assert floor[4] == f"{100 * np.mean(wa):.1f} ± {100 * np.std(wa, ddof=1):.1f}"
+    modality = section(written["md"].read_text(), "Modality importance")
+    assert row_with(modality, "Majority-class floor")[6].startswith(
+        f"{100 * np.mean([0.25, 0.25, 1 / 3]):.1f} ± ")
+
+
+def test_direct_vs_two_stage_paired_at_the_fold_level(report):
     _, written = report
     markdown = section(written["md"].read_text(), "Direct vs two-stage")
-    a, b = values("c_multi_direct"), values("c_multi_two")
+    a, b = fold_values("c_multi_direct"), fold_values("c_multi_two")
     diff = np.subtract(a, b)
-    half = stats.t.ppf(0.975, 5) * diff.std(ddof=1) / math.sqrt(6)
+    half = stats.t.ppf(0.975, 2) * diff.std(ddof=1) / math.sqrt(3)  # n = 3 folds, 2 df
     row = row_with(markdown, "roberta+mfcc/attention: direct vs two_stage", "| UA |")
-    assert row[2] == "6"
+    assert row[2] == "3"
     assert row[5] == (f"{100 * diff.mean():+.1f} [{100 * (diff.mean() - half):.1f}, "
                       f"{100 * (diff.mean() + half):.1f}]")
 
     def p(value):
         return "<0.001" if value < 0.001 else f"{value:.3f}"
 
-    assert row[6] == p(stats.ttest_rel(a, b).pvalue)
-    assert row[7] == p(stats.wilcoxon(a, b).pvalue)
+    text_p = stats.ttest_rel(fold_values("c_text_direct"), fold_values("c_text_two")).pvalue
+    multi_p = stats.ttest_rel(a, b).pvalue
+    assert row[6] == p(multi_p)
+    # Holm over the two UA comparisons of this table
+    low, high = sorted([text_p, multi_p])
+    holm = {low: min(1, 2 * low), high: max(min(1, 2 * low), high)}
+    assert row[7] == p(holm[multi_p])
+    assert row[8] == "—"  # Wilcoxon needs at least 6 folds
     assert "roberta/none: direct vs two_stage" in markdown
     assert "oracle" not in markdown  # the oracle ablation is not an approach comparison
 
 
-def test_comparisons_and_ablations(report):
+def test_winners_are_chosen_on_dev(report):
+    """The best multimodal cell on test is attention/direct, on dev early/direct; the best
+    text-only cell on test is roberta, on dev bert: the report picks by dev everywhere."""
+    assert np.mean(fold_values("c_multi_direct")) > np.mean(fold_values("c_multi_early"))
+    assert np.mean(fold_values("c_text_direct")) > np.mean(fold_values("c_bert"))
     _, written = report
     markdown = written["md"].read_text()
     modality = section(markdown, "Modality importance")
-    assert row_with(modality, "Text only")[1] == "roberta/none/direct"
-    assert row_with(modality, "Audio only")[1] == "mfcc/none/direct"
-    assert row_with(modality, "Text + audio")[1] == "roberta+mfcc/attention/direct"
+    assert "chosen on dev UA" in modality
+    assert row_with(modality, "Text only")[1] == labelled("c_bert")
+    assert row_with(modality, "Text + audio")[1] == labelled("c_multi_early")
+    assert row_with(modality, "Audio only")[1] == labelled("c_audio_direct")
+    text = section(markdown, "Transformer comparison")
+    assert row_with(text, "| roberta |")[-2] == labelled("c_multi_early")
+    fusion = section(markdown, "Fusion comparison")
+    assert row_with(fusion, "| attention |")[-2] == labelled("c_multi_direct")
+    confusion = section(markdown, "Error analysis: confusion matrices")
+    first = confusion.index("**")
+    assert confusion[first:].startswith(f"**{labelled('c_multi_early')} (6 jobs)**")
+    stage1 = section(markdown, "Stage-1 dimensional error")
+    assert "chosen on dev" in stage1
+
+
+def test_grouped_comparisons_are_paired_on_matching_cells(report):
+    _, written = report
+    markdown = written["md"].read_text()
+    text = section(markdown, "Transformer comparison")
+    roberta = [c for c in CELLS if CELLS[c][0] == "roberta" and c not in
+               ("c_multi_ablate", "c_multi_oracle")]
+    per_fold = np.mean([fold_values(c) for c in roberta], axis=0)
+    row = row_with(text, "| roberta |")
+    assert row[1:3] == [str(len(roberta)), "3"]
+    assert row[4] == f"{100 * np.mean(per_fold):.1f} ± {100 * np.std(per_fold, ddof=1):.1f}"
+    # bert vs roberta: only bert/none/direct has a roberta twin (roberta/none/direct)
+    pair = row_with(text, "bert vs roberta", "| UA |")
+    assert pair[1:4] == ["1", "UA", "3"]
+    # bert lacks seed 1 of folds s2 and s3: there both sides use seed 0 alone
+    diff = [np.mean([ua_of("c_bert", f, s) - ua_of("c_text_direct", f, s) for s in seeds])
+            for f, seeds in (("s1", SEEDS), ("s2", [0]), ("s3", [0]))]
+    assert pair[6].startswith(f"{100 * np.mean(diff):+.1f} [")
+    fusion = section(markdown, "Fusion comparison")
+    pair = row_with(fusion, "attention vs early", "| UA |")
+    a, b = fold_values("c_multi_direct"), fold_values("c_multi_early")
+    assert pair[1] == "1" and pair[6].startswith(f"{100 * np.mean(np.subtract(a, b)):+.1f} [")
+    assert "attn_ablate" not in fusion
+
+
+def test_ablations_stage1_and_compute(report):
+    _, written = report
+    markdown = written["md"].read_text()
     ablation = section(markdown, "Ablations")
-    a, b = values("c_multi_ablate"), values("c_multi_direct")
+    a, b = fold_values("c_multi_ablate"), fold_values("c_multi_direct")
     row = row_with(ablation, "fusion.attention=false", "| UA |")
-    assert row[0] == "roberta+mfcc/attention/direct: fusion.attention=false"
+    assert row[0] == f"{labelled('c_multi_direct')}: fusion.attention=false"
     assert row[5].startswith(f"{100 * np.mean(np.subtract(a, b)):+.1f} [")
     assert row_with(ablation, "approach.oracle=true", "| UA |")[0].startswith(
-        "roberta+mfcc/attention/two_stage")
-    text = section(markdown, "Transformer comparison")
-    pooled = [v for c in CELLS if CELLS[c][0] == "roberta" and c not in
-              ("c_multi_ablate", "c_multi_oracle") for v in values(c)]
-    row = row_with(text, "| roberta |")
-    assert row[2] == str(len(pooled))
-    assert row[4] == f"{100 * np.mean(pooled):.1f} ± {100 * np.std(pooled, ddof=1):.1f}"
-    assert "| bert |" in text
-    fusion = section(markdown, "Fusion comparison")
-    assert "| attention |" in fusion and "| early |" in fusion and "attn_ablate" not in fusion
+        labelled("c_multi_two"))
     stage1 = section(markdown, "Stage-1 dimensional error")
-    row = row_with(stage1, "roberta/none/two_stage")
-    rmse = [rmse_of("c_text_two", f, s, 0) for f in FOLDS for s in SEEDS]
-    assert row[3] == f"{np.mean(rmse):.3f} ± {np.std(rmse, ddof=1):.3f}"
-    confusion = section(markdown, "Error analysis: confusion matrices")
-    assert "roberta+mfcc/attention/direct (6 jobs)" in confusion
+    row = row_with(stage1, labelled("c_text_two"))
+    rmse = [np.mean([rmse_of("c_text_two", f, s, 0) for s in SEEDS]) for f in FOLDS]
+    assert row[4] == f"{np.mean(rmse):.3f} ± {np.std(rmse, ddof=1):.3f}"
+    assert "corpus scale 1–5" in markdown
     compute = section(markdown, "Compute")
     assert row_with(compute, "| roberta |")[1] == "3"  # three finished stages
     assert "Head phase" in compute and "Encoder phase" in compute
+    assert "| 1.0 s ± 0 ms | 10.5 s ± 548 ms | 500 ms ± 0 ms |" in compute
 
 
 def test_failed_and_missing_jobs_are_listed(report):
@@ -306,11 +438,11 @@ def test_failed_and_missing_jobs_are_listed(report):
     markdown = written["md"].read_text()
     listed = section(markdown, "Missing and failed jobs")
     failed = row_with(listed, "| failed |")
-    assert failed[1:4] == ["bert/none/direct", "s2", "1"]
+    assert failed[1:4] == [labelled("c_bert"), "s2", "1"]
     assert failed[5] == "RuntimeError: CUDA out of memory"
     assert row_with(listed, "| not started |")[2] == "1 job (fold/seed): s3/1"
     assert "OSError: no such model" in listed
-    assert row_with(section(markdown, "Results per cell"), "bert/none/direct")[1] == "4/6 †"
+    assert row_with(section(markdown, "Results per cell"), labelled("c_bert"))[1] == "4/6 †"
     assert "RuntimeError: CUDA out of memory" in written["html"].read_text()
     with open(written["csv"], newline="") as f:
         rows = list(csv.DictReader(f))
@@ -335,8 +467,8 @@ def test_run_in_progress_reports_what_finished(tmp_path):
     run = make_run(tmp_path, cells, failed=(), missing=(), started=started)
     written = write_report(run, tmp_path / "out", ["md"])
     markdown = written["md"].read_text()
-    assert row_with(markdown, "roberta/none/direct")[1] == "6/6"
-    assert row_with(markdown, "roberta/none/two_stage")[1] == "0/6 †"
+    assert row_with(markdown, labelled("c_text_direct"))[1] == "6/6"
+    assert row_with(markdown, labelled("c_text_two"))[1] == "0/6 †"
     assert "6 started without a result" in markdown
     assert "no result.json yet" in section(markdown, "Missing and failed jobs")
     # the sections without data say so in one line
@@ -382,5 +514,105 @@ def test_run_without_plan_and_unplanned_folders(tmp_path):
     assert "old/none/direct" not in markdown
     (run / "plan.json").unlink()
     markdown = write_report(run, tmp_path / "b", ["md"])["md"].read_text()
-    assert row_with(markdown, "roberta/none/direct")[1] == "6"
+    assert row_with(markdown, labelled("c_text_direct"))[1] == "6"
     assert row_with(markdown, "old/none/direct")[1] == "1"
+
+
+@pytest.fixture(scope="module")
+def special(tmp_path_factory):
+    run = make_run(tmp_path_factory.mktemp("special"), SPECIAL, (), (),
+                   controls={"s_control": "permuted_labels"})
+    return write_report(run, None, ["md", "csv"])["md"].read_text()
+
+
+def test_staged_vs_end_to_end_pairs_cells_differing_in_the_text_mode(special):
+    staged = section(special, "Staged vs end-to-end")
+    row = row_with(staged, "| UA |")
+    assert row[0] == ("bert_e2e[finetune]+mfcc/early/direct vs "
+                      "bert_ms[staged:multitask]+mfcc/early/direct")
+    a, b = fold_values("s_e2e"), fold_values("s_staged")
+    assert row[2] == "3"
+    assert row[5].startswith(f"{100 * np.mean(np.subtract(a, b)):+.1f} [")
+    assert "control" not in staged  # the control cell is not a staged twin
+
+
+def test_one_setting_comparisons_pair_mapper_fitting(special):
+    settings = section(special, "One-setting comparisons")
+    row = row_with(settings, "approach.mapper_fit_on: crossfit vs gold", "| UA |")
+    a, b = fold_values("s_cross"), fold_values("s_gold")
+    assert row[5].startswith(f"{100 * np.mean(np.subtract(a, b)):+.1f} [")
+    assert row[6] == row[7]  # one comparison per metric: Holm leaves its p as it is
+
+
+def test_learning_control_beside_its_twin_and_the_floor(special):
+    control = section(special, "Learning control")
+    row = row_with(control, "| permuted_labels |")
+    assert row[0] == "bert_ms[staged:multitask]+mfcc/early/direct"
+    assert row[3] == "bert_ms[staged:multitask]+mfcc/early/direct"  # its twin
+    twin, permuted = fold_values("s_staged"), fold_values("s_control")
+    assert row[4].startswith(f"{100 * np.mean(twin):.1f} ± ")
+    assert row[5].startswith(f"{100 * np.mean(permuted):.1f} ± ")
+    assert row[6].startswith(f"{100 * np.mean([0.25, 0.25, 1 / 3]):.1f} ± ")
+    paired = row_with(control, "vs its control", "| UA |")
+    assert paired[5].startswith(f"{100 * np.mean(np.subtract(twin, permuted)):+.1f} [")
+    # a control is never a candidate for a best cell or a comparison
+    modality = section(special, "Modality importance")
+    assert row_with(modality, "Text + audio")[1] == "bert_e2e[finetune]+mfcc/early/direct"
+    assert "vs its control" not in section(special, "Fusion comparison")
+
+
+def test_confusion_figure_has_no_band_under_its_title():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from emoplug.report.figures import ConfusionGrid
+
+    chart = ConfusionGrid("title", LABELS, [(f"cell {i}", np.eye(4)) for i in range(3)])
+    fig = Figure(figsize=chart.size(), layout=chart.layout)
+    canvas = FigureCanvasAgg(fig)
+    chart.draw(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    title_bottom = fig._suptitle.get_window_extent(renderer).y0
+    panel_top = max(ax.title.get_window_extent(renderer).y1 for ax in fig.axes[:3])
+    assert (title_bottom - panel_top) / fig.dpi < 0.25  # inches between title and panels
+
+
+def test_protocol_section_shows_the_audit_and_the_dev_test_gap(report):
+    _, written = report
+    protocol = section(written["md"].read_text(), "Protocol and leakage")
+    row = row_with(protocol, "| s2 |")
+    # test 40; train: speaker 0, session 0, dialog unknown, transcript 7 (17.5%)
+    assert row[2:7] == ["40", "0 (0.0%)", "0 (0.0%)", "—", "7 (17.5%)"]
+    assert row[10] == "2 (5.0%)"
+    gap = row_with(protocol, "| " + labelled("c_multi_early") + " |")
+    assert gap[4] == "5.0 ± 0.0"  # the synthetic dev UA is test UA + 0.05 in every fold
+    assert row_with(protocol, "| " + labelled("c_text_direct") + " |")[4] == "0.0 ± 0.0"
+
+
+def test_protocols_compared_cell_by_cell_with_their_audits(tmp_path):
+    cells = {"p_loso": ("roberta", "mfcc", "early", "direct", 0.60),
+             "p_random": ("roberta", "mfcc", "early", "direct", 0.75),
+             "p_audio": (None, "mfcc", "none", "direct", 0.50)}
+    SPECIAL.update(cells)
+    try:
+        run = make_run(tmp_path, cells, (), (), protocols={
+            "p_loso": "loso", "p_random": "random", "p_audio": "loso"})
+        markdown = write_report(run, tmp_path / "out", ["md"])["md"].read_text()
+        loso, random = np.mean(fold_values("p_loso")), np.mean(fold_values("p_random"))
+    finally:
+        for key in cells:
+            SPECIAL.pop(key)
+    protocol = section(markdown, "Protocol and leakage")
+    row = row_with(protocol, "| roberta[staged]+mfcc/early/direct |")
+    assert row[1].startswith(f"{100 * loso:.1f} ± ")
+    assert row[2].startswith(f"{100 * random:.1f} ± ")
+    assert row_with(protocol, "| mfcc/none/direct |")[2] == "—"  # not run under random
+    assert row_with(protocol, "| train: transcript |")[1].startswith("17.5 ± ")  # 6, 7, 8 of 40
+    assert "Every other section compares the cells of loso only" in protocol
+    # the other sections compare the reference protocol's cells: random's leak stays out
+    modality = section(markdown, "Modality importance")
+    assert row_with(modality, "Text + audio")[1] == "roberta[staged]+mfcc/early/direct@loso"
+    results = section(markdown, "Results per cell")
+    assert row_with(results, "Majority-class floor (loso)")[2] == "3"
+    assert row_with(results, "Majority-class floor (random)")[2] == "3"

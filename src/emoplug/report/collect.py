@@ -18,7 +18,7 @@ from emoplug.errors import EmoplugError
 
 #: a job's status: finished, raised, started without a result yet, never started
 DONE, FAILED, STARTED, NOT_STARTED = "done", "failed", "started", "not started"
-#: the component axes of a cell
+#: the component axes of a cell (a cell's configs and names also hold its ``protocol``)
 AXES = ("text", "audio", "fusion", "approach")
 
 
@@ -50,15 +50,19 @@ class JobRecord:
             return DONE if self.result.get("status") == DONE else FAILED
         return STARTED if self.config is not None else NOT_STARTED
 
+    def split(self, name: str) -> dict[str, Any]:
+        """The metrics of split ``name`` (``dev``, ``test``) of a finished job (else empty)."""
+        if self.status != DONE:
+            return {}
+        return (self.result.get("metrics") or {}).get(name) or {}
+
     @property
     def test(self) -> dict[str, Any]:
         """Test-set metrics of a finished job (empty otherwise)."""
-        if self.status != DONE:
-            return {}
-        return self.result.get("metrics", {}).get("test", {})
+        return self.split("test")
 
-    def metric(self, name: str) -> float | None:
-        value = self.test.get(name)
+    def metric(self, name: str, split: str = "test") -> float | None:
+        value = self.split(split).get(name)
         return float(value) if isinstance(value, (int, float)) else None
 
 
@@ -72,6 +76,8 @@ class CellRecord:
     names: dict[str, str | None] | None = None
     configs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
+    #: a learning control the cell runs (``permuted_labels``), else None
+    control: str | None = None
 
     @property
     def planned(self) -> int:
@@ -92,6 +98,11 @@ class CellRecord:
             return ()
         return tuple(m for m in ("text", "audio") if self.names.get(m) is not None)
 
+    @property
+    def protocol_name(self) -> str | None:
+        """The recipe's name of the cell's protocol; None for the recipe's default one."""
+        return (self.names or {}).get("protocol")
+
     def type_of(self, axis: str) -> str | None:
         """The component type of ``axis`` (text, audio, fusion, approach), if known."""
         config = self.configs.get(axis)
@@ -100,6 +111,10 @@ class CellRecord:
     def by_pair(self) -> dict[tuple[str, int], JobRecord]:
         """Finished jobs by (fold, seed)."""
         return {(j.fold, j.seed): j for j in self.done}
+
+    def values(self, metric: str, split: str = "test") -> dict[tuple[str, int], float | None]:
+        """One metric of every finished job, by (fold, seed)."""
+        return {(j.fold, j.seed): j.metric(metric, split) for j in self.done}
 
 
 @dataclass
@@ -168,6 +183,8 @@ def load_run(run_dir: Path) -> RunData:
         cell = cells.setdefault(job.cell, CellRecord(job.cell, job.label))
         cell.jobs.append(job)
         _describe(cell, job)
+    for cell in cells.values():
+        cell.label = _label_with_text_mode(cell)
     stages = [s for s in (read_json(p) for p in sorted((run_dir / "stages").glob("*/stage.json")))
               if s is not None]
     return RunData(run_dir, plan, list(cells.values()), stages, unplanned)
@@ -176,11 +193,25 @@ def load_run(run_dir: Path) -> RunData:
 def _describe(cell: CellRecord, job: JobRecord) -> None:
     """Fill the cell's names, component configs and protocol from the job's files."""
     if job.config is not None and not cell.configs:
-        cell.configs = {axis: job.config.get(axis) for axis in AXES}
+        cell.configs = {axis: job.config.get(axis) for axis in (*AXES, "protocol")}
         cell.protocol = dict(job.config.get("protocol") or {})
+        cell.control = job.config.get("control")
     for source in (job.config, job.result if job.status == DONE else None):
         names = (source or {}).get("names")
         if cell.names is None and isinstance(names, dict):
-            cell.names = {axis: names.get(axis) for axis in AXES}
+            cell.names = {axis: names.get(axis) for axis in (*AXES, "protocol")}
     if job.status == DONE:
         cell.protocol = {**cell.protocol, **(job.result.get("protocol") or {})}
+
+
+def _label_with_text_mode(cell: CellRecord) -> str:
+    """The cell's label with how its text encoder trains: ``bert[staged:multitask]+mfcc/…``,
+    ``roberta_e2e[finetune]/none/direct``; unchanged without text or a known config."""
+    text = cell.configs.get("text")
+    name = (cell.names or {}).get("text")
+    if not text or not name or not cell.label.startswith(name):
+        return cell.label
+    mode = text.get("mode", "finetune")
+    if mode == "staged" and text.get("stage_objective"):
+        mode = f"staged:{text['stage_objective']}"
+    return f"{name}[{mode}]{cell.label[len(name):]}"

@@ -87,10 +87,16 @@ class ConfusionGrid:
     title: str
     labels: list[str]
     panels: list[tuple[str, np.ndarray]] = field(default_factory=list)
+    #: "compressed" packs square panels under the title (no empty band between them)
+    layout: str = "compressed"
 
     def size(self) -> tuple[float, float]:
-        side = 1.0 + 0.55 * len(self.labels)
-        return min(1.5 + side * len(self.panels), 18.0), side + 1.4
+        """Square panels with room for tick labels, and a height that matches them, so that
+        no empty band opens under the title (a panel shrinks to the narrower side)."""
+        matrix = 0.5 * len(self.labels)
+        panel = matrix + 1.2  # y tick labels and the y label beside each matrix
+        scale = min(1.0, 18.0 / (panel * len(self.panels) + 1.0))
+        return (panel * len(self.panels) + 1.0) * scale, matrix * scale + 1.9
 
     def draw(self, fig: Any) -> None:
         axes = fig.subplots(1, len(self.panels), squeeze=False)[0]
@@ -122,7 +128,7 @@ def save_chart(chart: Chart, folder: Path, stem: str) -> dict[str, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = {"png": folder / f"{stem}.png", "svg": folder / f"{stem}.svg"}
     with matplotlib.rc_context({"svg.hashsalt": "emoplug", "font.size": 9}):
-        fig = Figure(figsize=chart.size(), layout="constrained")
+        fig = Figure(figsize=chart.size(), layout=getattr(chart, "layout", "constrained"))
         FigureCanvasAgg(fig)
         chart.draw(fig)
         fig.savefig(paths["png"], dpi=DPI, metadata={"Software": None})

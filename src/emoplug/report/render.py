@@ -1,7 +1,7 @@
 """Writers: ``report.md`` (links figures/), ``report.html`` (one self-contained file, figures
-embedded as base64 PNG), ``results.csv`` (one row per job) and ``cells.csv`` (one row per
-cell). The CSV files use plain column names and empty strings for absent values, so
-``pandas.read_csv`` reads them as they are.
+embedded as base64 PNG), ``results.csv`` (one row per job, test and dev metrics) and
+``cells.csv`` (one row per cell, statistics over folds). The CSV files use plain column names
+and empty strings for absent values, so ``pandas.read_csv`` reads them as they are.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from emoplug.report.collect import AXES, FAILED, CellRecord, JobRecord, RunData
-from emoplug.report.stats import summarize
+from emoplug.report.stats import fold_summary, seed_spread
 from emoplug.report.tables import CLASS_METRICS, Report, Section, Table
 from emoplug.types import AVD_NAMES
 
@@ -127,11 +127,13 @@ def to_html(report: Report, figures: FigurePaths) -> str:
 # -- CSV --------------------------------------------------------------------------------------
 
 #: scalar test metrics, in column order (other scalars follow, sorted)
-METRIC_ORDER = ("n", *(m for m, _ in CLASS_METRICS),
+METRIC_ORDER = ("n", *(m for m, _ in CLASS_METRICS), "micro_f1",
                 *(f"{d}_{k}" for d in AVD_NAMES for k in ("rmse", "mae", "pearson", "ccc")))
 JOB_COLUMNS = ("job", "cell", "cell_label", "status", "fold", "seed", "text", "audio", "fusion",
                "approach", "text_type", "audio_type", "fusion_type", "approach_type",
                "text_mode", "modalities", "protocol", "error")
+#: dev metrics in results.csv (what every "best" is chosen by)
+DEV_COLUMNS = tuple(m for m, _ in CLASS_METRICS)
 RUN_COLUMNS = ("best_epoch", "epochs_run", "dev_loss", "size_train", "size_dev", "size_test",
                "setup_s", "train_s", "eval_s", "total_s", "device", "mixed_precision", "stage")
 
@@ -171,6 +173,8 @@ def _job_row(cell: CellRecord, job: JobRecord) -> dict[str, Any]:
     for key, value in job.test.items():
         if isinstance(value, (int, float)):
             row[f"test_{key}"] = value
+    for key in DEV_COLUMNS:
+        row[f"dev_{key}"] = job.metric(key, "dev")
     for label, scores in (job.test.get("per_class") or {}).items():
         for key, value in scores.items():
             row[f"test_{label}_{key}"] = value
@@ -185,7 +189,7 @@ def write_results_csv(run: RunData, path: Path) -> Path:
         metric_keys += [k for k in row if k.startswith("test_") and k not in metric_keys]
     ordered = [f"test_{m}" for m in METRIC_ORDER if f"test_{m}" in metric_keys]
     columns = [*JOB_COLUMNS, *ordered, *[k for k in metric_keys if k not in ordered],
-               *RUN_COLUMNS]
+               *(f"dev_{m}" for m in DEV_COLUMNS), *RUN_COLUMNS]
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
@@ -195,12 +199,15 @@ def write_results_csv(run: RunData, path: Path) -> Path:
 
 
 def write_cells_csv(run: RunData, path: Path) -> Path:
-    """``cells.csv``: one row per cell, ``<metric>_mean/_std/_n`` over its finished jobs."""
+    """``cells.csv``: one row per cell, ``<metric>_mean/_std/_n`` over its fold means (seeds
+    averaged within each fold, n = folds), ``<metric>_seed_sd`` (the within-fold spread over
+    seeds) and ``dev_<metric>_mean`` for the classification metrics."""
     metrics = [m for m in METRIC_ORDER[1:]
                if any(j.metric(m) is not None for c in run.cells for j in c.done)]
-    columns = ["cell", "cell_label", "text", "audio", "fusion", "approach", "modalities",
-               "planned", "done", "failed", "incomplete",
-               *[f"{m}_{s}" for m in metrics for s in ("mean", "std", "n")]]
+    columns = ["cell", "cell_label", "text", "audio", "fusion", "approach", "control",
+               "modalities", "planned", "done", "failed", "incomplete",
+               *[f"{m}_{s}" for m in metrics for s in ("mean", "std", "n", "seed_sd")],
+               *[f"dev_{m}_mean" for m in DEV_COLUMNS]]
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
@@ -209,13 +216,18 @@ def write_cells_csv(run: RunData, path: Path) -> Path:
             row: dict[str, Any] = {
                 "cell": cell.id, "cell_label": cell.label,
                 **{axis: names.get(axis) for axis in AXES},
+                "control": cell.control,
                 "modalities": "+".join(cell.modalities), "planned": cell.planned,
                 "done": len(cell.done), "failed": sum(j.status == FAILED for j in cell.jobs),
                 "incomplete": cell.incomplete}
             for m in metrics:
-                s = summarize([j.metric(m) for j in cell.done])
+                s = fold_summary(cell.values(m))
                 if s.n:
-                    row.update({f"{m}_mean": s.mean, f"{m}_std": s.std})
+                    row.update({f"{m}_mean": s.mean, f"{m}_std": s.std,
+                                f"{m}_seed_sd": seed_spread(cell.values(m))})
                 row[f"{m}_n"] = s.n
+            for m in DEV_COLUMNS:
+                dev = fold_summary(cell.values(m, "dev"))
+                row[f"dev_{m}_mean"] = dev.mean if dev.n else None
             writer.writerow({c: _value(row.get(c)) for c in columns})
     return path

@@ -1,23 +1,34 @@
-"""Statistics of the report: mean ± sample std, and paired comparisons of two cells.
+"""Statistics of the report, computed at the independent unit: the fold.
 
-Means and standard deviations run over a cell's finished jobs (folds × seeds); the standard
-deviation is the sample one (``ddof=1``), ``nan`` for a single job. A paired comparison
-matches two cells' jobs on (fold, seed) and tests the per-pair differences: a 95% confidence
-interval from the t-distribution, scipy's paired t-test, and the Wilcoxon signed-rank test
-when there are at least ``MIN_WILCOXON`` pairs.
+Under cross-validation the seeds of a fold share one test set, so their results are not
+independent observations. Every statistic here first averages a cell's seeds within each
+fold, then works over the folds (n = folds):
+
+- a cell's value is the mean of its fold means ± their sample standard deviation (``ddof=1``);
+- its seed spread is the within-fold standard deviation over seeds, pooled over the folds
+  (the square root of the mean within-fold variance), shown on its own;
+- a paired comparison matches two cells on the folds both finished (within a fold, on the
+  seeds both finished) and tests the per-fold differences: a 95% confidence interval from
+  the t-distribution with n − 1 degrees of freedom, scipy's paired t-test, and the Wilcoxon
+  signed-rank test only when there are at least ``MIN_WILCOXON`` folds;
+- the comparisons of one section on one metric form a family whose t-test p-values are
+  Holm-corrected (``holm``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-#: fewest pairs for which the Wilcoxon signed-rank test is reported
+#: fewest folds for which the Wilcoxon signed-rank test is reported (with 5 its smallest
+#: two-sided p is 0.0625: it can never reject at 0.05)
 MIN_WILCOXON = 6
 CONFIDENCE = 0.95
+#: values keyed by (fold, seed)
+FoldSeedValues = Mapping[tuple[str, int], float | None]
 
 
 @dataclass(frozen=True)
@@ -29,7 +40,7 @@ class Summary:
     n: int
 
 
-def summarize(values: Sequence[float]) -> Summary:
+def summarize(values: Sequence[float | None]) -> Summary:
     """Mean ± sample std (ddof=1) of the finite values; non-finite values are left out."""
     arr = np.asarray([v for v in values if v is not None], dtype=float)
     arr = arr[np.isfinite(arr)]
@@ -39,9 +50,36 @@ def summarize(values: Sequence[float]) -> Summary:
     return Summary(float(np.mean(arr)), std, int(arr.size))
 
 
+def fold_means(values: FoldSeedValues) -> dict[str, float]:
+    """The mean over seeds of each fold's finite values (folds without one are left out)."""
+    by_fold: dict[str, list[float]] = {}
+    for (fold, _seed), value in values.items():
+        if value is not None and math.isfinite(value):
+            by_fold.setdefault(fold, []).append(float(value))
+    return {fold: float(np.mean(v)) for fold, v in sorted(by_fold.items())}
+
+
+def fold_summary(values: FoldSeedValues) -> Summary:
+    """Mean ± sample std over the fold means (n = folds)."""
+    return summarize(list(fold_means(values).values()))
+
+
+def seed_spread(values: FoldSeedValues) -> float:
+    """The within-fold standard deviation over seeds, pooled over the folds with at least two
+    seeds: ``sqrt(mean_f var_f)`` with each ``var_f`` the sample variance (``ddof=1``);
+    ``nan`` when no fold has two seeds."""
+    by_fold: dict[str, list[float]] = {}
+    for (fold, _seed), value in values.items():
+        if value is not None and math.isfinite(value):
+            by_fold.setdefault(fold, []).append(float(value))
+    variances = [float(np.var(v, ddof=1)) for v in by_fold.values() if len(v) > 1]
+    return math.sqrt(float(np.mean(variances))) if variances else math.nan
+
+
 @dataclass(frozen=True)
 class PairedTest:
-    """Differences ``a - b`` over ``n`` matched pairs and their tests (``nan`` when undefined)."""
+    """Differences ``a - b`` over ``n`` matched folds and their tests (``nan`` when undefined).
+    ``holm_p`` is the t-test p-value after Holm's correction within its family."""
 
     n: int
     mean_a: float
@@ -52,6 +90,27 @@ class PairedTest:
     ci_high: float
     t_p: float
     wilcoxon_p: float
+    holm_p: float = math.nan
+
+
+def matched_fold_means(a: FoldSeedValues, b: FoldSeedValues
+                       ) -> tuple[list[str], list[float], list[float]]:
+    """Folds both sides finished, and each side's mean over the seeds both finished there."""
+    common = sorted(k for k in set(a) & set(b) if _finite(a[k]) and _finite(b[k]))
+    folds = sorted({fold for fold, _ in common})
+    mean_a = [float(np.mean([a[k] for k in common if k[0] == f])) for f in folds]
+    mean_b = [float(np.mean([b[k] for k in common if k[0] == f])) for f in folds]
+    return folds, mean_a, mean_b
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def paired_folds(a: FoldSeedValues, b: FoldSeedValues) -> PairedTest:
+    """``a - b`` at the fold level: seeds averaged within each fold, then ``paired_test``."""
+    _, mean_a, mean_b = matched_fold_means(a, b)
+    return paired_test(mean_a, mean_b)
 
 
 def paired_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
@@ -86,3 +145,44 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
         wilcoxon_p = 1.0 if not diff.any() else float(stats.wilcoxon(a_arr, b_arr).pvalue)
     return PairedTest(n, float(a_arr.mean()), float(b_arr.mean()), mean, std, mean - half,
                       mean + half, t_p, wilcoxon_p)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (Holm 1979); ``nan`` entries are
+    not part of the family and stay ``nan``.
+
+    With the m finite p-values sorted ascending, ``p_(i)`` becomes
+    ``max_{j <= i} min(1, (m - j + 1) p_(j))`` (1-based)."""
+    finite = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    m = len(finite)
+    for rank, (p, index) in enumerate(sorted(finite)):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[index] = running
+    return adjusted
+
+
+def with_holm(tests: Sequence[PairedTest]) -> list[PairedTest]:
+    """The tests of one family with ``holm_p`` filled in from their t-test p-values."""
+    return [replace(t, holm_p=p) for t, p in zip(tests, holm([t.t_p for t in tests]),
+                                                   strict=True)]
+
+
+def majority_floor(train_counts: Sequence[int], test_counts: Sequence[int]
+                   ) -> tuple[int, dict[str, float]] | None:
+    """The majority-class baseline of one fold: always predict the training set's most
+    frequent class (the first of equals). Returns its index and its ``wa``, ``ua`` and
+    ``macro_f1`` on the test counts, averaged over classes as the metrics average them (UA
+    over the classes in the test set; macro-F1 over those and the predicted class)."""
+    train, test = np.asarray(train_counts, dtype=float), np.asarray(test_counts, dtype=float)
+    if train.sum() <= 0 or test.sum() <= 0 or train.shape != test.shape:
+        return None
+    majority = int(np.argmax(train))
+    share = float(test[majority] / test.sum())
+    present = int((test > 0).sum())
+    if test[majority] > 0:
+        scores = {"wa": share, "ua": 1.0 / present, "macro_f1": 2 * share / (1 + share) / present}
+    else:
+        scores = {"wa": 0.0, "ua": 0.0, "macro_f1": 0.0}
+    return majority, scores

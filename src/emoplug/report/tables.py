@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from emoplug.report.figures import Chart
 from emoplug.report.stats import PairedTest, Summary
 
-#: (result key, column title) of the classification metrics, shown in %
-CLASS_METRICS = (("wa", "WA"), ("ua", "UA"), ("macro_f1", "Macro-F1"), ("micro_f1", "Micro-F1"))
+#: (result key, column title) of the classification metrics, shown in %. Micro-F1 is left out
+#: of the tables: for single-label classification it equals accuracy (WA) by definition.
+CLASS_METRICS = (("wa", "WA"), ("ua", "UA"), ("macro_f1", "Macro-F1"))
 #: per-dimension metric suffixes and titles (``valence_rmse`` ...)
 DIM_METRICS = (("rmse", "RMSE"), ("mae", "MAE"), ("ccc", "CCC"))
-PERCENT = frozenset(key for key, _ in CLASS_METRICS)
+PERCENT = frozenset({*(key for key, _ in CLASS_METRICS), "micro_f1"})
 DASH = "—"
 
 
@@ -60,14 +61,28 @@ def _scale(metric: str) -> tuple[float, int]:
     return (100.0, 1) if metric in PERCENT else (1.0, 3)
 
 
-def fmt_summary(summary: Summary, metric: str) -> str:
-    """``71.2 ± 1.5`` (% metrics) or ``0.631 ± 0.012``; the mean alone for a single job."""
-    if summary.n == 0:
+def fmt_number(value: float, digits: int, sign: bool = False) -> str:
+    """``value`` with ``digits`` decimals, signed with ``sign``; a value that rounds to zero
+    prints without a sign (``0.0``, not ``-0.0`` or ``+0.0``)."""
+    rounded = round(value, digits) + 0.0  # + 0.0 turns -0.0 into 0.0
+    return f"{rounded:+.{digits}f}" if sign and rounded else f"{rounded:.{digits}f}"
+
+
+def fmt_value(value: float, metric: str) -> str:
+    """One value of ``metric``: ``71.2`` (% metrics) or ``0.631``; a dash for ``nan``."""
+    if math.isnan(value):
         return DASH
     scale, digits = _scale(metric)
-    text = f"{scale * summary.mean:.{digits}f}"
+    return fmt_number(scale * value, digits)
+
+
+def fmt_summary(summary: Summary, metric: str) -> str:
+    """``71.2 ± 1.5`` (% metrics) or ``0.631 ± 0.012``; the mean alone for a single value."""
+    if summary.n == 0:
+        return DASH
+    text = fmt_value(summary.mean, metric)
     if not math.isnan(summary.std):
-        text += f" ± {scale * summary.std:.{digits}f}"
+        text += f" ± {fmt_value(summary.std, metric)}"
     return text
 
 
@@ -76,9 +91,10 @@ def fmt_diff(test: PairedTest, metric: str) -> str:
     if test.n == 0:
         return DASH
     scale, digits = _scale(metric)
-    text = f"{scale * test.mean_diff:+.{digits}f}"
+    text = fmt_number(scale * test.mean_diff, digits, sign=True)
     if not math.isnan(test.ci_low):
-        text += f" [{scale * test.ci_low:.{digits}f}, {scale * test.ci_high:.{digits}f}]"
+        text += (f" [{fmt_number(scale * test.ci_low, digits)}, "
+                 f"{fmt_number(scale * test.ci_high, digits)}]")
     return text
 
 
@@ -89,9 +105,11 @@ def fmt_p(p: float) -> str:
 
 
 def fmt_seconds(seconds: float) -> str:
-    """``12.3 s``, ``4.5 min`` or ``1.25 h``."""
+    """``35 ms``, ``12.3 s``, ``4.5 min`` or ``1.25 h``."""
     if math.isnan(seconds):
         return DASH
+    if seconds < 1:
+        return f"{1000 * seconds:.0f} ms"
     if seconds < 120:
         return f"{seconds:.1f} s"
     if seconds < 7200:
@@ -101,7 +119,7 @@ def fmt_seconds(seconds: float) -> str:
 
 def metric_title(metric: str) -> str:
     """``ua`` -> ``UA``, ``valence_rmse`` -> ``valence RMSE``."""
-    titles = dict(CLASS_METRICS)
+    titles = {**dict(CLASS_METRICS), "micro_f1": "Micro-F1"}
     if metric in titles:
         return titles[metric]
     dim, _, kind = metric.rpartition("_")

@@ -1,0 +1,161 @@
+"""Which cells the report compares, how it picks a best one, and the chance floors.
+
+Every "best" is chosen on the **dev** split and reported on test: a cell's rank is its mean
+dev UA over folds (seeds averaged within each fold first), ties broken by label, then id.
+Ablation cells (an ablation switch set, see ``ABLATION_SWITCHES``) and learning controls
+(``control: permuted_labels``) are left out of every comparison except their own sections.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from emoplug.report.collect import CellRecord, RunData
+from emoplug.report.stats import Summary, fold_summary, majority_floor, summarize
+from emoplug.report.tables import fmt_summary
+from emoplug.types import AVD_NAMES
+
+#: the metric, and the split, every "best" is chosen by
+RANK_METRIC, SELECTION_SPLIT = "ua", "dev"
+CHOSEN = "chosen on dev UA"
+#: (component axis, config key) -> the value that ablates; the full model has the other value
+ABLATION_SWITCHES: dict[tuple[str, str], Any] = {
+    ("fusion", "attention"): False,
+    ("fusion", "layer_norm"): False,
+    ("approach", "oracle"): True,
+}
+
+
+def cell_summary(cell: CellRecord, metric: str, split: str = "test") -> Summary:
+    """Mean ± std over the cell's fold means of ``metric`` (n = folds)."""
+    return fold_summary(cell.values(metric, split))
+
+
+def has_metric(cell: CellRecord, metric: str) -> bool:
+    return any(j.metric(metric) is not None for j in cell.done)
+
+
+def dims_present(cells: Iterable[CellRecord]) -> list[str]:
+    """The AVD dimensions some of ``cells`` have a test RMSE of."""
+    cells = list(cells)
+    return [d for d in AVD_NAMES if any(has_metric(c, f"{d}_rmse") for c in cells)]
+
+
+INCOMPLETE_MARK = "†"
+
+
+def jobs_cell(cell: CellRecord) -> str:
+    """``done/planned``, marked when fewer jobs finished than were planned."""
+    text = f"{len(cell.done)}/{cell.planned}" if cell.planned else str(len(cell.done))
+    return f"{text} {INCOMPLETE_MARK}" if cell.incomplete else text
+
+
+def is_ablation(cell: CellRecord) -> bool:
+    """The cell sets an ablation switch (attention off, layer norm off, oracle on)."""
+    return any((cell.configs.get(axis) or {}).get(key) == value
+               for (axis, key), value in ABLATION_SWITCHES.items())
+
+
+def reference_protocol(run: RunData) -> str | None:
+    """The protocol every comparison uses when a run has several (``protocols:`` in the
+    recipe): the recipe's default ``protocol`` when some cell uses it (None), else the first
+    protocol the plan lists."""
+    names = [c.protocol_name for c in run.cells if c.names is not None]
+    if not names or None in names:
+        return None
+    listed = [p for p in ((run.plan or {}).get("protocols") or []) if p in names]
+    return listed[0] if listed else sorted(names)[0]
+
+
+def comparable(run: RunData) -> list[CellRecord]:
+    """Cells with finished jobs and known components under the reference protocol,
+    ablations and controls left out."""
+    reference = reference_protocol(run)
+    return [c for c in run.cells if c.done and c.names is not None and not is_ablation(c)
+            and c.control is None and c.protocol_name == reference]
+
+
+def selection_score(cell: CellRecord) -> float:
+    """What a cell is ranked by: its mean dev UA over folds (``nan`` without dev metrics)."""
+    return cell_summary(cell, RANK_METRIC, SELECTION_SPLIT).mean
+
+
+def ranked(cells: Iterable[CellRecord]) -> list[CellRecord]:
+    """Cells with a dev score, best first (ties: label, then id)."""
+    scored = [(selection_score(c), c) for c in cells]
+    return [c for s, c in sorted(((s, c) for s, c in scored if not math.isnan(s)),
+                                 key=lambda sc: (-sc[0], sc[1].label, sc[1].id))]
+
+
+def best(cells: Iterable[CellRecord]) -> CellRecord | None:
+    """The cell with the highest mean dev UA, or None when no cell has dev metrics."""
+    order = ranked(cells)
+    return order[0] if order else None
+
+
+def twin_of(control: CellRecord, cells: Iterable[CellRecord]) -> CellRecord | None:
+    """The cell that trains like ``control`` on true labels (same components, no control)."""
+    for cell in cells:
+        if cell.control is None and cell.configs == control.configs and cell.done:
+            return cell
+    return None
+
+
+@dataclass(frozen=True)
+class FoldFloor:
+    """The majority-class baseline of one fold: always predict the training majority."""
+
+    fold: str
+    majority: str
+    test_size: int
+    scores: dict[str, float]  # wa, ua, macro_f1
+    test_sets: int  # distinct test label counts among the fold's jobs (1 when cells agree)
+
+
+def protocol_names(run: RunData) -> list[str | None]:
+    """The protocols the run's cells use: the reference first, then the others in the
+    plan's order (None = the recipe's own protocol)."""
+    used = {c.protocol_name for c in run.cells if c.names is not None}
+    listed = [p for p in ((run.plan or {}).get("protocols") or []) if p in used]
+    order = [reference_protocol(run), *listed, *sorted(p for p in used if p is not None)]
+    return [p for p in dict.fromkeys(order) if p in used or p == order[0]]
+
+
+def fold_floors(run: RunData, protocol: str | None = None) -> list[FoldFloor]:
+    """Each fold's majority-class WA and UA, under ``protocol`` (a name of the recipe's
+    ``protocols``; None = its own ``protocol``), from its jobs' recorded label counts; when
+    cells of a fold have different test sets (utterances lacking a modality dropped), the
+    most common one is used and ``test_sets`` counts them."""
+    seen: dict[str, Counter] = {}
+    under = {c.id for c in run.cells if c.protocol_name == protocol}
+    for job in sorted((j for j in run.jobs if j.cell in under), key=lambda j: j.id):
+        result = job.result or {}
+        counts, labels = result.get("label_counts"), result.get("labels")
+        if job.status != "done" or not isinstance(counts, dict) or not labels:
+            continue
+        key = (tuple(labels), tuple(counts.get("train") or ()), tuple(counts.get("test") or ()))
+        seen.setdefault(job.fold, Counter())[key] += 1
+    floors = []
+    for fold in sorted(seen):
+        (labels, train, test), _ = seen[fold].most_common(1)[0]
+        floor = majority_floor(train, test)
+        if floor is not None:
+            majority, scores = floor
+            floors.append(FoldFloor(fold, labels[majority], int(sum(test)), scores,
+                                    len(seen[fold])))
+    return floors
+
+
+def floor_summary(floors: list[FoldFloor], metric: str) -> Summary:
+    """Mean ± std over folds of the floor's ``metric`` (none for metrics it has no value of)."""
+    return summarize([f.scores.get(metric) for f in floors])
+
+
+
+def floor_cells(floors: list[FoldFloor], metrics: Iterable[str]) -> list[str]:
+    """Table cells of the majority-class floor of each metric (mean ± std over folds)."""
+    return [fmt_summary(floor_summary(floors, m), m) for m in metrics]
