@@ -328,9 +328,9 @@ def staged_loss() -> Callable[..., Any]:
     """The staged fine-tuning's multi-task loss (categories + standardised AVD)."""
     import torch
 
-    from emoplug.train.text_stage import _MultiTaskLoss
+    from emoplug.train.text_stage import _StageLoss
 
-    return _MultiTaskLoss(N_CLASSES, torch.zeros(3), torch.ones(3))
+    return _StageLoss(N_CLASSES, torch.zeros(3), torch.ones(3))
 
 
 def wav2vec_model(small: bool = False) -> Any:

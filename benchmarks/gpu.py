@@ -74,7 +74,8 @@ def precision_steps(small: bool, device: str, steps: int) -> dict[str, Any]:
             "train_step_s": round(seconds, 5),
             "samples_per_s": round(work.BATCH / seconds, 1),
             "tokens_per_s": round(work.BATCH * work.TOKENS / seconds, 1),
-            "model_tflops": round(flops / seconds / 1e12, 2),
+            # three significant digits: a small model on a busy CPU is far below 0.01
+            "model_tflops": float(f"{flops / seconds / 1e12:.3g}"),
             "mfu": round(flops / seconds / peak, 4) if peak else None,
             "peak_memory_gib": round(peak_mem, 2) if peak_mem is not None else None}
         del model, step

@@ -34,8 +34,13 @@ class FakeDataset(Dataset):
         return DatasetInfo(tuple(f"S{i + 1}" for i in range(self.config.sessions)))
 
 
+class FakeLosoConfig(ComponentConfig):
+    subset: str = "all"
+
+
 class FakeLoso(Protocol):
     name = "fakeloso"
+    Config = FakeLosoConfig
 
     def fold_names(self, info: DatasetInfo) -> list[str]:
         return list(info.sessions)

@@ -95,13 +95,13 @@ def test_two_stage_statistics_and_losses():
     assert ccc_app.loss(-perfect, targets).item() == pytest.approx(2.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("fit_on", ["gold", "predicted"])
+@pytest.mark.parametrize("fit_on", ["gold", "predicted", "crossfit"])
 @pytest.mark.parametrize("mapper", ["logistic", "mlp", "knn"])
 def test_mapper_recovers_well_separated_clusters(mapper, fit_on):
     train, test = clustered(30, seed=1), clustered(10, seed=2)
     app = approach({"type": "two_stage", "mapper": mapper, "mapper_fit_on": fit_on})
     app.prepare(LABELS, (1.0, 5.0), train)
-    assert app.fit_uses_outputs() == (fit_on == "predicted")
+    assert app.fit_uses_outputs() == (fit_on != "gold")
     # as the runner calls it: the training set's outputs only when the mapper reads them
     app.fit(standardised(app, train, noise=0.05) if app.fit_uses_outputs() else None, train)
     decoded = app.decode(standardised(app, test, noise=0.05))
@@ -111,12 +111,36 @@ def test_mapper_recovers_well_separated_clusters(mapper, fit_on):
     np.testing.assert_allclose(decoded.avd, test.avd.numpy(), atol=0.5)
 
 
-def test_a_mapper_fitted_on_predictions_needs_them():
+@pytest.mark.parametrize("fit_on", ["predicted", "crossfit"])
+def test_a_mapper_fitted_on_predictions_needs_them(fit_on):
     train = clustered(10, seed=1)
-    app = approach({"type": "two_stage", "mapper_fit_on": "predicted"})
+    app = approach({"type": "two_stage", "mapper_fit_on": fit_on})
     app.prepare(LABELS, (1.0, 5.0), train)
-    with pytest.raises(ValueError, match="needs the training set's outputs"):
+    with pytest.raises(ValueError, match=f"'{fit_on}' needs the training set's outputs"):
         app.fit(None, train)
+
+
+@pytest.mark.parametrize(("settings", "splits"), [
+    ({"type": "direct"}, 0),
+    ({"type": "two_stage"}, 0),
+    ({"type": "two_stage", "mapper_fit_on": "predicted", "crossfit_folds": 3}, 0),
+    ({"type": "two_stage", "mapper_fit_on": "crossfit"}, 5),
+    ({"type": "two_stage", "mapper_fit_on": "crossfit", "crossfit_folds": 2, "oracle": True,
+      "mapper": "knn"}, 2),
+])
+def test_only_crossfit_asks_for_out_of_fold_outputs(settings, splits):
+    assert approach(settings).out_of_fold_splits() == splits
+
+
+def test_crossfit_needs_two_inner_folds():
+    from emoplug.recipe import RecipeError, build_plan
+
+    data = {"name": "x", "dataset": {"type": "demo"},
+            "approach": {"cf": {"type": "two_stage", "mapper_fit_on": "crossfit",
+                                "crossfit_folds": 1}},
+            "grid": {"audio": ["mfcc"], "approach": ["cf"]}}
+    with pytest.raises(RecipeError, match="approach.cf.crossfit_folds"):
+        build_plan(data)
 
 
 @pytest.mark.parametrize("mapper", ["logistic", "mlp", "knn"])
@@ -201,6 +225,7 @@ def test_joint_loss_and_decode():
     {"type": "two_stage", "mapper": "logistic"},
     {"type": "two_stage", "mapper": "mlp", "mapper_fit_on": "predicted"},
     {"type": "two_stage", "mapper": "knn", "oracle": True},
+    {"type": "two_stage", "mapper": "knn", "oracle": True, "mapper_fit_on": "crossfit"},
 ])
 def test_state_dict_round_trip_decodes_identically(settings):
     train = clustered(15, seed=9)

@@ -42,7 +42,7 @@ def test_plugins_json_lists_bundled_components():
         "fusion": ["early", "late", "hybrid", "attention", "none"],
         "approach": ["direct", "two_stage", "joint"],
         "dataset": ["iemocap", "manifest", "demo"],
-        "protocol": ["loso", "loso_speaker", "kfold", "random"],
+        "protocol": ["loso", "loso_speaker", "kfold", "random", "fold_files"],
     }.items():
         for name in names:
             assert listed[(kind, name)]["distribution"] == "emoplug"

@@ -165,7 +165,7 @@ def test_register_component_then_run_one_cell(register_component, run_one_cell):
     (result,) = run_one_cell(fusion="kit_concat")
     assert result["status"] == "done"
     assert result["names"] == {"text": "bert", "audio": "mfcc", "fusion": "kit_concat",
-                               "approach": "direct"}
+                               "approach": "direct", "protocol": None}
     assert result["fold"] == "Ses01" and result["epochs_run"] == 1
     assert set(result["metrics"]["test"]) >= {"ua", "wa", "n"}
 

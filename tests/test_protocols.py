@@ -39,7 +39,8 @@ def folds_of(corpus: Corpus, **settings):
     return protocol, protocol.folds(corpus)
 
 
-ALL = [{"type": "loso"}, {"type": "loso", "dev": "speaker"}, {"type": "loso_speaker"},
+ALL = [{"type": "loso"}, {"type": "loso", "dev": "speaker"}, {"type": "loso", "dev": "session"},
+       {"type": "loso_speaker"},
        {"type": "kfold"}, {"type": "kfold", "k": 3, "dev": "speaker"}, {"type": "random"},
        {"type": "loso", "subset": "improvised"}, {"type": "random", "subset": "scripted"}]
 

@@ -110,3 +110,49 @@ def test_bad_recipes_name_the_field(mutate, where):
         plan_of(data)
     assert where in str(err.value)
     assert str(err.value).startswith("r.yaml: ")
+
+
+PROTOCOLS = {"name": "r", "dataset": {"type": "fakedata"}, "protocol": {"type": "fakeloso"},
+             "protocols": {"a": {"type": "fakeloso"}, "b": {"type": "fakeloso", "subset": "b"}},
+             "grid": {"text": ["bert"], "audio": [None], "approach": ["direct"],
+                      "protocol": ["b", "a"]}}
+
+
+def test_named_protocols_run_the_same_cells_under_each():
+    plan = plan_of(PROTOCOLS)
+    assert [c.label for c in plan.cells] == ["bert/none/direct@b", "bert/none/direct@a"]
+    assert list(plan.protocol_folds) == ["b", "a"]  # the grid's order
+    assert plan.folds == []  # no cell runs under the recipe's own protocol
+    assert plan.protocol_folds["a"] == ["a:S1", "a:S2", "a:S3", "a:S4", "a:S5"]
+    assert {j.fold for j in plan.jobs if j.cell.protocol == "a"} == set(plan.protocol_folds["a"])
+    assert len({j.id for j in plan.jobs}) == len(plan.jobs) == 2 * 5
+    config = plan.jobs[0].resolved_config()
+    assert config["names"]["protocol"] == "b"
+    assert config["protocol"] == {"type": "fakeloso", "subset": "b"}
+    assert plan.counts()["protocol"] == {"b": 1, "a": 1}
+
+
+def test_a_protocol_axis_leaves_the_recipe_protocol_ids_as_they_were():
+    single = {k: v for k, v in PROTOCOLS.items() if k != "protocols"}
+    single["protocol"] = {"type": "fakeloso", "subset": "main"}
+    single["grid"] = {**PROTOCOLS["grid"], "protocol": None}
+    before = [j.id for j in plan_of(single).jobs]
+    mixed = copy.deepcopy(PROTOCOLS)
+    mixed["protocol"] = single["protocol"]
+    mixed["extra"] = [{"text": "bert", "approach": "direct"}]  # under the recipe protocol
+    plan = plan_of(mixed)
+    assert [j.id for j in plan.jobs if j.cell.protocol is None] == before
+    assert plan.folds == ["S1", "S2", "S3", "S4", "S5"]
+    assert len(plan.all_folds) == 15
+
+
+def test_unknown_protocol_name_is_a_problem_naming_the_entry():
+    bad = copy.deepcopy(PROTOCOLS)
+    bad["grid"]["protocol"] = ["a", "c"]
+    with pytest.raises(RecipeError, match=r"grid\.protocol\[1\]: unknown protocol 'c'; "
+                                          r"available: a, b"):
+        plan_of(bad)
+    extra = copy.deepcopy(PROTOCOLS)
+    extra["extra"] = [{"text": "bert", "approach": "direct", "protocol": "zz"}]
+    with pytest.raises(RecipeError, match=r"extra\[0\]\.protocol: unknown protocol 'zz'"):
+        plan_of(extra)

@@ -95,10 +95,23 @@ def test_run_writes_every_job_folder(finished_run):
     assert "_hparams_/experiment" in events.PluginTagToContent("hparams")
 
 
+def test_leakage_audit_reaches_plan_and_results(finished_run):
+    recipe, out, _ = finished_run
+    plan = json.loads((out / "plan.json").read_text())
+    assert set(plan["audit"]) == set(plan["folds"])
+    for audit in plan["audit"].values():
+        assert audit["train"]["speaker"] == audit["train"]["session"] == 0  # LOSO
+        assert audit["test"] > 0 and audit["train"]["dialog"] == 0
+    job = next(iter(results(out).values()))
+    assert job["audit"] == plan["audit"][job["fold"]]
+
+
 def test_rerun_skips_finished_jobs(finished_run):
     recipe, out, _ = finished_run
     summary = run_plan(load_plan(recipe), out, verbosity=0)
     assert summary.done == [] and len(summary.skipped) == 15
+    # a run that reads no corpus keeps the audit plan.json had
+    assert json.loads((out / "plan.json").read_text())["audit"]
 
 
 def test_resume_after_sigkill_matches_uninterrupted_run(finished_run, tmp_path):
@@ -336,7 +349,7 @@ def test_staged_multitask_loss_masks_rows_without_targets():
     import torch
     import torch.nn.functional as F
 
-    from emoplug.train.text_stage import _MultiTaskLoss
+    from emoplug.train.text_stage import _StageLoss
     from emoplug.types import Targets
 
     torch.manual_seed(0)
@@ -345,13 +358,13 @@ def test_staged_multitask_loss_masks_rows_without_targets():
     avd = torch.tensor([[3.0, 2.0, 1.0], [float("nan")] * 3, [2.0, 2.5, 4.0],
                         [1.0, float("nan"), 5.0], [4.0, 4.0, 4.0]])
     mean, std = torch.tensor([3.0, 3.0, 3.0]), torch.tensor([1.0, 2.0, 0.5])
-    loss = _MultiTaskLoss(4, mean, std)(outputs, Targets(labels, avd))
+    loss = _StageLoss(4, mean, std)(outputs, Targets(labels, avd))
     gold = (avd - mean) / std
     ok = torch.isfinite(gold)
     expected = (F.cross_entropy(outputs[labels >= 0, :4], labels[labels >= 0])
                 + ((outputs[:, 4:] - gold.nan_to_num())[ok] ** 2).mean())
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
-    nothing = _MultiTaskLoss(4, None, None)(outputs, Targets(torch.full((5,), -1), avd))
+    nothing = _StageLoss(4, None, None)(outputs, Targets(torch.full((5,), -1), avd))
     nothing.backward()
     assert nothing.item() == 0.0 and torch.isfinite(outputs.grad).all()
 

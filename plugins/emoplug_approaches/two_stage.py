@@ -27,8 +27,11 @@ class TwoStageApproach(Approach):
         loss: Literal["mse", "ccc"] = Field("mse", description="stage-1 regression loss")
         mapper: Literal["logistic", "mlp", "knn"] = Field(
             "logistic", description="stage-2 classifier from AVD to category")
-        mapper_fit_on: Literal["gold", "predicted"] = Field(
-            "gold", description="fit the mapper on gold or on stage-1 predicted training AVD")
+        mapper_fit_on: Literal["gold", "predicted", "crossfit"] = Field(
+            "gold", description="fit the mapper on gold training AVD, on stage 1's in-sample "
+            "predictions of it, or (crossfit) on out-of-fold ones: crossfit_folds extra trainings")
+        crossfit_folds: int = Field(5, ge=2, description="crossfit: speaker-grouped inner folds "
+                                    "of the training split (at most one per speaker)")
         oracle: bool = Field(False, description="ablation: map the gold AVD at evaluation")
         knn_k: int = Field(15, gt=0, description="neighbours of the knn mapper")
         mlp_hidden: int = Field(32, gt=0, description="hidden units of the mlp mapper")
@@ -58,7 +61,10 @@ class TwoStageApproach(Approach):
         return losses.mse(outputs, gold, known)
 
     def fit_uses_outputs(self) -> bool:
-        return self.config.mapper_fit_on == "predicted"
+        return self.config.mapper_fit_on != "gold"
+
+    def out_of_fold_splits(self) -> int:
+        return self.config.crossfit_folds if self.config.mapper_fit_on == "crossfit" else 0
 
     def fit(self, train_outputs: torch.Tensor | None, train_targets: Targets) -> None:
         """Fit the stage-2 mapper on the training fold's labelled rows."""
@@ -71,8 +77,8 @@ class TwoStageApproach(Approach):
             rows = (labels >= 0) & labelled_avd_rows(points)
         else:
             if train_outputs is None:
-                raise ValueError("two_stage: mapper_fit_on 'predicted' needs the training "
-                                 "set's outputs")
+                raise ValueError(f"two_stage: mapper_fit_on {self.config.mapper_fit_on!r} "
+                                 "needs the training set's outputs")
             points = to_numpy(train_outputs).astype(float)
             rows = labels >= 0
         self.mapper = fit_mapper(self.config.mapper, points[rows], labels[rows],

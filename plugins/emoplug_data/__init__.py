@@ -3,7 +3,8 @@
 Datasets: ``iemocap`` (:mod:`emoplug_data.iemocap`), ``manifest`` (CSV/JSONL,
 :mod:`emoplug_data.manifest`) and ``demo`` (a synthetic corpus generated on first use,
 :mod:`emoplug_data.demo`). Protocols: ``loso``, ``loso_speaker``, ``kfold`` and ``random``
-(:mod:`emoplug_data.protocols`).
+(:mod:`emoplug_data.protocols`), and ``fold_files`` (EmoBox's and s3prl's published folds,
+:mod:`emoplug_data.foldfiles_protocol`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ def emoplug_register_datasets(register):
 
 @hookimpl
 def emoplug_register_protocols(register):
+    from emoplug_data.foldfiles_protocol import FoldFilesProtocol
     from emoplug_data.protocols import (
         KFoldProtocol,
         LosoProtocol,
@@ -30,5 +32,6 @@ def emoplug_register_protocols(register):
         RandomProtocol,
     )
 
-    for cls in (LosoProtocol, LosoSpeakerProtocol, KFoldProtocol, RandomProtocol):
+    for cls in (LosoProtocol, LosoSpeakerProtocol, KFoldProtocol, RandomProtocol,
+                FoldFilesProtocol):
         register(cls)

@@ -2,7 +2,8 @@
 
 Every protocol filters the corpus (``subset``), chooses each fold's test set in its own way,
 trains on the rest, and carves the dev set out of the training part (``dev: random`` = a
-seeded, label-stratified ``dev_fraction``; ``dev: speaker`` = one held-out training speaker).
+seeded, label-stratified ``dev_fraction``; ``dev: speaker`` = one held-out training speaker;
+``dev: session`` = one whole training session, rotating with the fold).
 Utterances are sorted by id first, so folds depend only on the corpus and the seed.
 """
 
@@ -20,9 +21,11 @@ from emoplug import ComponentConfig, Corpus, DatasetInfo, EmoplugError, Fold, Pr
 class SplitConfig(ComponentConfig):
     subset: Literal["all", "improvised", "scripted"] = Field(
         "all", description="dialog type kept (Utterance.meta['improvised'])")
-    dev: Literal["random", "speaker"] = Field(
-        "random", description="random: a fraction of the training utterances; "
-                              "speaker: one held-out training speaker")
+    dev: Literal["random", "speaker", "session"] = Field(
+        "random", description="random: a fraction of the training utterances (shares "
+                              "speakers with train); speaker: one held-out training speaker; "
+                              "session: one whole training session, rotating with the fold "
+                              "(disjoint from train in speakers and dialogs)")
     dev_fraction: float = Field(0.2, gt=0, lt=1, description="share of training in dev (random)")
     seed: int = 0
 
@@ -62,7 +65,7 @@ class SplitProtocol(Protocol):
             if not train:
                 raise EmoplugError(f"protocol {self.name}: fold {name} leaves no training data")
             rng = np.random.default_rng([self.config.seed, index])
-            dev, meta = self.carve_dev(train, rng)
+            dev, meta = self.carve_dev(train, rng, index)
             dev_set = set(dev)
             folds.append(Fold(
                 name=name,
@@ -74,9 +77,18 @@ class SplitProtocol(Protocol):
                       "seed": self.config.seed, **meta}))
         return folds
 
-    def carve_dev(self, train: list[Utterance], rng: np.random.Generator
+    def carve_dev(self, train: list[Utterance], rng: np.random.Generator, index: int
                   ) -> tuple[list[str], dict[str, str]]:
-        """The dev ids taken from ``train`` and what to record about them in Fold.meta."""
+        """The dev ids taken from ``train`` (of fold number ``index``) and what to record
+        about them in Fold.meta."""
+        if self.config.dev == "session":
+            sessions = sorted({u.session for u in train})
+            if len(sessions) < 2:
+                raise EmoplugError(f"protocol {self.name}: dev: session needs at least two "
+                                   f"training sessions, found {len(sessions)}")
+            # under LOSO fold i tests session i, so this picks session i + 1 (wrapping round)
+            session = sessions[index % len(sessions)]
+            return [u.id for u in train if u.session == session], {"dev_session": session}
         if self.config.dev == "speaker":
             speakers = sorted({u.speaker for u in train})
             if len(speakers) < 2:

@@ -91,7 +91,7 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     summary = {
         "recipe": p.recipe.name,
         "cells": len(p.cells),
-        "folds": p.folds,
+        "folds": p.all_folds,
         "seeds": p.recipe.seeds,
         "jobs": len(p.jobs),
         "counts": p.counts(),
@@ -101,8 +101,15 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    click.echo(f"recipe {p.recipe.name}: {len(p.cells)} cells x {len(p.folds)} folds x "
-               f"{len(p.recipe.seeds)} seeds = {len(p.jobs)} jobs")
+    if p.protocol_folds:
+        per = "; ".join(f"{name}: {len(folds)} folds" for name, folds in
+                        ([("protocol", p.folds)] if p.folds else []) + list(
+                            p.protocol_folds.items()))
+        click.echo(f"recipe {p.recipe.name}: {len(p.cells)} cells ({per}) x "
+                   f"{len(p.recipe.seeds)} seeds = {len(p.jobs)} jobs")
+    else:
+        click.echo(f"recipe {p.recipe.name}: {len(p.cells)} cells x {len(p.folds)} folds x "
+                   f"{len(p.recipe.seeds)} seeds = {len(p.jobs)} jobs")
     for axis, tally in summary["counts"].items():
         click.echo(f"  {axis:<10} " + ", ".join(f"{k}: {v}" for k, v in tally.items()))
     for j in summary["job_list"]:
@@ -189,6 +196,34 @@ def data_summary(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> Non
     summary = summarize(corpus, folds)
     click.echo(json.dumps(summary, indent=2, sort_keys=True) if as_json
                else format_summary(summary))
+
+
+@main.group("folds")
+def folds_group() -> None:
+    """A recipe's folds in the formats reference benchmarks publish."""
+
+
+@folds_group.command("export")
+@RECIPE
+@OVERRIDES
+@click.option("--format", "fmt", type=click.Choice(["emobox", "s3prl"]), required=True,
+              help="emobox: <DIR>/<corpus>/fold_<k>/*.jsonl; s3prl: <DIR>/<fold>/*.json")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="folder to write (must be new or empty)")
+def folds_export(recipe: Path, overrides: tuple[str, ...], fmt: str, output: Path) -> None:
+    """Write a recipe's folds as EmoBox or s3prl fold files (train lists = train + dev)."""
+    from emoplug.data.loading import load_corpus_and_folds
+    from emoplug.recipe import load_plan
+    from emoplug.registry import get_registry
+
+    plan_ = load_plan(recipe, overrides)
+    corpus, folds = load_corpus_and_folds(plan_)
+    # the bundled `fold_files` protocol owns both formats; reached through the registry
+    writer = get_registry().get("protocol", "fold_files").factory
+    written = writer.write(fmt, corpus, folds, output)
+    for fold in folds:
+        click.echo(f"{fold.name} -> {written[fold.name]}: train {len(fold.train) + len(fold.dev)}"
+                   f" (dev {len(fold.dev)} included), test {len(fold.test)}")
 
 
 @main.command()

@@ -88,6 +88,9 @@ class TextEncoderConfig(ComponentConfig):
     mode: Literal["finetune", "frozen", "staged"] = "finetune"
     max_length: int = Field(128, gt=0)
     lr: float | None = Field(None, gt=0, description="learning rate; default train.encoder_lr")
+    stage_objective: Literal["multitask", "category", "avd"] = Field(
+        "multitask", description="staged mode: what the text-only head of the per-fold "
+        "fine-tuning is trained on")
 
 
 class TextEncoder(Component):
@@ -138,7 +141,8 @@ class Approach(Component):
     """Turns model outputs into a loss and predictions. One instance serves one job.
 
     Lifecycle: ``prepare`` (before training, sees the training targets) -> ``loss`` per batch
-    -> ``fit`` (after training, sees outputs on the training set) -> ``decode``.
+    -> ``fit`` (after training, sees outputs on the training set, in-sample or out of fold:
+    ``out_of_fold_splits``) -> ``decode``.
     """
 
     #: True when the approach predicts valence/arousal/dominance.
@@ -154,12 +158,21 @@ class Approach(Component):
 
     def fit(self, train_outputs: torch.Tensor | None, train_targets: Targets) -> None:
         """Second stage, fitted on the training fold after the network trained (optional).
-        ``train_outputs`` is None when ``fit_uses_outputs`` says it is not needed."""
+        ``train_outputs`` is None when ``fit_uses_outputs`` says it is not needed; else its
+        row i belongs to row i of ``train_targets``."""
 
     def fit_uses_outputs(self) -> bool:
         """Whether ``fit`` reads the network's outputs on the training set; when not, they
         are not computed (a second stage fitted on gold targets alone)."""
         return True
+
+    def out_of_fold_splits(self) -> int:
+        """Where the training-set outputs ``fit`` reads come from (when it reads any). 0: the
+        job's network, which trained on them (in-sample). k >= 2: out of fold: the training
+        split is divided into k speaker-grouped folds (at most one per speaker) and each fold
+        is predicted by a fresh network of the cell trained on the others, as the job's
+        network never saw its test speakers. Costs k extra trainings per job."""
+        return 0
 
     def decode(self, outputs: torch.Tensor, targets: Targets | None = None) -> Decoded:
         """Predictions for a batch. ``targets`` is given at evaluation for oracle ablations."""

@@ -180,12 +180,13 @@ def refit(run_dir: Path, cell: str, output: Path | None = None, seed: int | None
         "dev_fraction": dev_fraction}), plan)
     accelerator = Accelerator(mixed_precision=plan.recipe.train.mixed_precision)
     if text_mode(job) == "staged":
-        sid = text_stage.stage_id(ctx, chosen.config["text"], REFIT_FOLD, seed)
+        sid = text_stage.job_stage_id(ctx, job)
         status = text_stage.stage_status(ctx, sid)
         if status is None or status.get("status") != "done":
             print(f"refit: fine-tuning the {chosen.config['text']['type']} text stage",
                   file=sys.stderr)
-            text_stage.run_text_stage(ctx, chosen.config["text"], REFIT_FOLD, seed, accelerator)
+            text_stage.run_text_stage(ctx, chosen.config["text"], REFIT_FOLD, seed, accelerator,
+                                      control=chosen.control)
     print(f"refit: training {chosen.label} on {len(ctx.folds[REFIT_FOLD].train)} utterances "
           f"(dev {len(ctx.folds[REFIT_FOLD].dev)})", file=sys.stderr)
     result = run_job(ctx, job, accelerator)

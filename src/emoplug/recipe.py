@@ -62,15 +62,23 @@ class GridSpec(_Strict):
     audio: list[str | None] = Field(default_factory=lambda: [None])
     fusion: list[str] = Field(default_factory=lambda: ["none"])
     approach: list[str]
+    protocol: list[str] | None = Field(
+        None, description="names from the recipe's `protocols`: every cell runs under each; "
+                          "null = the recipe's `protocol` alone")
 
 
 class CellSpec(_Strict):
-    """One extra cell (a single-modality run, an ablation)."""
+    """One extra cell (a single-modality run, an ablation, a learning control)."""
 
     text: str | None = None
     audio: str | None = None
     fusion: str = "none"
     approach: str
+    protocol: str | None = Field(
+        None, description="a name from the recipe's `protocols`; null = the recipe's `protocol`")
+    control: Literal["none", "permuted_labels"] = Field(
+        "none", description="permuted_labels: train on the training fold's targets permuted "
+        "among its utterances (dev and test keep theirs), a control that should score chance")
 
 
 class Recipe(_Strict):
@@ -80,6 +88,9 @@ class Recipe(_Strict):
     description: str = ""
     dataset: dict[str, Any]
     protocol: dict[str, Any] = Field(default_factory=lambda: {"type": "loso"})
+    protocols: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="named protocols that `grid.protocol` or an extra "
+                                          "cell's `protocol` runs cells under, beside `protocol`")
     seeds: list[Annotated[int, Field(ge=0, lt=2**32)]] = Field(
         default_factory=lambda: [0], min_length=1)
     train: TrainSettings = Field(default_factory=TrainSettings)
@@ -118,15 +129,23 @@ class Cell:
     config: dict[str, Any]
     id: str
     source: str = "grid"
+    protocol: str | None = None  # a name from the recipe's ``protocols``; None = ``protocol``
 
     @property
     def modalities(self) -> tuple[str, ...]:
         return tuple(m for m in ("text", "audio") if getattr(self, m) is not None)
 
     @property
+    def control(self) -> str | None:
+        """The learning control this cell is (``permuted_labels``), or None."""
+        return self.config.get("control")
+
+    @property
     def label(self) -> str:
         inputs = "+".join(n for n in (self.text, self.audio) if n is not None)
-        return f"{inputs}/{self.fusion}/{self.approach}"
+        suffix = f" [{self.control.replace('_', ' ')}]" if self.control else ""
+        under = f"@{self.protocol}" if self.protocol else ""
+        return f"{inputs}/{self.fusion}/{self.approach}{suffix}{under}"
 
 
 @dataclass(frozen=True)
@@ -146,7 +165,8 @@ class Job:
             "cell": self.cell.id,
             "cell_label": self.cell.label,
             "names": {"text": self.cell.text, "audio": self.cell.audio,
-                      "fusion": self.cell.fusion, "approach": self.cell.approach},
+                      "fusion": self.cell.fusion, "approach": self.cell.approach,
+                      "protocol": self.cell.protocol},
             **self.plan.shared_config,
             **self.cell.config,
             "fold": self.fold,
@@ -167,6 +187,23 @@ class Plan:
     cells: list[Cell]
     folds: list[str]
     jobs: list[Job] = field(default_factory=list)
+    #: fold names of each named protocol, qualified ``<name>:<fold>``
+    protocol_folds: dict[str, list[str]] = field(default_factory=dict)
+    #: the resolved configs of the named protocols
+    protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def folds_of(self, cell: Cell) -> list[str]:
+        """The fold names a cell runs on: its named protocol's, or the recipe protocol's."""
+        return self.protocol_folds[cell.protocol] if cell.protocol else self.folds
+
+    def protocol_of(self, cell: Cell) -> dict[str, Any]:
+        """The resolved config of the protocol a cell runs under."""
+        return self.protocols[cell.protocol] if cell.protocol else self.protocol
+
+    @property
+    def all_folds(self) -> list[str]:
+        """Every fold name of the plan: the recipe protocol's, then each named protocol's."""
+        return [*self.folds, *(f for names in self.protocol_folds.values() for f in names)]
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Cells per axis value (``-`` = modality absent)."""
@@ -177,6 +214,11 @@ class Plan:
                 key = getattr(cell, axis) or "-"
                 tally[key] = tally.get(key, 0) + 1
             out[axis] = tally
+        if any(cell.protocol for cell in self.cells):
+            out["protocol"] = {}
+            for cell in self.cells:
+                key = cell.protocol or "(protocol)"
+                out["protocol"][key] = out["protocol"].get(key, 0) + 1
         out["modalities"] = {}
         for cell in self.cells:
             key = "+".join(cell.modalities)
@@ -366,11 +408,14 @@ def _cell_entries(recipe: Recipe) -> list[tuple[str, dict[str, Any], dict[str, s
         for (ti, t), (ai, a), (fi, f), (pi, p) in itertools.product(
                 enumerate(grid.text), enumerate(grid.audio), enumerate(grid.fusion),
                 enumerate(grid.approach)):
-            where = {"text": f"grid.text[{ti}]", "audio": f"grid.audio[{ai}]",
-                     "fusion": f"grid.fusion[{fi}]", "approach": f"grid.approach[{pi}]"}
-            entries.append(("grid", {"text": t, "audio": a, "fusion": f, "approach": p}, where))
+            for oi, protocol in enumerate(grid.protocol or [None]):
+                where = {"text": f"grid.text[{ti}]", "audio": f"grid.audio[{ai}]",
+                         "fusion": f"grid.fusion[{fi}]", "approach": f"grid.approach[{pi}]",
+                         "protocol": f"grid.protocol[{oi}]"}
+                entries.append(("grid", {"text": t, "audio": a, "fusion": f, "approach": p,
+                                         "protocol": protocol}, where))
     for i, spec in enumerate(recipe.extra):
-        where = {axis: f"extra[{i}].{axis}" for axis in COMPONENT_SECTIONS}
+        where = {axis: f"extra[{i}].{axis}" for axis in (*COMPONENT_SECTIONS, "protocol")}
         entries.append(("extra", spec.model_dump(), where))
     return entries
 
@@ -390,6 +435,8 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
     resolver = _Resolver(recipe, registry)
     dataset = resolver.component("dataset", recipe.dataset, "dataset")
     protocol = resolver.component("protocol", recipe.protocol, "protocol")
+    named_protocols = {name: resolver.component("protocol", mapping, f"protocols.{name}")
+                       for name, mapping in recipe.protocols.items()}
     sections = resolver.sections()
     try:
         entries = _cell_entries(recipe)
@@ -428,20 +475,39 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
             resolver.problems.append(f"{where['fusion']}: fusion 'none' takes one modality; "
                                      "this cell has text and audio")
             continue
+        if names.get("control", "none") != "none":  # absent otherwise: ids stay as they were
+            config["control"] = names["control"]
+        under = names.get("protocol")
+        if under is not None:  # absent under the recipe's protocol: ids stay as they were
+            if under not in recipe.protocols:
+                known = ", ".join(sorted(recipe.protocols)) or "none (add a 'protocols' section)"
+                resolver.problems.append(f"{where['protocol']}: unknown protocol '{under}'; "
+                                         f"available: {known}")
+                continue
+            if named_protocols[under] is None:
+                continue
+            config["protocol"] = named_protocols[under]
         cell_id = stable_hash({**identity, **config}, 12)
         if cell_id not in cells:
             cells[cell_id] = Cell(text, audio, fusion, names["approach"], config, cell_id,
-                                  source_kind)
+                                  source_kind, under)
     if resolver.problems:
         raise RecipeError(source, resolver.problems)
 
-    folds = _fold_names(registry, recipe, source)
+    folds = _fold_names(registry, recipe.dataset, recipe.protocol, source, "protocol")
+    if all(cell.protocol is not None for cell in cells.values()):
+        folds = []  # every cell runs under a named protocol
+    used = list(dict.fromkeys(c.protocol for c in cells.values() if c.protocol is not None))
+    protocol_folds = {name: [f"{name}:{fold}" for fold in _fold_names(
+        registry, recipe.dataset, recipe.protocols[name], source, f"protocols.{name}")]
+        for name in used}  # in the order the grid and extra cells name them
     plan = Plan(recipe, source, sections, dataset, protocol, identity, list(cells.values()),
-                folds)
+                folds, protocol_folds=protocol_folds,
+                protocols={name: named_protocols[name] for name in used})
     plan.jobs = [
         Job(cell, fold, seed, stable_hash({**identity, **cell.config, "fold": fold,
                                            "seed": seed}), plan)
-        for cell in plan.cells for fold in folds for seed in recipe.seeds
+        for cell in plan.cells for fold in plan.folds_of(cell) for seed in recipe.seeds
     ]
     return plan
 
@@ -453,13 +519,14 @@ def _identity(registry: Registry, dataset: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in dataset.items() if k not in drop}
 
 
-def _fold_names(registry: Registry, recipe: Recipe, source: str) -> list[str]:
+def _fold_names(registry: Registry, dataset_config: dict[str, Any],
+                protocol_config: dict[str, Any], source: str, where: str) -> list[str]:
     try:
-        dataset = registry.build("dataset", recipe.dataset)
-        protocol = registry.build("protocol", recipe.protocol)
+        dataset = registry.build("dataset", dataset_config)
+        protocol = registry.build("protocol", protocol_config)
         return list(protocol.fold_names(dataset.describe()))
     except EmoplugError as exc:
-        raise RecipeError(source, [f"protocol: {exc}"]) from None
+        raise RecipeError(source, [f"{where}: {exc}"]) from None
 
 
 def load_plan(path: str | os.PathLike, overrides: Sequence[str] = (),

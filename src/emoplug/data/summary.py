@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from emoplug.data.audit import AUDIT_KEYS
 from emoplug.types import AVD_NAMES, Corpus, Fold, Utterance
 
 UNLABELLED = "(none)"
@@ -113,7 +114,8 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines.append(f"  {reason}: {info['count']} (e.g. {', '.join(info['examples'])})")
     if summary["folds"]:
         meta = summary["folds"][0]["meta"]
-        described = ", ".join(f"{k}={v}" for k, v in meta.items() if k != "dev_speaker")
+        described = ", ".join(f"{k}={v}" for k, v in meta.items()
+                              if k not in ("dev_speaker", "dev_session", "audit"))
         lines.append(f"folds ({described}):" if described else "folds:")
         header = ["fold", "train", "dev", "test", *(f"test:{label}" for label in labels)]
         rows = [header] + [
@@ -121,4 +123,27 @@ def format_summary(summary: dict[str, Any]) -> str:
              *(str(f["labels"]["test"].get(label, 0)) for label in labels)]
             for f in summary["folds"]]
         lines += _table(rows)
+        lines += _audit_lines(summary["folds"])
     return "\n".join(lines)
+
+
+def _audit_lines(folds: list[dict[str, Any]]) -> list[str]:
+    """The leakage audit as a table: per fold, test utterances sharing each key with train
+    and with dev (a dash where the corpus does not record the key)."""
+    audits = [(f["name"], f["meta"].get("audit")) for f in folds]
+    if not any(audit for _, audit in audits):
+        return []
+    header = ["fold", "test", *(f"train:{k}" for k in AUDIT_KEYS),
+              *(f"dev:{k}" for k in AUDIT_KEYS)]
+    rows = [header]
+    for name, audit in audits:
+        audit = audit or {}
+        rows.append([name, str(audit.get("test", "-")),
+                     *(_count(audit.get(part, {}).get(k)) for part in ("train", "dev")
+                       for k in AUDIT_KEYS)])
+    return ["leakage audit (test utterances whose speaker, session, dialog or normalised "
+            "transcript also occurs in train / in dev):", *_table(rows)]
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else str(value)

@@ -31,7 +31,7 @@ def cohort_key(job: Job, stage_of: Callable[[Job], str | None]) -> tuple[Any, ..
                  stage_of(job) or json.dumps(text, sort_keys=True))
     audio = job.cell.config["audio"]
     return (text_part, None if audio is None else json.dumps(audio, sort_keys=True),
-            job.fold, job.seed)
+            job.fold, job.seed, job.cell.control)  # a control trains on targets of its own
 
 
 def group_cohorts(jobs: list[Job], stage_of: Callable[[Job], str | None],

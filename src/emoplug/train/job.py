@@ -26,6 +26,7 @@ from emoplug.recipe import Job
 from emoplug.train import text_stage
 from emoplug.train.cohort import RngStreams
 from emoplug.train.context import RunContext
+from emoplug.train.controls import apply_control
 from emoplug.train.data import Collator, Example, Loader, targets_of
 from emoplug.train.loop import CellTrainer, FitResult, Outputs, fit, predict, train_cohort
 from emoplug.train.model import CellModel
@@ -132,7 +133,7 @@ def load_inputs(ctx: RunContext, job: Job, device: torch.device) -> JobInputs:
     mode = text_mode(job)
     text_cache, text_key, stage = None, None, None
     if mode == "staged":
-        stage = text_stage.stage_id(ctx, cfg["text"], job.fold, job.seed)
+        stage = text_stage.job_stage_id(ctx, job)
         text_cache, text_key = text_stage.load_stage(ctx, stage), text_stage.stage_key(stage)
     elif mode == "frozen":
         text_cache = text_stage.frozen_outputs(ctx, cfg["text"], device)
@@ -146,6 +147,7 @@ def load_inputs(ctx: RunContext, job: Job, device: torch.device) -> JobInputs:
         if not examples:
             raise emoplug.EmoplugError(f"fold {job.fold}: the {name} split has no utterances "
                                        f"with {' and '.join(job.cell.modalities)}")
+    splits["train"] = apply_control(job.cell.control, splits["train"], job.seed, job.fold)
     return JobInputs(mode, stage, text_cache, text_key, audio_store, splits, dropped)
 
 
@@ -188,13 +190,22 @@ def make_loaders(ctx: RunContext, job: Job, inputs: JobInputs, text_module: Any,
     return loaders
 
 
-def evaluate_job(ctx: RunContext, built: JobModel, loaders: dict[str, Loader], fitted: FitResult,
-                 accelerator: Any) -> tuple[dict[str, Outputs], dict[str, Decoded],
-                                            dict[str, Any]]:
-    """Fit the approach's second stage if it has one, predict dev and test, score them."""
+def evaluate_job(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel,
+                 loaders: dict[str, Loader], fitted: FitResult, accelerator: Any,
+                 ddp: bool = False) -> tuple[dict[str, Outputs], dict[str, Decoded],
+                                             dict[str, Any]]:
+    """Fit the approach's second stage if it has one (on out-of-fold outputs of the training
+    split where it asks for them: ``metrics["crossfit"]`` records those trainings), predict
+    dev and test, score them."""
     device, autocast = accelerator.device, accelerator.autocast
     model, approach = built.model, built.approach
-    if predicts_training_set(approach):
+    crossfit = None
+    if _fit_reads_outputs(approach) and approach.out_of_fold_splits():
+        from emoplug.train.crossfit import out_of_fold_outputs  # crossfit builds on this module
+
+        train_out, crossfit = out_of_fold_outputs(ctx, job, inputs, approach, accelerator, ddp)
+        approach.fit(train_out.outputs, train_out.targets)
+    elif predicts_training_set(approach):
         train_out = predict(model, loaders["train"], device, autocast)
         approach.fit(train_out.outputs, train_out.targets)
     elif type(approach).fit is not Approach.fit:  # a second stage fitted on targets alone
@@ -203,12 +214,18 @@ def evaluate_job(ctx: RunContext, built: JobModel, loaders: dict[str, Loader], f
                "test": predict(model, loaders["test"], device, autocast)}
     decoded = {name: approach.decode(o.outputs, o.targets) for name, o in outputs.items()}
     metrics = {name: evaluate(o, decoded[name], ctx.labels) for name, o in outputs.items()}
+    if crossfit is not None:
+        metrics["crossfit"] = crossfit
     return outputs, decoded, metrics
 
 
 def predicts_training_set(approach: Approach) -> bool:
-    """Whether a job predicts its training set after training: only for an approach whose
-    second stage (``fit``) reads the network's outputs."""
+    """Whether a job's network predicts its own training set after training: only for an
+    approach whose second stage (``fit``) reads in-sample outputs."""
+    return _fit_reads_outputs(approach) and not approach.out_of_fold_splits()
+
+
+def _fit_reads_outputs(approach: Approach) -> bool:
     return type(approach).fit is not Approach.fit and approach.fit_uses_outputs()
 
 
@@ -221,10 +238,10 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
     loaders = make_loaders(ctx, job, inputs, built.model.text, accelerator.device)
     setup_s = time.perf_counter() - start
     result = fit(built.model, built.approach.loss, loaders["fit"], loaders["dev"],
-                 ctx.plan.recipe.train, accelerator, encoder_lr=_encoder_lr(job), ddp=ddp,
+                 ctx.plan.recipe.train, accelerator, encoder_lr=encoder_lr(job), ddp=ddp,
                  on_epoch=on_epoch)
     eval_start = time.perf_counter()
-    evaluated = evaluate_job(ctx, built, loaders, result, accelerator)
+    evaluated = evaluate_job(ctx, job, inputs, built, loaders, result, accelerator, ddp)
     timings = {"setup_s": setup_s, "train_s": result.seconds,
                "eval_s": time.perf_counter() - eval_start,
                "total_s": time.perf_counter() - start}
@@ -255,7 +272,7 @@ def run_cohort(ctx: RunContext, jobs: list[Job], accelerator: Any,
             rng = RngStreams(accelerator.device)  # the job's streams as they are after building
             trainer = CellTrainer(built.model, built.approach.loss, ctx.plan.recipe.train,
                                   accelerator, len(loaders["fit"]), ctx.plan.recipe.train.epochs,
-                                  encoder_lr=_encoder_lr(job), on_epoch=on_epoch.get(job.id),
+                                  encoder_lr=encoder_lr(job), on_epoch=on_epoch.get(job.id),
                                   rng=rng)
         except Exception as exc:
             results[job.id] = failure(job, exc, shared_s + (built.seconds if built else 0.0))
@@ -277,7 +294,8 @@ def run_cohort(ctx: RunContext, jobs: list[Job], accelerator: Any,
         try:
             result = trainer.finish()
             with rng.active(host=True):
-                evaluated = evaluate_job(ctx, built, loaders, result, accelerator)
+                evaluated = evaluate_job(ctx, job, inputs, built, loaders, result,
+                                         accelerator)
             eval_s = time.perf_counter() - eval_start
             timings = {"setup_s": shared_s + built.seconds, "train_s": result.seconds,
                        "eval_s": eval_s, "total_s": spent + eval_s}
@@ -288,7 +306,8 @@ def run_cohort(ctx: RunContext, jobs: list[Job], accelerator: Any,
     return results
 
 
-def _encoder_lr(job: Job) -> float | None:
+def encoder_lr(job: Job) -> float | None:
+    """The learning rate the cell gives its text encoder (None: ``train.encoder_lr``)."""
     return (job.cell.config["text"] or {}).get("lr")
 
 
@@ -306,15 +325,21 @@ def _record(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel, resul
         "cell": job.cell.id,
         "cell_label": job.cell.label,
         "names": {"text": job.cell.text, "audio": job.cell.audio, "fusion": job.cell.fusion,
-                  "approach": job.cell.approach},
+                  "approach": job.cell.approach, "protocol": job.cell.protocol},
         "modalities": list(job.cell.modalities),
         "fold": job.fold,
         "seed": job.seed,
         "text_mode": inputs.mode,
         "stage": inputs.stage,
-        "protocol": {**ctx.plan.protocol, **{k: v for k, v in fold.meta.items()
-                                            if isinstance(v, (str, int, float, bool))}},
+        "control": job.cell.control,
+        "protocol": {**ctx.plan.protocol_of(job.cell),
+                     **{k: v for k, v in fold.meta.items()
+                        if isinstance(v, (str, int, float, bool))}},
+        "audit": fold.meta.get("audit"),
         "labels": ctx.labels,
+        "label_counts": {name: label_counts(ex, len(ctx.labels))
+                         for name, ex in inputs.splits.items()},
+        "avd_scale": list(ctx.corpus.avd_scale),
         "metrics": metrics,
         "best_epoch": result.best_epoch,
         "epochs_run": result.epochs_run,
@@ -332,6 +357,13 @@ def _record(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel, resul
         "_model": built.model,
         "_approach": built.approach,
     }
+
+
+def label_counts(examples: list[Example], n_labels: int) -> list[int]:
+    """Labelled examples per class index (a permutation of the targets leaves these as the
+    gold counts)."""
+    labels = np.array([e.label for e in examples], dtype=np.int64)
+    return np.bincount(labels[labels >= 0], minlength=n_labels).tolist()
 
 
 def evaluate(out: Outputs, decoded: Decoded, labels: list[str]) -> dict[str, Any]:

@@ -355,17 +355,16 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
     out.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(out)
     if main:
-        text_stage.write_json_atomic(out / "plan.json", {
-            "recipe": plan.recipe.model_dump(mode="json"), "source": plan.source,
-            "folds": plan.folds, "jobs": [{"id": j.id, "cell": j.cell.id,
-                                           "label": j.cell.label, "fold": j.fold,
-                                           "seed": j.seed} for j in plan.jobs]})
+        _write_plan(out, plan, None)
 
     pending = [j for j in plan.jobs if not job_finished(out, j)]
     pending_ids = {j.id for j in pending}
     summary.skipped = [j.id for j in plan.jobs if j.id not in pending_ids]
     if pending:
         ctx = RunContext(plan, out, rank=rank, world=world)
+        if main:
+            _write_plan(out, plan, {name: fold.meta["audit"] for name, fold in ctx.folds.items()
+                                    if "audit" in fold.meta})
         token = worker.token if worker else _launch_token(accelerator.state)
         claims = Claims(out, token, enabled=world > 1 and not ddp)
         if any(j.cell.audio is not None for j in pending):
@@ -416,35 +415,47 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
     return summary
 
 
+def _write_plan(out: Path, plan: Plan, audit: dict[str, Any] | None) -> None:
+    """``plan.json``: the recipe, the folds (of every protocol), the jobs and each fold's
+    leakage audit (kept from the last write while the corpus has not been read)."""
+    if audit is None:
+        audit = (read_result(out / "plan.json") or {}).get("audit", {})
+    text_stage.write_json_atomic(out / "plan.json", {
+        "recipe": plan.recipe.model_dump(mode="json"), "source": plan.source,
+        "folds": plan.all_folds, "protocols": list(plan.protocol_folds),
+        "audit": audit,
+        "jobs": [{"id": j.id, "cell": j.cell.id, "label": j.cell.label, "fold": j.fold,
+                  "seed": j.seed} for j in plan.jobs]})
+
+
 def _stage_resolver(ctx: RunContext) -> Callable[[Job], str | None]:
     def stage_of(job: Job) -> str | None:
-        text = job.cell.config["text"]
-        if text is None or text.get("mode") != "staged":
-            return None
-        return text_stage.stage_id(ctx, text, job.fold, job.seed)
+        return text_stage.job_stage_id(ctx, job)
     return stage_of
 
 
 def _run_stages(ctx: RunContext, pending: list[Job], accelerator: Any, claims: Claims,
                 ddp: bool, progress: Progress, summary: RunSummary) -> None:
     """Fine-tune each staged text encoder once per (fold, seed) that pending jobs need."""
-    stages: dict[str, tuple[dict[str, Any], str, int]] = {}
+    stages: dict[str, Job] = {}
     for job in pending:
-        text = job.cell.config["text"]
-        if text is not None and text.get("mode") == "staged":
-            sid = text_stage.stage_id(ctx, text, job.fold, job.seed)
-            stages.setdefault(sid, (text, job.fold, job.seed))
-    for sid, (text, fold, seed) in sorted(stages.items(), key=lambda kv: kv[1][1:]):
+        sid = text_stage.job_stage_id(ctx, job)
+        if sid is not None:
+            stages.setdefault(sid, job)
+    for sid, job in sorted(stages.items(), key=lambda kv: (kv[1].fold, kv[1].seed)):
+        text, fold, seed = job.cell.config["text"], job.fold, job.seed
         status = text_stage.stage_status(ctx, sid)
         if status is not None and status.get("status") == "done":
             continue
         if not claims.take(f"stage-{sid}"):
             continue
         try:
-            info = text_stage.run_text_stage(ctx, text, fold, seed, accelerator, ddp=ddp)
+            info = text_stage.run_text_stage(ctx, text, fold, seed, accelerator, ddp=ddp,
+                                             control=job.cell.control)
             summary.stages += 1
-            progress.line(f"stage  {text['type']} fold={fold} seed={seed}: encoder fine-tuned "
-                          f"({info['epochs_run']} epochs, {info['total_s']:.1f}s)")
+            control = f" control={job.cell.control}" if job.cell.control else ""
+            progress.line(f"stage  {text['type']} fold={fold} seed={seed}{control}: encoder "
+                          f"fine-tuned ({info['epochs_run']} epochs, {info['total_s']:.1f}s)")
         except Exception as exc:
             if accelerator.is_main_process or not ddp:
                 path = text_stage.stage_path(ctx, sid)

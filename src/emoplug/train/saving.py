@@ -91,7 +91,7 @@ def _write_text(ctx: RunContext, job: Job, model: Any, folder: Path) -> int:
         save_text_module(model.text, folder)
         return int(model.text.dim)
     if mode == "staged":
-        sid = text_stage.stage_id(ctx, text_config, job.fold, job.seed)
+        sid = text_stage.job_stage_id(ctx, job)
         source = text_stage.stage_path(ctx, sid) / text_stage.STAGE_ENCODER
         if not (source / "config.json").is_file():
             raise EmoplugError(f"job {job.id}: stage {sid} kept no encoder (it ran without "

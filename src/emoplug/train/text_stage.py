@@ -3,9 +3,11 @@
 - ``frozen``: the pretrained encoder's outputs, cached per (encoder config, text) in the
   feature cache; every cell, fold and seed reuses them.
 - ``staged``: per (encoder config, fold, seed) the encoder is fine-tuned once with a text-only
-  multi-task head (categories + standardised valence/arousal/dominance when the corpus has
-  them), early-stopped on dev; its outputs for every utterance of the fold are saved under
-  ``<run>/stages/<id>/`` and every fusion/approach cell of that fold and seed trains on them.
+  head trained on the config's ``stage_objective`` (``multitask``: categories + standardised
+  valence/arousal/dominance when the corpus has them; ``category``; ``avd``), early-stopped on
+  dev; its outputs for every utterance of the fold are saved under ``<run>/stages/<id>/`` and
+  every fusion/approach cell of that fold and seed trains on them. A learning control
+  (``controls.py``) gets stages of its own, fine-tuned on its permuted training targets.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ import torch
 from torch import nn
 
 from emoplug.data.cache import text_digest
-from emoplug.recipe import stable_hash
+from emoplug.errors import EmoplugError
+from emoplug.recipe import Job, stable_hash
 from emoplug.train.context import RunContext
+from emoplug.train.controls import apply_control
 from emoplug.train.data import Collator, Example, Loader, eval_batches, move_to
 from emoplug.train.loop import fit
 from emoplug.train.model import CellModel
@@ -97,9 +101,23 @@ def stage_key(sid: str) -> str:
     return f"stage-{sid}"
 
 
-def stage_id(ctx: RunContext, text_config: dict[str, Any], fold: str, seed: int) -> str:
-    return stable_hash({**ctx.plan.shared_config, "text": text_config, "fold": fold,
-                        "seed": seed, "stage": "text"})
+def stage_id(ctx: RunContext, text_config: dict[str, Any], fold: str, seed: int,
+             control: str | None = None) -> str:
+    """The id of the stage fine-tuning ``text_config`` on ``fold`` with ``seed`` (and the
+    learning ``control``, which is part of the id only when there is one)."""
+    payload = {**ctx.plan.shared_config, "text": text_config, "fold": fold, "seed": seed,
+               "stage": "text"}
+    if control is not None:
+        payload["control"] = control
+    return stable_hash(payload)
+
+
+def job_stage_id(ctx: RunContext, job: Job) -> str | None:
+    """The id of the stage whose outputs ``job`` trains on; None when its text is not staged."""
+    text = job.cell.config["text"]
+    if text is None or text.get("mode") != "staged":
+        return None
+    return stage_id(ctx, text, job.fold, job.seed, job.cell.control)
 
 
 def stage_path(ctx: RunContext, sid: str) -> Path:
@@ -130,25 +148,34 @@ class _PooledHead(nn.Module):
         return self.net(encoded["text"].pooled)
 
 
-class _MultiTaskLoss:
-    """Cross-entropy on categories plus MSE on standardised AVD (rows without them masked)."""
+class _StageLoss:
+    """Cross-entropy on categories (``n_classes`` > 0) plus MSE on standardised AVD (with
+    ``avd_mean``), in that order of the outputs; rows without a target are masked."""
 
     def __init__(self, n_classes: int, avd_mean: torch.Tensor | None,
                  avd_std: torch.Tensor | None):
         self.n_classes, self.mean, self.std = n_classes, avd_mean, avd_std
 
+    @property
+    def out_dim(self) -> int:
+        """The head's output size: the classes, then 3 AVD outputs when AVD is a target."""
+        return self.n_classes + (3 if self.mean is not None else 0)
+
     def __call__(self, outputs: torch.Tensor, targets: Targets) -> torch.Tensor:
         # masks applied arithmetically: no step waits for the GPU to count the known rows
-        labels = targets.labels.to(outputs.device)
-        known = (labels >= 0).to(outputs.dtype)
-        loss = _masked_mean(nn.functional.cross_entropy(
-            outputs[:, : self.n_classes], labels.clamp(min=0), reduction="none"), known)
+        terms = []
+        if self.n_classes:
+            labels = targets.labels.to(outputs.device)
+            known = (labels >= 0).to(outputs.dtype)
+            terms.append(_masked_mean(nn.functional.cross_entropy(
+                outputs[:, : self.n_classes], labels.clamp(min=0), reduction="none"), known))
         if self.mean is not None:
             gold = (targets.avd.to(outputs.device) - self.mean.to(outputs.device)) \
                 / self.std.to(outputs.device)
             ok = torch.isfinite(gold).to(outputs.dtype)
-            loss = loss + _masked_mean((outputs[:, self.n_classes:] - gold.nan_to_num()) ** 2, ok)
-        return loss
+            terms.append(_masked_mean((outputs[:, self.n_classes:] - gold.nan_to_num()) ** 2,
+                                      ok))
+        return sum(terms[1:], terms[0])
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -157,14 +184,30 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / torch.where(count > 0, count, torch.ones_like(count))
 
 
+def stage_loss(objective: str, n_classes: int, train: list[Example], where: str) -> _StageLoss:
+    """The staged head's loss for ``objective`` (``multitask``, ``category``, ``avd``), with
+    AVD standardised by the statistics of ``train``; ``where`` names the stage in errors."""
+    train_avd = torch.tensor([e.avd for e in train], dtype=torch.float32)
+    has_avd = bool(torch.isfinite(train_avd).all(dim=1).any())
+    if objective == "avd" and not has_avd:
+        raise EmoplugError(f"{where}: stage_objective 'avd' needs valence/arousal/dominance "
+                           "targets, and the training fold has none (use 'category')")
+    use_avd = has_avd and objective in ("multitask", "avd")
+    mean = torch.nanmean(train_avd, dim=0) if use_avd else None
+    std = (torch.from_numpy(np.nanstd(train_avd.numpy(), axis=0)).clamp_min(1e-6)
+           if use_avd else None)
+    return _StageLoss(0 if objective == "avd" else n_classes, mean, std)
+
+
 def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str, seed: int,
-                   accelerator: Any, ddp: bool = False) -> dict[str, Any]:
-    """Fine-tune the encoder on the fold's training set and save its outputs for the fold
-    (under ``ddp`` all processes train it together and the main process saves)."""
+                   accelerator: Any, ddp: bool = False,
+                   control: str | None = None) -> dict[str, Any]:
+    """Fine-tune the encoder on the fold's training set (its targets permuted under the
+    ``permuted_labels`` control) and save its outputs for the fold (under ``ddp`` all
+    processes train it together and the main process saves)."""
     start = time.perf_counter()
     settings = ctx.plan.recipe.train
     fold = ctx.folds[fold_name]
-    module = build_text_module(ctx, text_config, seed)
 
     def examples(ids: tuple[str, ...]) -> list[Example]:
         out = []
@@ -175,27 +218,28 @@ def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str,
                 out.append(Example(u.id, label, u.avd or (np.nan,) * 3, text=u.text))
         return out
 
-    train, dev = examples(fold.train), examples(fold.dev)
-    train_avd = torch.tensor([e.avd for e in train], dtype=torch.float32)
-    has_avd = bool(torch.isfinite(train_avd).all(dim=1).any())
-    mean = torch.nanmean(train_avd, dim=0) if has_avd else None
-    std = (torch.from_numpy(np.nanstd(train_avd.numpy(), axis=0)).clamp_min(1e-6)
-           if has_avd else None)
-    n_classes = len(ctx.labels)
-    model = CellModel(_PooledHead(module.dim, n_classes + (3 if has_avd else 0)), text=module)
+    train = apply_control(control, examples(fold.train), seed, fold_name)
+    dev = examples(fold.dev)
+    objective = text_config["stage_objective"]
+    sid = stage_id(ctx, text_config, fold_name, seed, control)
+    loss = stage_loss(objective, len(ctx.labels), train,
+                      f"text stage {text_config['type']} fold={fold_name}")
+    module = build_text_module(ctx, text_config, seed)
+    model = CellModel(_PooledHead(module.dim, loss.out_dim), text=module)
     collate = Collator(module.tokenize)
-    result = fit(model, _MultiTaskLoss(n_classes, mean, std),
+    result = fit(model, loss,
                  Loader(train, collate, settings.batch_size, True, seed, settings.bucketing),
                  Loader(dev, collate, settings.batch_size, False), settings, accelerator,
                  encoder_lr=text_config.get("lr"), ddp=ddp, epochs=settings.stage_epochs)
     texts = {i: ctx.by_id[i].text for i in (*fold.train, *fold.dev, *fold.test)
              if ctx.by_id[i].text}
     outputs = encode_texts(module, texts, settings.batch_size, accelerator.device)
-    sid = stage_id(ctx, text_config, fold_name, seed)
     info = {"status": "done", "stage": sid, "text": text_config, "fold": fold_name,
-            "seed": seed, "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
-            "dev_loss": result.best_dev_loss, "train_s": result.seconds,
-            "total_s": time.perf_counter() - start, "utterances": len(outputs)}
+            "seed": seed, "objective": objective, "control": control,
+            "head_outputs": loss.out_dim, "best_epoch": result.best_epoch,
+            "epochs_run": result.epochs_run, "dev_loss": result.best_dev_loss,
+            "train_s": result.seconds, "total_s": time.perf_counter() - start,
+            "utterances": len(outputs)}
     if accelerator.is_main_process or not ddp:
         if settings.save == "best":  # saved models of staged cells need the encoder
             from emoplug.train.saving import save_text_module

@@ -1,0 +1,136 @@
+"""The ``fold_files`` protocol: folds read from the fold files EmoBox and s3prl publish.
+
+Each fold's test set is its test list; train is the rest of the (``subset``-filtered) corpus,
+which the files' train list must match; dev is carved out of train like every protocol's
+(:mod:`emoplug_data.protocols`). The files are checked against the corpus first: ids the
+corpus lacks, utterances no list of a fold names, ids in both lists and labels that disagree
+are one error line per fold. :meth:`FoldFilesProtocol.write` writes emoplug's folds the other
+way (``emoplug folds export``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from emoplug import Corpus, DatasetInfo, EmoplugError, Fold, Utterance
+from emoplug_data.foldfiles import (
+    FoldFiles,
+    FoldList,
+    fold_folders,
+    read_fold_files,
+    write_emobox,
+    write_s3prl,
+)
+from emoplug_data.protocols import SplitConfig, SplitProtocol
+
+WRITERS = {"emobox": write_emobox, "s3prl": write_s3prl}
+
+
+class FoldFilesConfig(SplitConfig):
+    format: Literal["emobox", "s3prl"] = Field(
+        description="emobox: data/<corpus>/fold_<k>/*.jsonl; s3prl: meta_data/<fold>/*.json")
+    path: Path = Field(description="EmoBox: the data/<corpus> folder; s3prl: the meta_data "
+                                   "folder; a relative path is read from the working directory")
+    corpus: str | None = Field(
+        None, description="EmoBox: the prefix of every key ('iemocap' in "
+                          "'iemocap-Ses01F_impro04_F000'); default: the folder's name")
+
+
+class FoldFilesProtocol(SplitProtocol):
+    """Published folds (EmoBox, s3prl), checked against the corpus; dev carved from train."""
+
+    name: ClassVar[str] = "fold_files"
+    Config: ClassVar[type[FoldFilesConfig]] = FoldFilesConfig
+
+    def folder(self) -> Path:
+        return self.config.path.expanduser()
+
+    def fold_names(self, info: DatasetInfo) -> list[str]:
+        return [p.name for p in fold_folders(self.config.format, self.folder())]
+
+    @cached_property
+    def files(self) -> FoldFiles:
+        return read_fold_files(self.config.format, self.folder(), self.config.corpus)
+
+    def folds(self, corpus: Corpus) -> list[Fold]:
+        by_id = corpus.by_id()
+        kept = {u.id for u in corpus.utterances if self.keep(u)}
+        for fold in self.files.folds:
+            problems = fold_problems(fold, by_id, kept, self.files.label_map)
+            if problems:
+                raise EmoplugError(f"fold_files: {fold.name}: {'; '.join(problems)}")
+        return [dataclasses.replace(f, meta={**f.meta, "fold_files": self.config.format,
+                                             "speaker_dependent": shares_speakers(f, by_id)})
+                for f in super().folds(corpus)]
+
+    def test_sets(self, utterances: list[Utterance]) -> list[tuple[str, list[str]]]:
+        kept = {u.id for u in utterances}
+        sets = []
+        for fold in self.files.folds:
+            test = [i for i in fold.test if i in kept]
+            if not test:
+                raise EmoplugError(f"fold_files: {fold.name}: subset '{self.config.subset}' "
+                                   "leaves no test utterance")
+            sets.append((fold.name, test))
+        return sets
+
+    @staticmethod
+    def write(fmt: str, corpus: Corpus, folds: Sequence[Fold], output: Path
+              ) -> dict[str, Path]:
+        """Write ``folds`` as ``fmt`` (emobox, s3prl) fold files under ``output`` (train lists
+        = train + dev); returns each fold's folder by fold name."""
+        return WRITERS[fmt](corpus, folds, output)
+
+
+def fold_problems(fold: FoldList, by_id: dict[str, Utterance], kept: set[str],
+                  label_map: dict[str, str]) -> list[str]:
+    """What is wrong with one fold's lists against the corpus (``kept``: the ids the subset
+    filter keeps), each as a short phrase with a count and the first few ids."""
+    codes = {**fold.train, **fold.test}
+    unknown = sorted(codes.keys() - by_id.keys())
+    missing = sorted(kept - codes.keys())
+    both = sorted(fold.train.keys() & fold.test.keys())
+    disagree = sorted(f"{i}: '{codes[i]}' vs '{by_id[i].label}'"
+                      for i in codes.keys() & by_id.keys()
+                      if not label_agrees(codes[i], by_id[i], label_map))
+    problems = []
+    if unknown:
+        problems.append(f"{len(unknown)} ids in the fold files are not in the corpus "
+                        f"({few(unknown)})")
+    if missing:
+        problems.append(f"{len(missing)} corpus utterances are in no list of {fold.name} "
+                        f"({few(missing)})")
+    if both:
+        problems.append(f"{len(both)} ids are in both its train and test lists ({few(both)})")
+    if disagree:
+        problems.append(f"{len(disagree)} ids have another label in the fold files than in "
+                        f"the corpus ({few(disagree)})")
+    return problems
+
+
+def label_agrees(code: str | None, utterance: Utterance, label_map: dict[str, str]) -> bool:
+    """Whether a file's label code names the utterance's label: mapped through the label map,
+    it is the label or its three-letter code (case-insensitive), or it is the corpus's own
+    code (IEMOCAP's ``meta.code``: ``exc`` is happy under four_class). True when either side
+    has no label."""
+    if code is None or utterance.label is None:
+        return True
+    named, label = label_map.get(code, code).casefold(), utterance.label.casefold()
+    return named in (label, label[:3]) or code == utterance.meta.get("code")
+
+
+def shares_speakers(fold: Fold, by_id: dict[str, Utterance]) -> bool:
+    """Whether a test speaker also speaks in the fold's train or dev part."""
+    seen = {by_id[i].speaker for i in (*fold.train, *fold.dev)}
+    return any(by_id[i].speaker in seen for i in fold.test)
+
+
+def few(items: list[str], n: int = 3) -> str:
+    """The first ``n`` items, then an ellipsis when there are more."""
+    return ", ".join(items[:n]) + (", …" if len(items) > n else "")
