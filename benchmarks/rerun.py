@@ -1,7 +1,7 @@
 """Re-running a finished 1,000-job grid: the whole ``emoplug run`` command must skip every job
 in under 10 s.
 
-The quickstart recipe with 5 seeds plans 40 cells x 5 folds x 5 seeds = 1,000 jobs. Each job
+The quickstart recipe with 5 seeds plans 41 cells x 5 folds x 5 seeds = 1,025 jobs. Each job
 gets a synthetic ``result.json`` saying ``done``, then ``emoplug run`` is timed as a
 subprocess (interpreter start-up and imports included), ``--repeats`` times. For where the
 time goes, ``emoplug --help`` (start-up alone) and, in this process, ``load_plan`` and

@@ -14,6 +14,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import _grid_work as grid_work  # noqa: E402
 import cohort  # noqa: E402
+import demo_study  # noqa: E402
 import full_grid_cost  # noqa: E402
 import gpu  # noqa: E402
 import grid  # noqa: E402
@@ -104,8 +105,8 @@ def test_cohort_benchmark_times_both_settings_with_identical_predictions(tmp_pat
 
 def test_rerun_skips_every_finished_job(tmp_path):
     figures = rerun.benchmark(seeds=1, repeats=1, work=tmp_path / "rerun", phases=False)
-    assert figures["jobs"] == figures["skipped"] == 200 and figures["ran"] == 0
-    assert "200 skipped" in figures["summary_line"]
+    assert figures["jobs"] == figures["skipped"] == 205 and figures["ran"] == 0
+    assert "205 skipped" in figures["summary_line"]
     assert figures["median_s"] > 0
 
 
@@ -177,8 +178,10 @@ def units():
 def test_full_grid_units_come_from_the_plan(units):
     assert units["stages"] == {f: 15 for f in ("bert", "roberta", "xlnet", "albert",
                                                "electra", "deberta")}  # 5 folds x 3 seeds
-    assert units["jobs"] == sum(units["head_kinds"].values()) == 3405
-    assert units["finetune_jobs"] == {} and units["wav2vec_configs"] == ["wav2vec"]
+    assert units["jobs"] == sum(units["head_kinds"].values()) == 3525
+    # the 8 end-to-end roberta_e2e cells fine-tune roberta in each of their 15 jobs
+    assert units["finetune_jobs"] == {"roberta": 8 * 15}
+    assert units["wav2vec_configs"] == ["wav2vec"]
     # direct has no second stage, two_stage fits its mapper on gold AVD: no training-set pass
     assert units["head_predicts_train"].keys() == units["head_kinds"].keys()
     assert not any(units["head_predicts_train"].values())
@@ -219,9 +222,9 @@ def test_full_grid_cost_counts_every_step_of_a_job(tmp_path, units, monkeypatch)
                                     step_work_path=work_path)["projection"]["head_kinds"]
     assert again[kind]["seconds_per_job"] == pytest.approx(job_s + n["train"] * 0.002, abs=0.01)
     assert projection["gpu_hours"]["head_jobs_one_per_gpu"] == pytest.approx(
-        3405 * job_s / 3600, rel=1e-3)
+        3525 * job_s / 3600, rel=1e-3)
     assert projection["gpu_hours"]["head_jobs_4_per_gpu"] == pytest.approx(
-        3405 * job_s / 4 / 3600, rel=1e-3)  # all host time here
+        3525 * job_s / 4 / 3600, rel=1e-3)  # all host time here
     stage_s = (units["stage_epochs"] * (n["train"] * 0.031 + n["dev"] * 0.011)
                + (n["train"] + n["dev"] + n["test"]) * 0.011)
     assert projection["seconds_per_stage"]["bert"] == pytest.approx(stage_s, abs=0.1)
@@ -257,7 +260,7 @@ def test_full_grid_cost_gathers_head_batches_on_the_gpu(tmp_path, units, monkeyp
     figures = full_grid_cost.estimate(RECIPE, 4, gpu_path=tmp_path / "absent.json",
                                       step_work_path=work_path)
     hours = figures["projection"]["gpu_hours"]
-    overhead_h = 3405 * figures["inputs"]["job_overhead_s"] / 3600
+    overhead_h = 3525 * figures["inputs"]["job_overhead_s"] / 3600
     assert hours["head_jobs_one_per_gpu"] - overhead_h == pytest.approx(
         (hours["head_jobs_host_inputs"] - overhead_h) / 2, rel=1e-3)
 
@@ -279,3 +282,20 @@ def test_full_grid_cost_prefers_gpu_measurements(tmp_path, units, monkeypatch):
     projection = figures["projection"]
     assert projection["total_h100_hours"] == projection["total_h100_hours_8_jobs_per_gpu"]
     assert not any(line.startswith("ESTIMATED") for line in figures["assumptions"])
+
+
+def test_demo_study_records_dev_chosen_winners_floors_and_tables(tmp_path):
+    from test_report import CELLS, make_run
+
+    run = make_run(tmp_path, CELLS)
+    figures = demo_study.summarize_run(run)
+    chosen = figures["best_chosen_on_dev_ua"]
+    # the synthetic run's best multimodal cell on dev (early) is not the best on test
+    assert chosen["Text + audio"]["cell"] == "roberta[staged]+mfcc/early/direct"
+    assert chosen["Text + audio"]["test_ua"]["n"] == 3
+    assert figures["majority_floor"]["per_fold"][0] == {
+        "fold": "s1", "majority": "neutral", "test_size": 40, "wa": 0.5, "ua": 0.25,
+        "macro_f1": 0.1667}
+    assert figures["cells"]["mfcc/none/direct"]["test_ua"]["n"] == 3
+    assert {"results", "modality", "approach"} <= set(figures["report_tables"])
+    assert "synthetic" in figures["caveat"].lower()
