@@ -181,8 +181,7 @@ def modality_section(run: RunData) -> Section:
     section.tables.append(Table(["Modalities", f"Best cell ({CHOSEN})", "Jobs", "n (folds)",
                                  "Dev UA", *[f"{metric_title(m)} (test)" for m in metrics]],
                                 rows))
-    section.charts.append(BarChart("Modality importance (best cell per modality, chosen on "
-                                   "dev UA; test scores)",
+    section.charts.append(BarChart("Best cell per modality (chosen on dev UA), test scores",
                                    [metric_title(m) for m in metrics], series,
                                    "test score (%, mean ± std over folds)"))
     multi = chosen.get(("text", "audio"))

@@ -271,8 +271,8 @@ def stage1_section(run: RunData) -> Section:
     section.tables.append(Table(["Modality", "Cell", "Jobs", "Dev RMSE (mean of dims)",
                                  *[f"{d} RMSE (test)" for d in dims]], rows))
     if series:
-        section.charts.append(BarChart("Stage-1 test RMSE per dimension (per modality, the "
-                                       "cell with the lowest dev RMSE)", list(dims), series,
+        section.charts.append(BarChart("Stage-1 test RMSE (per modality: lowest dev RMSE)",
+                                       list(dims), series,
                                        f"RMSE, corpus scale {avd_scale_text(run)} "
                                        "(mean ± std over folds)"))
     return section
