@@ -4,32 +4,21 @@ Each fold's test set is its test list; train is the rest of the (``subset``-filt
 which the files' train list must match; dev is carved out of train like every protocol's
 (:mod:`emoplug_data.protocols`). The files are checked against the corpus first: ids the
 corpus lacks, utterances no list of a fold names, ids in both lists and labels that disagree
-are one error line per fold. :meth:`FoldFilesProtocol.write` writes emoplug's folds the other
-way (``emoplug folds export``).
+are one error line per fold. The formats themselves live in the core (``emoplug.foldfiles``),
+which also writes emoplug's folds the other way (``emoplug folds export``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from emoplug import Corpus, DatasetInfo, EmoplugError, Fold, Utterance
-from emoplug_data.foldfiles import (
-    FoldFiles,
-    FoldList,
-    fold_folders,
-    read_fold_files,
-    write_emobox,
-    write_s3prl,
-)
+from emoplug import Corpus, DatasetInfo, EmoplugError, Fold, Utterance, foldfiles
 from emoplug_data.protocols import SplitConfig, SplitProtocol
-
-WRITERS = {"emobox": write_emobox, "s3prl": write_s3prl}
 
 
 class FoldFilesConfig(SplitConfig):
@@ -52,11 +41,11 @@ class FoldFilesProtocol(SplitProtocol):
         return self.config.path.expanduser()
 
     def fold_names(self, info: DatasetInfo) -> list[str]:
-        return [p.name for p in fold_folders(self.config.format, self.folder())]
+        return [p.name for p in foldfiles.fold_folders(self.config.format, self.folder())]
 
     @cached_property
-    def files(self) -> FoldFiles:
-        return read_fold_files(self.config.format, self.folder(), self.config.corpus)
+    def files(self) -> foldfiles.FoldFiles:
+        return foldfiles.read_fold_files(self.config.format, self.folder(), self.config.corpus)
 
     def folds(self, corpus: Corpus) -> list[Fold]:
         by_id = corpus.by_id()
@@ -80,15 +69,8 @@ class FoldFilesProtocol(SplitProtocol):
             sets.append((fold.name, test))
         return sets
 
-    @staticmethod
-    def write(fmt: str, corpus: Corpus, folds: Sequence[Fold], output: Path
-              ) -> dict[str, Path]:
-        """Write ``folds`` as ``fmt`` (emobox, s3prl) fold files under ``output`` (train lists
-        = train + dev); returns each fold's folder by fold name."""
-        return WRITERS[fmt](corpus, folds, output)
 
-
-def fold_problems(fold: FoldList, by_id: dict[str, Utterance], kept: set[str],
+def fold_problems(fold: foldfiles.FoldList, by_id: dict[str, Utterance], kept: set[str],
                   label_map: dict[str, str]) -> list[str]:
     """What is wrong with one fold's lists against the corpus (``kept``: the ids the subset
     filter keeps), each as a short phrase with a count and the first few ids."""

@@ -1,7 +1,8 @@
 """emoplug: multimodal (text + speech) emotion recognition experiments from one YAML recipe.
 
 Plugins import only what this module exports: the ``hookimpl`` marker, the component base
-classes and the data types they exchange.
+classes, the data types they exchange, and ``foldfiles`` (the EmoBox and s3prl fold-file
+formats, which the core writes and a protocol plugin may read).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("emoplug")
 
+from emoplug import foldfiles  # noqa: E402  (EmoBox / s3prl fold files, read and written)
 from emoplug.components import (  # noqa: E402
     Approach,
     AudioFeaturizer,
@@ -48,6 +50,7 @@ __all__ = [
     "EmoplugError",
     "Encoded",
     "Fold",
+    "foldfiles",
     "Fusion",
     "Protocol",
     "Targets",

@@ -213,14 +213,12 @@ def folds_group() -> None:
 def folds_export(recipe: Path, overrides: tuple[str, ...], fmt: str, output: Path) -> None:
     """Write a recipe's folds as EmoBox or s3prl fold files (train lists = train + dev)."""
     from emoplug.data.loading import load_corpus_and_folds
+    from emoplug.foldfiles import write_fold_files
     from emoplug.recipe import load_plan
-    from emoplug.registry import get_registry
 
     plan_ = load_plan(recipe, overrides)
     corpus, folds = load_corpus_and_folds(plan_)
-    # the bundled `fold_files` protocol owns both formats; reached through the registry
-    writer = get_registry().get("protocol", "fold_files").factory
-    written = writer.write(fmt, corpus, folds, output)
+    written = write_fold_files(fmt, corpus, folds, output)
     for fold in folds:
         click.echo(f"{fold.name} -> {written[fold.name]}: train {len(fold.train) + len(fold.dev)}"
                    f" (dev {len(fold.dev)} included), test {len(fold.test)}")

@@ -1,5 +1,9 @@
 """The fold files reference benchmarks publish, read and written: EmoBox's and s3prl's.
 
+An interchange format of the core, like ``result.json``: ``emoplug folds export`` writes it
+(:func:`write_fold_files`), and the bundled ``fold_files`` protocol reads it through the
+public API (``from emoplug import foldfiles``).
+
 EmoBox (``data/<corpus>/``): ``fold_<k>/<corpus>_{train,test}_fold_<k>.jsonl``, one JSON object
 a line (``key`` = ``<corpus>-<utterance id>``, ``emo`` = label code, ``wav``, ``length``, ...),
 and ``label_map.json`` beside the folds (code -> label, e.g. ``exc`` -> ``Happy``).
@@ -19,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from emoplug import Corpus, EmoplugError, Fold
+from emoplug.errors import EmoplugError
+from emoplug.types import Corpus, Fold
 
 PARTS = ("train", "test")
 LABEL_MAP = "label_map.json"
@@ -252,3 +257,13 @@ def _text(path: Path) -> str:
 
 def _code(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def write_fold_files(fmt: str, corpus: Corpus, folds: Sequence[Fold], output: Path
+                     ) -> dict[str, Path]:
+    """Write ``folds`` as ``fmt`` (``emobox``, ``s3prl``) fold files under ``output`` (train
+    lists = train + dev); returns each fold's folder by fold name."""
+    writers = {"emobox": write_emobox, "s3prl": write_s3prl}
+    if fmt not in writers:
+        raise EmoplugError(f"fold files: unknown format {fmt!r} (emobox or s3prl)")
+    return writers[fmt](corpus, folds, output)
