@@ -139,7 +139,7 @@ def plan_units(plan: Any) -> dict[str, Any]:
 def predicts_training_set(approach_config: dict[str, Any]) -> bool:
     """Whether a job of this approach predicts its training set after training."""
     from emoplug.registry import get_registry
-    from emoplug.train.job import predicts_training_set as runner_predicts
+    from emoplug.train.evaluate import predicts_training_set as runner_predicts
 
     return runner_predicts(get_registry().build("approach", approach_config))
 

@@ -11,8 +11,9 @@ import soundfile as sf
 
 from emoplug import EmoplugError, Utterance
 from emoplug.data import cache as cache_module
-from emoplug.data.cache import FeatureCache, default_cache_dir, file_digest
+from emoplug.data.cache import FeatureCache, file_digest
 from emoplug.data.features import featurize_corpus, load_features
+from emoplug.files import default_cache_dir
 from emoplug_audio.mfcc import MFCC
 
 SR = 16000

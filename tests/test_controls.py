@@ -195,7 +195,7 @@ def _gold_column(folder: Path) -> list[tuple[str, str]]:
 def test_a_control_cell_trains_on_permuted_targets_and_is_scored_on_gold(tmp_path,
                                                                          monkeypatch):
     from emoplug.train.context import RunContext
-    from emoplug.train.job import load_inputs
+    from emoplug.train.inputs import load_inputs
 
     stage_targets: list[list[tuple[str, int]]] = []
     original_fit = text_stage.fit

@@ -14,7 +14,7 @@ from emoplug import EmoplugError, hookimpl
 from emoplug.recipe import Plan, load_plan
 from emoplug.registry import get_registry
 from emoplug.train import crossfit
-from emoplug.train import job as job_module
+from emoplug.train import evaluate as evaluate_module
 from emoplug.train.data import Example
 from emoplug.train.runner import run_plan
 from emoplug_approaches.two_stage import TwoStageApproach
@@ -129,8 +129,8 @@ def test_crossfit_fits_the_mapper_on_out_of_fold_outputs_grouped_by_speaker(tmp_
         predicted[frozenset(out.ids)] = dict(zip(out.ids, out.outputs, strict=True))
         return out
 
-    real_job_predict = job_module.predict
-    monkeypatch.setattr(job_module, "predict", spy_job_predict)
+    real_job_predict = evaluate_module.predict
+    monkeypatch.setattr(evaluate_module, "predict", spy_job_predict)
     monkeypatch.setattr(crossfit, "out_of_fold_outputs", spy_oof)
     monkeypatch.setattr(crossfit, "fit", spy_fit)
     monkeypatch.setattr(crossfit, "predict", spy_predict)

@@ -81,7 +81,7 @@ def invoke(*args):
 
 
 def folds_of(recipe: Path, *overrides: str) -> list[Fold]:
-    return load_corpus_and_folds(load_plan(recipe, overrides))[1]
+    return load_corpus_and_folds(load_plan(recipe, overrides).corpus_request())[1]
 
 
 def fold_files(fmt: str, path: Path, **settings) -> list[str]:

@@ -247,6 +247,14 @@ BROKEN_MODULES = {
         def emoplug_register_fusions(register):
             register("odd", lambda config: None, dict)
     """),
+    "kitbroken_name": textwrap.dedent("""
+        from emoplug import hookimpl
+
+        @hookimpl
+        def emoplug_register_fusion(register):  # misspelt: the hook is ..._fusions
+            pass
+    """),
+    "kitbroken_exit": "import sys\nsys.exit('this plugin quits at import')\n",
     "kitworking": textwrap.dedent("""
         from emoplug import Fusion, hookimpl
 
@@ -261,14 +269,16 @@ BROKEN_MODULES = {
 
 
 def make_distribution(root: Path) -> None:
-    """An installed-looking distribution ``emoplug-kit-broken`` with four plugins."""
+    """An installed-looking distribution ``emoplug-kit-broken`` with six plugins, five of
+    them broken in different ways."""
     info = root / "emoplug_kit_broken-0.3.dist-info"
     info.mkdir(parents=True)
     (info / "METADATA").write_text(
         "Metadata-Version: 2.1\nName: emoplug-kit-broken\nVersion: 0.3\n")
     (info / "entry_points.txt").write_text(
         "[emoplug]\nbroken_import = kitbroken_import\nbroken_hook = kitbroken_hook\n"
-        "broken_config = kitbroken_config\nworking = kitworking\n")
+        "broken_config = kitbroken_config\nbroken_name = kitbroken_name\n"
+        "broken_exit = kitbroken_exit\nworking = kitworking\n")
     for module, source in BROKEN_MODULES.items():
         (root / f"{module}.py").write_text(source)
 
@@ -279,13 +289,19 @@ def test_broken_plugins_are_named_and_do_not_take_others_down(tmp_path):
     assert run.returncode == 0, run.stderr
     payload = json.loads(run.stdout)
     broken = {b["plugin"]: b for b in payload["broken"]}
-    assert set(broken) == {"broken_import", "broken_hook", "broken_config"}
+    assert set(broken) == {"broken_import", "broken_hook", "broken_config", "broken_name",
+                           "broken_exit"}
     assert all(b["distribution"] == "emoplug-kit-broken" for b in broken.values())
     assert "failed to import kitbroken_import: ModuleNotFoundError" in \
         broken["broken_import"]["error"]
     assert "emoplug_register_fusions raised RuntimeError: the hook fell over" in \
         broken["broken_hook"]["error"]
     assert "'odd': config model is not a pydantic model" in broken["broken_config"]["error"]
+    assert broken["broken_name"]["error"] == (
+        "implements hooks emoplug does not have: emoplug_register_fusion "
+        "(did you mean emoplug_register_fusions?)")
+    assert broken["broken_exit"]["error"] == (
+        "failed to import kitbroken_exit: SystemExit: this plugin quits at import")
     fusions = listed(payload, "fusion")
     assert BUNDLED_FUSIONS | {"kit_working"} <= fusions and "odd" not in fusions
     working = next(c for c in payload["components"] if c["name"] == "kit_working")
@@ -297,3 +313,5 @@ def test_broken_plugins_are_named_and_do_not_take_others_down(tmp_path):
     assert "BROKEN    plugin 'broken_hook' (emoplug-kit-broken): hook emoplug_register_fusions " \
            "raised RuntimeError: the hook fell over" in text.stderr
     assert "kit_working" in text.stdout and "early" in text.stdout
+    assert "BROKEN    plugin 'broken_name' (emoplug-kit-broken): implements hooks" in text.stderr
+    assert "Traceback" not in text.stderr

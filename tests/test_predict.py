@@ -57,9 +57,9 @@ def run(tmp_path_factory):
     summary = run_plan(plan, root / "run", verbosity=-1)
     assert summary.failed == [] and len(summary.done) == 3
     jobs = {(j.cell.id, j.fold): root / "run" / "jobs" / j.id for j in plan.jobs}
-    from emoplug.train.context import load_corpus_and_folds
+    from emoplug.data.loading import load_corpus_and_folds
 
-    corpus, _ = load_corpus_and_folds(plan)
+    corpus, _ = load_corpus_and_folds(plan.corpus_request())
     # the tiny encoders were built into the cache: saved models must not need them
     shutil.rmtree(root / "cache" / "models")
     return {"root": root, "run": root / "run", "plan": plan, "corpus": corpus.by_id(),
@@ -189,7 +189,7 @@ def test_manifest_skips_bad_rows_and_predicts_the_rest(run, tmp_path):
 
 
 def test_newer_format_and_pickles_are_refused(run, tmp_path):
-    from emoplug.train.saving import link_or_copy_tree
+    from emoplug.files import link_or_copy_tree
 
     copy = tmp_path / "model"
     link_or_copy_tree(run["direct"] / "model", copy)

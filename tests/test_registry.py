@@ -123,3 +123,66 @@ def test_trace_mode_prints_each_hook_call(monkeypatch, capsys):
     fake_registry().names("fusion")
     err = capsys.readouterr().err
     assert "emoplug-trace: emoplug_register_fusions() -> plugin fake" in err
+
+
+class _Observer:
+    """A hook wrapper around every plugin's fusion registration."""
+
+    def __init__(self):
+        self.calls = 0
+
+    @hookimpl(wrapper=True)
+    def emoplug_register_fusions(self, register):
+        self.calls += 1
+        return (yield)
+
+
+def test_hooks_go_through_pluggy_so_wrappers_and_monitors_see_each_call():
+    registry = fake_registry()
+    observer = _Observer()
+    registry.add_plugin(observer, "observer")
+    calls = []
+    registry.pm.add_hookcall_monitoring(
+        lambda name, impls, kwargs: calls.append((name, {i.plugin_name for i in impls})),
+        lambda *args: None)
+    assert "early" in registry.names("fusion")
+    assert observer.calls == 1  # one plugin (fake) registers fusions: one wrapped call
+    assert ("emoplug_register_fusions", {"fake", "observer"}) in calls
+    assert registry.plugins["observer"].error is None
+
+
+class _Lifecycle:
+    def __init__(self, fail: bool):
+        self.fail, self.results = fail, []
+
+    @hookimpl
+    def emoplug_job_finished(self, job, result):
+        if self.fail:
+            raise RuntimeError("tracker is down")
+        self.results.append(result["status"])
+
+
+def test_a_plugin_raising_in_a_lifecycle_hook_is_reported_and_the_others_still_run(capsys):
+    registry = fake_registry()
+    failing, working = _Lifecycle(True), _Lifecycle(False)
+    registry.add_plugin(failing, "failing")
+    registry.add_plugin(working, "working")
+    registry.notify("emoplug_job_finished", job=None, result={"status": "done"})
+    assert working.results == ["done"]
+    assert "emoplug: warning: plugin 'failing' failed in emoplug_job_finished: RuntimeError: " \
+           "tracker is down" in capsys.readouterr().err
+
+
+class _Misspelt:
+    @hookimpl
+    def emoplug_register_fusion(self, register):  # the hook is emoplug_register_fusions
+        pass
+
+
+def test_a_misspelt_hook_marks_its_plugin_broken_and_the_others_load():
+    registry = fake_registry()
+    registry.add_plugin(_Misspelt(), "misspelt")
+    assert "early" in registry.names("fusion")
+    assert registry.plugins["misspelt"].error == (
+        "implements hooks emoplug does not have: emoplug_register_fusion "
+        "(did you mean emoplug_register_fusions?)")

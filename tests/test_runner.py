@@ -297,20 +297,20 @@ def test_an_evaluation_loaders_targets_come_in_the_order_of_its_batches():
 @pytest.mark.parametrize(("fit_on", "predicts_train"), [("gold", False), ("predicted", True)])
 def test_two_stage_predicts_the_training_set_only_when_its_mapper_fits_on_predictions(
         tmp_path, monkeypatch, fit_on, predicts_train):
-    from emoplug.train import job as job_module
+    from emoplug.train import evaluate as evaluate_module
 
     recipe = write_recipe(tmp_path, RECIPE.replace(
         "grid: {text: [bert], audio: [mfcc, null], fusion: [early, attention], approach: "
         "[direct]}",
         f"approach:\n  two: {{type: two_stage, mapper_fit_on: {fit_on}}}\n"
         "grid: {text: [null], audio: [mfcc], fusion: [early], approach: [two]}"))
-    predicted_sizes, original = [], job_module.predict
+    predicted_sizes, original = [], evaluate_module.predict
 
     def spy(model, loader, *args, **kwargs):
         predicted_sizes.append(len(loader.examples))
         return original(model, loader, *args, **kwargs)
 
-    monkeypatch.setattr(job_module, "predict", spy)
+    monkeypatch.setattr(evaluate_module, "predict", spy)
     summary = run_plan(load_plan(recipe), tmp_path / "out", verbosity=-1)
     assert len(summary.done) == 5 and not summary.failed
     found = list(results(tmp_path / "out").values())

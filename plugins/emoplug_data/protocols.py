@@ -9,13 +9,23 @@ Utterances are sorted by id first, so folds depend only on the corpus and the se
 
 from __future__ import annotations
 
-from collections import defaultdict
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import numpy as np
 from pydantic import Field
 
-from emoplug import ComponentConfig, Corpus, DatasetInfo, EmoplugError, Fold, Protocol, Utterance
+from emoplug import (
+    ComponentConfig,
+    Corpus,
+    DatasetInfo,
+    EmoplugError,
+    Fold,
+    Protocol,
+    Utterance,
+    stratified_sample,
+)
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class SplitConfig(ComponentConfig):
@@ -54,6 +64,8 @@ class SplitProtocol(Protocol):
         return bool(improvised) == (subset == "improvised")
 
     def folds(self, corpus: Corpus) -> list[Fold]:
+        import numpy as np
+
         utterances = sorted((u for u in corpus.utterances if self.keep(u)), key=lambda u: u.id)
         if not utterances:
             raise EmoplugError(f"protocol {self.name}: no utterance of corpus '{corpus.name}' "
@@ -96,15 +108,8 @@ class SplitProtocol(Protocol):
                                    "training speakers")
             speaker = speakers[rng.integers(len(speakers))]
             return [u.id for u in train if u.speaker == speaker], {"dev_speaker": speaker}
-        by_label: dict[str, list[str]] = defaultdict(list)
-        for u in train:
-            by_label[str(u.label)].append(u.id)
-        dev: list[str] = []
-        for label in sorted(by_label):
-            ids = by_label[label]
-            take = round(self.config.dev_fraction * len(ids))
-            dev.extend(ids[i] for i in rng.permutation(len(ids))[:take])
-        return dev, {}
+        return stratified_sample([u.id for u in train], [u.label for u in train],
+                                 self.config.dev_fraction, rng), {}
 
 
 class LosoProtocol(SplitProtocol):

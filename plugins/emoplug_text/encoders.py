@@ -71,6 +71,22 @@ class TransformerTextEncoder(TextEncoder):
             dropout=cfg.dropout, train_layers=cfg.train_layers, layers=self.family.layers,
             token_type_ids=self.family.token_type_ids)
 
+    def save(self, module: TransformerTextModule, folder: Path) -> None:
+        """A Hugging Face checkpoint folder: tokenizer files, ``config.json`` and
+        ``model.safetensors`` (``save_pretrained``)."""
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Writing model shards" bar per job
+        module.tokenizer.save_pretrained(folder)
+        module.transformer.save_pretrained(folder, safe_serialization=True)
+
+    def load(self, folder: Path) -> TransformerTextModule:
+        """The encoder of this config read back from the checkpoint folder ``save`` wrote
+        (a tiny model's trained tokenizer included)."""
+        saved = type(self)(self.config.model_copy(update={"pretrained": str(folder),
+                                                          "tiny": False}))
+        return saved.build(texts=[], work_dir=folder)
+
 
 class Bert(TransformerTextEncoder):
     """BERT (default ``bert-base-uncased``)."""

@@ -1,7 +1,8 @@
 """emoplug: multimodal (text + speech) emotion recognition experiments from one YAML recipe.
 
 Plugins import only what this module exports: the ``hookimpl`` marker, the component base
-classes, the data types they exchange, and ``foldfiles`` (the EmoBox and s3prl fold-file
+classes, the data types they exchange, :func:`stratified_sample` (the label-stratified draw
+protocols carve dev sets with), and ``foldfiles`` (the EmoBox and s3prl fold-file
 formats, which the core writes and a protocol plugin may read).
 """
 
@@ -26,6 +27,7 @@ from emoplug.components import (  # noqa: E402
     TextEncoderConfig,
 )
 from emoplug.errors import EmoplugError  # noqa: E402
+from emoplug.splits import stratified_sample  # noqa: E402
 from emoplug.types import (  # noqa: E402
     AVD_NAMES,
     Corpus,
@@ -59,6 +61,7 @@ __all__ = [
     "Utterance",
     "hookimpl",
     "load",
+    "stratified_sample",
 ]
 
 

@@ -130,7 +130,8 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
     """Run every job of a recipe (skips finished ones)."""
     from emoplug.recipe import load_plan
     from emoplug.train.packed import device_inputs_mode
-    from emoplug.train.runner import Worker, run_plan, run_with_workers
+    from emoplug.train.runner import run_plan
+    from emoplug.train.workers import Worker, run_with_workers
 
     plan_ = load_plan(recipe, overrides)
     device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops here, before any worker starts
@@ -152,7 +153,7 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
 def featurize(recipe: Path, overrides: tuple[str, ...]) -> None:
     """Compute and cache the audio features of every featurizer in a recipe."""
     from emoplug.recipe import load_plan
-    from emoplug.train.runner import warm_feature_cache
+    from emoplug.train.warm import warm_feature_cache
 
     warm_feature_cache(load_plan(recipe, overrides), verbose=True)
 
@@ -192,7 +193,7 @@ def data_summary(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> Non
     from emoplug.recipe import load_plan
 
     plan_ = load_plan(recipe, overrides)
-    corpus, folds = load_corpus_and_folds(plan_)
+    corpus, folds = load_corpus_and_folds(plan_.corpus_request())
     summary = summarize(corpus, folds)
     click.echo(json.dumps(summary, indent=2, sort_keys=True) if as_json
                else format_summary(summary))
@@ -217,7 +218,7 @@ def folds_export(recipe: Path, overrides: tuple[str, ...], fmt: str, output: Pat
     from emoplug.recipe import load_plan
 
     plan_ = load_plan(recipe, overrides)
-    corpus, folds = load_corpus_and_folds(plan_)
+    corpus, folds = load_corpus_and_folds(plan_.corpus_request())
     written = write_fold_files(fmt, corpus, folds, output)
     for fold in folds:
         click.echo(f"{fold.name} -> {written[fold.name]}: train {len(fold.train) + len(fold.dev)}"

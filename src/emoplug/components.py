@@ -105,6 +105,28 @@ class TextEncoder(Component):
         (a writable cache folder) serve encoders that build a tokenizer, e.g. tiny models."""
         raise NotImplementedError
 
+    def save(self, module: torch.nn.Module, folder: Path) -> None:
+        """Write a trained module built by :meth:`build` into ``folder`` (created empty by
+        the caller), as safetensors and JSON only, so that :meth:`load` rebuilds it without
+        the corpus. The default writes the module's weights to ``weights.safetensors``;
+        an encoder whose architecture depends on the corpus texts (a tokenizer trained on
+        them) overrides both methods."""
+        from safetensors.torch import save_model
+
+        save_model(module, str(folder / "weights.safetensors"))
+
+    def load(self, folder: Path) -> torch.nn.Module:
+        """Rebuild the module :meth:`save` wrote to ``folder``. The default builds the
+        module from this config (with no texts) and loads ``weights.safetensors`` into it."""
+        import tempfile
+
+        from safetensors.torch import load_model
+
+        with tempfile.TemporaryDirectory(prefix="emoplug-load-") as work_dir:
+            module = self.build(texts=[], work_dir=Path(work_dir))
+        load_model(module, str(folder / "weights.safetensors"))
+        return module
+
 
 class AudioFeaturizer(Component):
     """A deterministic waveform -> ``[frames, dim]`` function and its default trainable encoder.

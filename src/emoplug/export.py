@@ -17,11 +17,11 @@ import os
 import shutil
 import sys
 import tempfile
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from emoplug.errors import EmoplugError
+from emoplug.files import write_json_atomic
 
 REFIT_FOLD = "refit"
 
@@ -62,9 +62,8 @@ def _fresh_output(output: Path) -> None:
 def export_saved(run_dir: Path, cell: str, fold: str = "all",
                  output: Path | None = None) -> Path:
     """Copy the saved models of ``cell`` (all folds, or one) into ``output``."""
-    from emoplug.predict import MODEL_JSON, read_model_json
-    from emoplug.train.saving import FORMAT_VERSION, link_or_copy_tree
-    from emoplug.train.text_stage import write_json_atomic
+    from emoplug.files import link_or_copy_tree
+    from emoplug.model_folder import FORMAT_VERSION, MODEL_JSON, read_model_json
 
     plan = read_plan_json(run_dir)
     cells = {j["cell"]: j["label"] for j in plan["jobs"]}
@@ -122,17 +121,12 @@ def refit_fold(ids: list[str], labels: dict[str, str | None], dev_fraction: floa
     then the dev scores)."""
     import numpy as np
 
+    from emoplug.splits import stratified_sample
     from emoplug.types import Fold
 
-    by_label: dict[str, list[str]] = defaultdict(list)
-    for utt_id in sorted(ids):
-        by_label[str(labels[utt_id])].append(utt_id)
-    rng = np.random.default_rng(seed)
-    dev: set[str] = set()
-    for label in sorted(by_label):
-        members = by_label[label]
-        take = round(dev_fraction * len(members))
-        dev.update(members[i] for i in rng.permutation(len(members))[:take])
+    ordered = sorted(ids)
+    dev = set(stratified_sample(ordered, [labels[i] for i in ordered], dev_fraction,
+                                np.random.default_rng(seed)))
     train = tuple(i for i in sorted(ids) if i not in dev)
     if not dev or not train:
         raise EmoplugError(f"refit: dev_fraction {dev_fraction} leaves an empty "
@@ -151,7 +145,8 @@ def refit(run_dir: Path, cell: str, output: Path | None = None, seed: int | None
     from emoplug.recipe import Job, build_plan, stable_hash
     from emoplug.train import text_stage
     from emoplug.train.context import RunContext
-    from emoplug.train.job import run_job, text_mode
+    from emoplug.train.inputs import text_mode
+    from emoplug.train.job import run_job
     from emoplug.train.packed import device_inputs_mode
     from emoplug.train.saving import save_model
 
@@ -177,7 +172,7 @@ def refit(run_dir: Path, cell: str, output: Path | None = None, seed: int | None
                                         dev_fraction, seed)}
     job = Job(chosen, REFIT_FOLD, seed, stable_hash({
         **plan.shared_config, **chosen.config, "fold": REFIT_FOLD, "seed": seed,
-        "dev_fraction": dev_fraction}), plan)
+        "dev_fraction": dev_fraction}), plan.recipe.name, plan.shared_config)
     accelerator = Accelerator(mixed_precision=plan.recipe.train.mixed_precision)
     if text_mode(job) == "staged":
         sid = text_stage.job_stage_id(ctx, job)
@@ -189,9 +184,7 @@ def refit(run_dir: Path, cell: str, output: Path | None = None, seed: int | None
                                       control=chosen.control)
     print(f"refit: training {chosen.label} on {len(ctx.folds[REFIT_FOLD].train)} utterances "
           f"(dev {len(ctx.folds[REFIT_FOLD].dev)})", file=sys.stderr)
-    result = run_job(ctx, job, accelerator)
-    model, approach = result.pop("_model"), result.pop("_approach")
-    result.pop("_predictions")
-    save_model(output, ctx, job, model, approach)
-    text_stage.write_json_atomic(work / "result.json", result)
-    return output, result
+    outcome = run_job(ctx, job, accelerator)
+    save_model(output, ctx, job, outcome.model, outcome.approach)
+    write_json_atomic(work / "result.json", outcome.result)
+    return output, outcome.result

@@ -12,11 +12,8 @@ never set, and a directory holding a pickle-based file (``.bin``, ``.pt``, ...) 
 from __future__ import annotations
 
 import csv
-import json
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,14 +21,16 @@ from typing import Any
 
 import numpy as np
 
-import emoplug
 from emoplug.errors import EmoplugError
+from emoplug.model_folder import (
+    MODEL_JSON,
+    TEXT_DIR,
+    TEXT_MODULE_PREFIX,
+    WEIGHTS,
+    read_model_json,
+    refuse_pickles,
+)
 from emoplug.types import AVD_NAMES, Decoded
-
-#: the newest ``format_version`` major this emoplug reads
-SUPPORTED_MAJOR = 1
-MODEL_JSON = "model.json"
-PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"})
 
 
 @dataclass
@@ -41,41 +40,6 @@ class Row:
     id: str
     audio: str | None = None
     text: str | None = None
-
-
-def read_model_json(folder: Path) -> dict[str, Any]:
-    """``model.json`` of ``folder``, checked for a readable ``format_version``."""
-    path = folder / MODEL_JSON
-    if not folder.is_dir():
-        raise EmoplugError(f"model directory {folder} does not exist")
-    if not path.is_file():
-        raise EmoplugError(f"{folder} is not a saved emoplug model (no {MODEL_JSON})")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EmoplugError(f"{path} is not valid JSON ({exc})") from None
-    version = str(manifest.get("format_version", "")) if isinstance(manifest, dict) else ""
-    major = version.split(".")[0]
-    if not major.isdigit():
-        raise EmoplugError(f"{path}: missing or invalid format_version {version!r}")
-    if int(major) > SUPPORTED_MAJOR:
-        raise EmoplugError(f"{folder} has model format {version}, newer than this emoplug "
-                           f"{emoplug.__version__} reads ({SUPPORTED_MAJOR}.x); upgrade emoplug")
-    return manifest
-
-
-def _refuse_pickles(folder: Path) -> None:
-    """No pickle-based file anywhere in the folder, symlinked folders included, and no link
-    that leads outside it."""
-    root = folder.resolve()
-    for here, dirs, files in os.walk(folder, followlinks=True):
-        for name in [*dirs, *files]:
-            path = Path(here) / name
-            if path.is_symlink() and not path.resolve().is_relative_to(root):
-                raise EmoplugError(f"{path}: refusing a link that leaves the model folder")
-            if path.suffix.lower() in PICKLE_SUFFIXES:
-                raise EmoplugError(f"{path}: refusing to load a pickle-based file (saved "
-                                   "models hold only JSON and safetensors)")
 
 
 def resolve_device(device: str) -> Any:
@@ -102,7 +66,6 @@ class SavedModel:
 
         from emoplug.registry import get_registry
         from emoplug.train.model import CellModel
-        from emoplug.train.saving import TEXT_TRANSFORMER_PREFIX, WEIGHTS
 
         registry = get_registry()
         components = manifest["components"]
@@ -125,7 +88,7 @@ class SavedModel:
         if self.text_mode == "finetune":
             model.text = self.text_module
         loaded = model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=False)
-        missing = [k for k in loaded.missing_keys if not k.startswith(TEXT_TRANSFORMER_PREFIX)]
+        missing = [k for k in loaded.missing_keys if not k.startswith(TEXT_MODULE_PREFIX)]
         if missing or loaded.unexpected_keys:
             raise EmoplugError(f"{folder / WEIGHTS} does not match the model described in "
                                f"{MODEL_JSON} (missing {missing[:3]}, unexpected "
@@ -135,16 +98,10 @@ class SavedModel:
         self.approach.load_state_dict(manifest["approach_state"])
 
     def _build_text(self, text_config: dict[str, Any]) -> Any:
-        """The text encoder from the saved ``text/`` checkpoint directory."""
+        """The text encoder, rebuilt by its component from the saved ``text/`` folder."""
         from emoplug.registry import get_registry
-        from emoplug.train.saving import TEXT_DIR
 
-        config = {**text_config, "pretrained": str(self.folder / TEXT_DIR)}
-        if "tiny" in config:
-            config["tiny"] = False
-        component = get_registry().build("text", config)
-        with tempfile.TemporaryDirectory(prefix="emoplug-load-") as work_dir:
-            return component.build(texts=[], work_dir=Path(work_dir)).eval()
+        return get_registry().build("text", text_config).load(self.folder / TEXT_DIR).eval()
 
     @property
     def needs_text(self) -> bool:
@@ -317,7 +274,7 @@ def load_model(model_dir: str | Path, device: str = "auto") -> Predictor:
     """Load a saved model or exported ensemble directory for prediction."""
     folder = Path(model_dir).expanduser()
     manifest = read_model_json(folder)
-    _refuse_pickles(folder)
+    refuse_pickles(folder)
     chosen = resolve_device(device)
     try:
         return _load(folder, manifest, chosen)

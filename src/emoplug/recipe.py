@@ -21,7 +21,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from emoplug.data.loading import CorpusRequest, Split
 from emoplug.errors import EmoplugError, RecipeError
+from emoplug.files import default_cache_dir
 from emoplug.registry import Registry, get_registry
 
 COMPONENT_SECTIONS = ("text", "audio", "fusion", "approach")
@@ -156,18 +158,20 @@ class Job:
     fold: str
     seed: int
     id: str
-    plan: Plan = field(repr=False, compare=False, hash=False)
+    recipe: str  # the recipe's name
+    #: the settings every job of the plan shares (dataset, protocol, train), not copied
+    shared_config: dict[str, Any] = field(repr=False, compare=False, hash=False)
 
     def resolved_config(self) -> dict[str, Any]:
         """Everything that defines the job (what ``config.json`` holds)."""
         return {
-            "recipe": self.plan.recipe.name,
+            "recipe": self.recipe,
             "cell": self.cell.id,
             "cell_label": self.cell.label,
             "names": {"text": self.cell.text, "audio": self.cell.audio,
                       "fusion": self.cell.fusion, "approach": self.cell.approach,
                       "protocol": self.cell.protocol},
-            **self.plan.shared_config,
+            **self.shared_config,
             **self.cell.config,
             "fold": self.fold,
             "seed": self.seed,
@@ -225,14 +229,20 @@ class Plan:
             out["modalities"][key] = out["modalities"].get(key, 0) + 1
         return out
 
+    def corpus_request(self) -> CorpusRequest:
+        """What to read and how to split it (``emoplug.data.loading``)."""
+        splits = [*([Split(None, self.protocol, self.folds)] if self.folds else []),
+                  *(Split(name, self.protocols[name], folds)
+                    for name, folds in self.protocol_folds.items())]
+        return CorpusRequest(self.dataset, splits,
+                             any(c.audio is not None for c in self.cells), self.cache_dir())
+
     def output_dir(self, override: str | os.PathLike | None = None) -> Path:
         if override is not None:
             return Path(override)
         return Path(self.recipe.output_dir or Path("runs") / self.recipe.name)
 
     def cache_dir(self) -> Path:
-        from emoplug.data.cache import default_cache_dir
-
         return Path(self.recipe.cache_dir) if self.recipe.cache_dir else default_cache_dir()
 
 
@@ -506,7 +516,7 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
                 protocols={name: named_protocols[name] for name in used})
     plan.jobs = [
         Job(cell, fold, seed, stable_hash({**identity, **cell.config, "fold": fold,
-                                           "seed": seed}), plan)
+                                           "seed": seed}), recipe.name, identity)
         for cell in plan.cells for fold in plan.folds_of(cell) for seed in recipe.seeds
     ]
     return plan

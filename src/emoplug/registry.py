@@ -1,8 +1,11 @@
 """The plugin registry: a pluggy PluginManager over the ``emoplug`` entry-point group.
 
-Entry points are loaded lazily (on first use) and once. Each plugin's registration hooks are
-called one plugin at a time, so a broken plugin is reported with its name and distribution
-and the others still load.
+Entry points are loaded lazily (on first use) and once. A plugin that fails in any way (its
+import raises, even ``SystemExit``; it implements a hook emoplug does not specify; its hook
+raises or registers something invalid) is marked broken with the reason, and the others
+load. Every hook is called through pluggy's hook caller, one plugin at a time (a subset
+caller per plugin), so hook wrappers and pluggy's monitoring see every call and a failure
+is pinned on its plugin.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import difflib
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -97,12 +100,38 @@ def _trace(message: str) -> None:
         print(f"emoplug-trace: {message}", file=sys.stderr)
 
 
+def _is_wrapper(impl: pluggy.HookImpl) -> bool:
+    return bool(impl.wrapper or impl.hookwrapper)
+
+
+def _trace_call(hook_name: str, impls: list[pluggy.HookImpl], kwargs: dict[str, Any]) -> None:
+    """pluggy's before-call monitor: with tracing on, one line per hook call."""
+    for impl in impls:
+        if not _is_wrapper(impl):
+            _trace(f"{hook_name}() -> plugin {impl.plugin_name}")
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """Hooks ``plugin`` implements that emoplug does not specify (a misspelt name, a hook of
+    another emoplug version), each with the closest real name when there is one."""
+    specified = [name for name in dir(hookspecs) if name.startswith("emoplug_")]
+    unknown = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.has_spec() or all(impl.optionalhook for impl in caller.get_hookimpls()
+                                    if impl.plugin is plugin):
+            continue
+        hint = difflib.get_close_matches(caller.name, specified, n=1)
+        unknown.append(caller.name + (f" (did you mean {hint[0]}?)" if hint else ""))
+    return unknown
+
+
 class Registry:
     """Components by kind and name, collected from plugins."""
 
     def __init__(self, load_entry_points: bool = True):
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
+        self.pm.add_hookcall_monitoring(_trace_call, lambda *args: None)
         self._load_entry_points = load_entry_points
         self._entry_points_loaded = False
         self.plugins: dict[str, PluginInfo] = {}
@@ -125,26 +154,44 @@ class Registry:
                 continue
             try:
                 module = ep.load()
-                self.pm.register(module, name=ep.name)
-                _trace(f"loaded plugin {ep.name} ({ep.value})")
-            except Exception as exc:  # a broken plugin must not take the others down
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit included: one plugin never ends a command
                 info.import_error = f"failed to import {ep.value}: {type(exc).__name__}: {exc}"
-        self.pm.check_pending()
+                continue
+            self._register(module, info)
+            if info.error is None:
+                _trace(f"loaded plugin {ep.name} ({ep.value})")
+
+    def _register(self, plugin: object, info: PluginInfo) -> None:
+        """Register ``plugin`` with pluggy and check its hooks; on any problem it is left out
+        and ``info`` says why."""
+        try:
+            self.pm.register(plugin, name=info.name)
+        except Exception as exc:  # e.g. a hook whose arguments the spec does not have
+            info.import_error = f"invalid hook implementation: {type(exc).__name__}: {exc}"
+            return
+        unknown = _unknown_hooks(self.pm, plugin)
+        if unknown:
+            self.pm.unregister(plugin)
+            info.import_error = ("implements hooks emoplug does not have: "
+                                 + ", ".join(unknown))
 
     def add_plugin(self, plugin: object, name: str) -> None:
-        """Register a plugin object (module or instance with hookimpls) by hand, e.g. in a test."""
+        """Register a plugin object (module or instance with hookimpls) by hand, e.g. in a
+        test; a broken one is marked as such in ``plugins``, like an installed one."""
         self._ensure_entry_points()
+        info = self.plugins[name] = PluginInfo(name)
         if name in disabled_plugins():
-            self.plugins[name] = PluginInfo(name, disabled=True)
+            info.disabled = True
             return
-        self.pm.register(plugin, name=name)
-        self.pm.check_pending()
-        self.plugins[name] = PluginInfo(name)
+        self._register(plugin, info)
         self._components = None
 
     def remove_plugin(self, name: str) -> None:
         """Undo :meth:`add_plugin`."""
-        self.pm.unregister(name=name)
+        if self.pm.get_plugin(name) is not None:
+            self.pm.unregister(name=name)
         self.plugins.pop(name, None)
         self._components = None
 
@@ -158,15 +205,13 @@ class Registry:
         for info in self.plugins.values():
             info.components, info.hook_error = [], None
         for kind in KINDS.values():
-            caller = getattr(self.pm.hook, kind.hook)
-            for impl in caller.get_hookimpls():
-                info = self.plugins.setdefault(impl.plugin_name, PluginInfo(impl.plugin_name))
+            for name, call in self._each_plugin(kind.hook):
+                info = self.plugins.setdefault(name, PluginInfo(name))
                 if info.error:
                     continue
                 staged: list[ComponentSpec] = []
-                _trace(f"{kind.hook}() -> plugin {impl.plugin_name}")
                 try:
-                    impl.function(register=self._registrar(kind, info, staged))
+                    call(register=self._registrar(kind, info, staged))
                 except Exception as exc:
                     info.hook_error = f"hook {kind.hook} raised {type(exc).__name__}: {exc}"
                     continue
@@ -179,6 +224,14 @@ class Registry:
                     info.components.append(f"{kind.key}:{spec.name}")
         self._components = found
         return found
+
+    def _each_plugin(self, hook: str) -> Iterator[tuple[str, Callable[..., Any]]]:
+        """``(plugin name, caller)`` for each plugin implementing ``hook``: a pluggy subset
+        caller holding that plugin's implementation and every plugin's wrappers."""
+        impls = [i for i in getattr(self.pm.hook, hook).get_hookimpls() if not _is_wrapper(i)]
+        for impl in impls:
+            others = [i.plugin for i in impls if i.plugin is not impl.plugin]
+            yield impl.plugin_name, self.pm.subset_hook_caller(hook, remove_plugins=others)
 
     def _registrar(self, kind: Kind, info: PluginInfo, staged: list[ComponentSpec]):
         def register(name_or_cls: Any, factory: Callable | None = None,
@@ -254,12 +307,11 @@ class Registry:
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Call a lifecycle hook on every plugin; a plugin that raises is reported and skipped."""
         self._collect()
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            _trace(f"{hook}() -> plugin {impl.plugin_name}")
+        for name, call in self._each_plugin(hook):
             try:
-                impl.function(**{k: kwargs[k] for k in impl.argnames})
+                call(**kwargs)
             except Exception as exc:
-                print(f"emoplug: warning: plugin '{impl.plugin_name}' failed in {hook}: "
+                print(f"emoplug: warning: plugin '{name}' failed in {hook}: "
                       f"{type(exc).__name__}: {exc}", file=sys.stderr)
 
 

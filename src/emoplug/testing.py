@@ -1,7 +1,9 @@
-"""pytest plugin for emoplug plugin authors: inputs, registration and tiny end-to-end runs.
+"""Test helpers for emoplug plugin authors: inputs, registration and tiny end-to-end runs.
 
-emoplug declares this module as a ``pytest11`` entry point, so in any test suite of an
-environment where emoplug is installed these fixtures are available without a conftest:
+The helpers work in scripts and any test runner; pytest is not imported here. The pytest
+fixtures built on them live in :mod:`emoplug.pytest_plugin`, which emoplug declares as a
+``pytest11`` entry point, so in any test suite of an environment where emoplug is installed
+they are available without a conftest:
 
 - ``tiny_corpus``: a small demo :class:`~emoplug.Corpus` (60 synthetic utterances);
 - ``tiny_encoded`` / ``encoded_batch``: factories of random :class:`~emoplug.Encoded` inputs
@@ -13,24 +15,21 @@ environment where emoplug is installed these fixtures are available without a co
   ``EMOPLUG_TEST_CACHE=<folder>`` makes it persist across sessions.
 
 :func:`check_fusion` checks a fusion against the contract (shapes, padding, gradients).
-This module is light to import (pytest loads it in every session): torch and emoplug's
-training code are imported inside the functions.
+This module is light to import: torch and emoplug's training code are imported inside the
+functions.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import os
 import types
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pytest
-
 if TYPE_CHECKING:
-    from emoplug import Corpus, Encoded, Fusion
+    from emoplug import Encoded, Fusion
 
 #: The tiny demo corpus: 10 speakers x 6 utterances, generated once per cache folder.
 TINY_DEMO: dict[str, Any] = {"type": "demo", "utterances_per_speaker": 6}
@@ -145,8 +144,9 @@ def run_recipe(recipe: Mapping[str, Any] | str | os.PathLike, output_dir: str | 
 
     ``cache_dir`` replaces the recipe's; ``folds`` runs only the first N folds; with ``check``
     a failed job raises ``AssertionError`` carrying its traceback."""
+    from emoplug.files import read_json
     from emoplug.recipe import apply_overrides, build_plan, read_yaml
-    from emoplug.train.runner import read_result, run_plan
+    from emoplug.train.runner import run_plan
 
     if isinstance(recipe, (str, os.PathLike)):
         source, data = str(recipe), read_yaml(recipe)
@@ -161,7 +161,7 @@ def run_recipe(recipe: Mapping[str, Any] | str | os.PathLike, output_dir: str | 
         plan.jobs = [job for job in plan.jobs if job.fold in kept]
     output = Path(output_dir)
     run_plan(plan, output, verbosity=0)
-    results = [read_result(output / "jobs" / job.id / "result.json") or
+    results = [read_json(output / "jobs" / job.id / "result.json") or
                {"status": "missing", "job": job.id} for job in plan.jobs]
     failed = [r for r in results if r["status"] != "done"]
     if check and failed:
@@ -215,87 +215,3 @@ def run_one_cell(output_dir: str | os.PathLike, *, fusion: ComponentArg,
     recipe = one_cell_recipe(fusion=fusion, approach=approach, text=text, audio=audio,
                              epochs=epochs, seed=seed)
     return run_recipe(recipe, output_dir, cache_dir=cache_dir, folds=folds, check=check)
-
-
-# -- fixtures --------------------------------------------------------------------------------
-
-@pytest.fixture(scope="session")
-def emoplug_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The session's emoplug cache folder: the demo corpus, tiny models and features are made
-    once per test session in ``<pytest basetemp>/emoplug-cache``. Set ``EMOPLUG_TEST_CACHE``
-    to a folder to reuse them across sessions (CI caches, nested pytest runs)."""
-    shared = os.environ.get("EMOPLUG_TEST_CACHE")
-    path = Path(shared) if shared else tmp_path_factory.getbasetemp() / "emoplug-cache"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture
-def tiny_corpus(emoplug_cache_dir: Path) -> Corpus:
-    """The tiny demo corpus (60 utterances, 5 sessions, 10 speakers, 4 labels), with audio."""
-    from emoplug.registry import get_registry
-
-    dataset = get_registry().build("dataset", TINY_DEMO)
-    return dataset.load(need_audio=True, cache_dir=emoplug_cache_dir)
-
-
-@pytest.fixture
-def tiny_encoded() -> Callable[..., Encoded]:
-    """:func:`make_encoded`: ``tiny_encoded(batch=4, length=6, dim=16, lengths=None, seed=0,
-    pad_value=0.0)``."""
-    return make_encoded
-
-
-@pytest.fixture
-def encoded_batch() -> Callable[..., dict[str, Encoded]]:
-    """:func:`make_encoded_batch`: ``encoded_batch({"text": 16, "audio": 12}, batch=4)``."""
-    return make_encoded_batch
-
-
-@pytest.fixture
-def register_component() -> Iterator[Callable[..., str]]:
-    """``register_component(*classes, plugin=None)`` adds component classes to the
-    process-wide registry for this test (removed afterwards); returns the plugin name."""
-    from emoplug.registry import get_registry
-
-    added: list[tuple[Any, str]] = []
-    counter = itertools.count()
-
-    def register(*classes: type, plugin: str | None = None) -> str:
-        registry = get_registry()
-        name = plugin or f"test-{next(counter)}-{'-'.join(c.__name__ for c in classes)}"
-        registry.add_plugin(component_plugin(*classes), name)
-        added.append((registry, name))
-        return name
-
-    yield register
-    for registry, name in reversed(added):
-        if registry.pm.has_plugin(name):
-            registry.remove_plugin(name)
-
-
-@pytest.fixture(name="run_recipe")
-def run_recipe_fixture(tmp_path: Path, emoplug_cache_dir: Path
-                       ) -> Callable[..., list[dict[str, Any]]]:
-    """:func:`run_recipe` writing into a fresh folder of ``tmp_path`` per call, with the
-    session's cache: ``run_recipe(recipe, overrides=(), folds=None, check=True)``."""
-    counter = itertools.count()
-
-    def run(recipe: Mapping[str, Any] | str | os.PathLike, **kwargs: Any
-            ) -> list[dict[str, Any]]:
-        kwargs.setdefault("cache_dir", emoplug_cache_dir)
-        return run_recipe(recipe, tmp_path / f"run-{next(counter)}", **kwargs)
-    return run
-
-
-@pytest.fixture(name="run_one_cell")
-def run_one_cell_fixture(tmp_path: Path, emoplug_cache_dir: Path
-                         ) -> Callable[..., list[dict[str, Any]]]:
-    """:func:`run_one_cell` writing into a fresh folder of ``tmp_path`` per call, with the
-    session's cache: ``run_one_cell(fusion=..., approach="direct", text=..., audio=...)``."""
-    counter = itertools.count()
-
-    def run(**kwargs: Any) -> list[dict[str, Any]]:
-        kwargs.setdefault("cache_dir", emoplug_cache_dir)
-        return run_one_cell(tmp_path / f"cell-{next(counter)}", **kwargs)
-    return run

@@ -19,17 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from emoplug.files import default_cache_dir
+
 DIGEST_SIZE = 16
-
-
-def default_cache_dir() -> Path:
-    """``$EMOPLUG_CACHE``, else the user cache folder (e.g. ``~/.cache/emoplug``)."""
-    env = os.environ.get("EMOPLUG_CACHE")
-    if env:
-        return Path(env).expanduser()
-    from platformdirs import user_cache_dir
-
-    return Path(user_cache_dir("emoplug"))
 
 
 _FILE_HASHES: dict[tuple[str, int, int, int, int], str] = {}

@@ -120,7 +120,8 @@ class RunContext:
         self.registry = registry or get_registry()
         self.cache = FeatureCache(plan.cache_dir())
         self.need_audio = any(c.audio is not None for c in plan.cells)
-        self.corpus, folds = load_corpus_and_folds(plan, self.registry, warn=rank == 0)
+        self.corpus, folds = load_corpus_and_folds(plan.corpus_request(), self.registry,
+                                                     warn=rank == 0)
         self.folds: dict[str, Fold] = {f.name: f for f in folds}
         self.by_id = self.corpus.by_id()
         self.labels = list(self.corpus.labels)

@@ -22,9 +22,10 @@ import torch
 from emoplug.components import Approach
 from emoplug.errors import EmoplugError
 from emoplug.recipe import Job
+from emoplug.train.build import build_model, encoder_lr
 from emoplug.train.context import RunContext
 from emoplug.train.data import targets_of
-from emoplug.train.job import JobInputs, build_model, encoder_lr, make_loaders
+from emoplug.train.inputs import JobInputs, make_loaders
 from emoplug.train.loop import Outputs, fit, predict
 
 

@@ -1,34 +1,39 @@
 """``emoplug run``: plan -> feature cache -> text stages -> head jobs, resumable and sharded.
 
-Under ``accelerate launch --num_processes N`` every process runs this same function. With
-``train.strategy: jobs`` (default) processes *claim* units of work (a text stage or a job) by
-creating a claim file, so a process that finishes early takes more work instead of idling, and
-processes on several nodes can share one output folder. With ``train.strategy: ddp`` all
-processes run every job together, data-parallel. A finished job (its ``result.json`` says
-``done``) is never run again; a failed one is retried on the next run.
+Under ``accelerate launch --num_processes N`` (or ``emoplug run --workers N``, ``workers.py``)
+every process runs :func:`run_plan`. With ``train.strategy: jobs`` (default) processes *claim*
+units of work (a text stage or a job, ``claims.py``), so a process that finishes early takes
+more work instead of idling, and processes on several nodes can share one output folder. With
+``train.strategy: ddp`` all processes run every job together, data-parallel. A finished job
+(its ``result.json`` says ``done``) is never run again; a failed one is retried on the next run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from emoplug.errors import EmoplugError
+from emoplug.files import read_json, write_json_atomic
 from emoplug.recipe import Job, Plan
 from emoplug.train import text_stage
+from emoplug.train.claims import Claims, launch_token
 from emoplug.train.cohort import group_cohorts
 from emoplug.train.context import RunContext
+from emoplug.train.job_files import job_finished, write_outcome
+from emoplug.train.job_log import JobLog
+from emoplug.train.outcome import JobOutcome, failure
 from emoplug.train.packed import device_inputs_mode
+from emoplug.train.progress import Progress
+from emoplug.train.warm import warm_feature_cache
+from emoplug.train.workers import Worker
 
 POLL_SECONDS = 2.0
-RECOUNT_SECONDS = 5.0
 
 
 @dataclass
@@ -43,218 +48,43 @@ class RunSummary:
     seconds: float = 0.0
 
 
-def read_result(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-
-
-def job_finished(output_dir: Path, job: Job) -> bool:
-    result = read_result(output_dir / "jobs" / job.id / "result.json")
-    return result is not None and result.get("status") == "done"
-
-
-class Claims:
-    """Exclusive claims on units of work for one launch (files created with O_EXCL).
-
-    Claims live under ``<run>/claims/<launch token>/``; a new launch has a new token, so the
-    claims of a killed launch never block a re-run."""
-
-    def __init__(self, output_dir: Path, token: str, enabled: bool):
-        self.token = token
-        self.root = output_dir / "claims" / token
-        self.enabled = enabled
-        if enabled:
-            self.root.mkdir(parents=True, exist_ok=True)
-
-    def take(self, unit: str) -> bool:
-        if not self.enabled:
-            return True
-        try:
-            os.close(os.open(self.root / unit, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-            return True
-        except FileExistsError:
-            return False
-
-
-def _launch_token(state: Any) -> str:
-    """A token shared by all processes of this launch (rank 0 draws it)."""
-    token = [uuid.uuid4().hex[:12]]
-    if state.num_processes > 1:
-        from accelerate.utils import broadcast_object_list
-
-        broadcast_object_list(token, from_process=0)
-    return token[0]
-
-
-class Progress:
-    """A progress bar over the pending jobs on the main process (counting every process's
-    finished jobs) plus one line per job this process finishes."""
-
-    def __init__(self, output_dir: Path, pending: list[Job], verbosity: int, main: bool):
-        self.verbosity = verbosity if main else min(verbosity, 1)
-        self.results = [output_dir / "jobs" / j.id / "result.json" for j in pending]
-        self.counted_at = time.monotonic()
-        self.bar = None
-        if main and verbosity >= 1 and pending:
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=len(pending), unit="job", dynamic_ncols=True, file=sys.stderr)
-
-    def line(self, text: str) -> None:
-        if self.verbosity < 1:
-            return
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr)
-
-    def epoch(self, job: Job, epoch: int, epochs: int) -> None:
-        """Show the running job's epoch beside the bar (long jobs stay visibly alive)."""
-        if self.bar is not None:
-            self.bar.set_postfix_str(f"{job.cell.label} fold={job.fold} epoch {epoch}/{epochs}")
-
-    def advance(self) -> None:
-        """Count this process's job; recount everyone's from disk at most every few seconds
-        (one stat per pending job, so not after every job of a large grid)."""
-        if self.bar is None:
-            return
-        now = time.monotonic()
-        if now - self.counted_at < RECOUNT_SECONDS:
-            self.bar.update(1)
-            return
-        self.counted_at = now
-        self.bar.n = sum(path.exists() for path in self.results)
-        self.bar.refresh()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
-def warm_feature_cache(plan: Plan, ctx: RunContext | None = None, rank: int = 0,
-                       world: int = 1, verbose: bool = False) -> dict[str, int]:
-    """Compute every audio feature the plan needs that the cache lacks (this rank's share of
-    the utterances). Returns ``{featurizer cache key: features computed}``."""
-    from emoplug.data.features import featurize_corpus
-
-    if ctx is None:
-        from accelerate import PartialState
-
-        state = PartialState()
-        rank, world = state.process_index, state.num_processes
-        ctx = RunContext(plan, plan.output_dir())
-    configs = {json.dumps(c.config["audio"], sort_keys=True): c.config["audio"]
-               for c in plan.cells if c.config["audio"] is not None}
-    utterances = [u for u in ctx.corpus.utterances if u.audio][rank::world]
-    computed: dict[str, int] = {}
-    for config in configs.values():
-        store = ctx.features(config)
-        before = ctx.cache.stats.writes
-        done = featurize_corpus(store.featurizer, utterances, ctx.cache,
-                                progress=verbose and rank == 0)
-        store.failed.update(done.skipped)
-        computed[store.featurizer.cache_key()] = ctx.cache.stats.writes - before
-        if done.skipped:
-            first = next(iter(done.skipped.values()))
-            print(f"emoplug: {config['type']}: {len(done.skipped)} utterances have unreadable "
-                  f"audio and are skipped (first: {first})", file=sys.stderr)
-        if verbose:
-            key = store.featurizer.cache_key()
-            print(f"{config['type']}: {computed[key]} computed, "
-                  f"{len(done.refs) - computed[key]} already cached", file=sys.stderr)
-    return computed
-
-
-def _write_job(ctx: RunContext, job: Job, result: dict[str, Any]) -> None:
-    from emoplug.train.job import job_dir, write_predictions
-
-    folder = job_dir(ctx, job)
-    predictions = result.pop("_predictions", None)
-    model = result.pop("_model", None)
-    approach = result.pop("_approach", None)
-    if predictions is not None:
-        write_predictions(folder / "predictions.csv", *predictions, ctx.labels)
-    if model is not None and ctx.plan.recipe.train.save == "best":
-        from emoplug.train.saving import save_model
-
-        try:
-            save_model(folder / "model", ctx, job, model, approach)
-        except Exception as exc:  # keep the metrics; a re-run retries the job and its save
-            result.update(status="failed", error=f"saving the model failed: "
-                          f"{type(exc).__name__}: {exc}".splitlines()[0])
-    text_stage.write_json_atomic(folder / "result.json", result)
-
-
-class _JobLog:
-    """A job's folder, ``config.json`` and TensorBoard writer while it trains (main process)."""
-
-    def __init__(self, ctx: RunContext, job: Job, main: bool, progress: Progress):
-        from emoplug.train.job import job_dir
-
-        self.ctx, self.job, self.progress = ctx, job, progress
-        self.started = time.perf_counter()
-        self.writer = None
-        if main:
-            folder = job_dir(ctx, job)
-            folder.mkdir(parents=True, exist_ok=True)
-            text_stage.write_json_atomic(folder / "config.json", job.resolved_config())
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(folder / "tb"))
-
-    def on_epoch(self, epoch: int, record: dict[str, float]) -> None:
-        job, progress = self.job, self.progress
-        if self.writer is not None:
-            self.writer.add_scalar("loss/train", record["train_loss"], epoch)
-            self.writer.add_scalar("loss/dev", record["dev_loss"], epoch)
-            self.writer.add_scalar("lr", record["lr"], epoch)
-        progress.epoch(job, epoch, self.ctx.plan.recipe.train.epochs)
-        if progress.verbosity >= 2:
-            progress.line(f"    {job.cell.label} fold={job.fold} seed={job.seed} epoch {epoch}: "
-                          f"train {record['train_loss']:.4f} dev {record['dev_loss']:.4f}")
-
-
 def _execute(ctx: RunContext, jobs: list[Job], accelerator: Any, ddp: bool, main: bool,
              progress: Progress, summary: RunSummary) -> None:
     """Run one job, or one cohort of jobs in lockstep; record each (failures included) and
     tell the plugins."""
-    from emoplug.train.job import failure, run_cohort, run_job
+    from emoplug.train.job import run_cohort, run_job
 
-    logs = [_JobLog(ctx, job, main, progress) for job in jobs]
+    epochs = ctx.plan.recipe.train.epochs
+    logs = [JobLog(ctx.output_dir, job, epochs, main, progress) for job in jobs]
     try:
         if len(jobs) == 1:
             try:
-                results = {jobs[0].id: run_job(ctx, jobs[0], accelerator, ddp=ddp,
-                                               on_epoch=logs[0].on_epoch)}
+                outcomes = {jobs[0].id: run_job(ctx, jobs[0], accelerator, ddp=ddp,
+                                                on_epoch=logs[0].on_epoch)}
             except Exception as exc:  # recorded; the grid goes on
                 spent = time.perf_counter() - logs[0].started
-                results = {jobs[0].id: failure(jobs[0], exc, spent)}
+                outcomes = {jobs[0].id: failure(jobs[0], exc, spent)}
         else:
-            results = run_cohort(ctx, jobs, accelerator, {log.job.id: log.on_epoch
-                                                          for log in logs})
+            outcomes = run_cohort(ctx, jobs, accelerator, {log.job.id: log.on_epoch
+                                                           for log in logs})
     finally:
         if ddp:  # the prepared model and optimizer, on success or failure
             accelerator.free_memory()
     for log in logs:
-        _finish_job(ctx, log, results[log.job.id], main, progress, summary)
+        log.close(outcomes[log.job.id].result)
+        _finish_job(ctx, log.job, outcomes[log.job.id], main, progress, summary)
 
 
-def _finish_job(ctx: RunContext, log: _JobLog, result: dict[str, Any], main: bool,
+def _finish_job(ctx: RunContext, job: Job, outcome: JobOutcome, main: bool,
                 progress: Progress, summary: RunSummary) -> None:
     """Write a job's files, tell the plugins, count it and say how it went."""
-    job = log.job
     if main:
-        if log.writer is not None:
-            _log_hparams(log.writer, job, result)
-            log.writer.close()
-        _write_job(ctx, job, result)
-        ctx.registry.notify("emoplug_job_finished", job=job, result=result)
-    status = result["status"]
-    (summary.done if status == "done" else summary.failed).append(job.id)
+        write_outcome(ctx, job, outcome)
+        ctx.registry.notify("emoplug_job_finished", job=job, result=outcome.result)
+    result = outcome.result
+    (summary.done if outcome.ok else summary.failed).append(job.id)
     progress.advance()
-    if status == "done":
+    if outcome.ok:
         test = result["metrics"]["test"]
         scores = " ".join(f"{k.upper()}={test[k]:.3f}" for k in ("ua", "wa") if k in test)
         progress.line(f"done   {job.cell.label} fold={job.fold} seed={job.seed} {scores} "
@@ -264,59 +94,9 @@ def _finish_job(ctx: RunContext, log: _JobLog, result: dict[str, Any], main: boo
                       f"{result['error']}")
 
 
-def _log_hparams(writer: Any, job: Job, result: dict[str, Any]) -> None:
-    """The job's resolved config and test metrics for TensorBoard's HPARAMS tab, in the
-    job's own event file (``add_hparams`` would open a second writer per job)."""
-    from torch.utils.tensorboard.summary import hparams
-
-    flat: dict[str, Any] = {}
-
-    def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), v)
-        elif isinstance(node, (int, float, str, bool)):
-            flat[prefix] = node
-        elif node is None:
-            flat[prefix] = "none"
-        else:
-            flat[prefix] = str(node)
-
-    walk("", job.resolved_config())
-    test = result.get("metrics", {}).get("test", {})
-    scores = {f"test/{k}": float(v) for k, v in test.items() if isinstance(v, (int, float))}
-    scores = scores or {"test/failed": 1.0}
-    for summary in hparams(flat, scores):
-        writer.file_writer.add_summary(summary)
-    for name, value in scores.items():
-        writer.add_scalar(name, value)
-
-
 def _order_jobs(jobs: list[Job], stage_of: Callable[[Job], str | None]) -> list[Job]:
     """Jobs grouped by the text stage they read, so one stage's outputs are loaded at a time."""
     return sorted(jobs, key=lambda j: (stage_of(j) or "", j.cell.id, j.fold, j.seed))
-
-
-@dataclass(frozen=True)
-class Worker:
-    """This process's place among local workers started by ``emoplug run --workers N``."""
-
-    rank: int
-    world: int
-    token: str
-
-    ENV: ClassVar[str] = "EMOPLUG_WORKER"
-
-    def to_env(self) -> str:
-        return f"{self.rank},{self.world},{self.token}"
-
-    @classmethod
-    def from_env(cls) -> Worker | None:
-        raw = os.environ.get(cls.ENV)
-        if not raw:
-            return None
-        rank, world, token = raw.split(",")
-        return cls(int(rank), int(world), token)
 
 
 def _accelerator(mixed_precision: str, kwargs_handlers: list[Any]) -> Any:
@@ -365,7 +145,7 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
         if main:
             _write_plan(out, plan, {name: fold.meta["audit"] for name, fold in ctx.folds.items()
                                     if "audit" in fold.meta})
-        token = worker.token if worker else _launch_token(accelerator.state)
+        token = worker.token if worker else launch_token(accelerator.state)
         claims = Claims(out, token, enabled=world > 1 and not ddp)
         if any(j.cell.audio is not None for j in pending):
             warm_feature_cache(plan, ctx, rank, world, verbose=False)
@@ -419,8 +199,8 @@ def _write_plan(out: Path, plan: Plan, audit: dict[str, Any] | None) -> None:
     """``plan.json``: the recipe, the folds (of every protocol), the jobs and each fold's
     leakage audit (kept from the last write while the corpus has not been read)."""
     if audit is None:
-        audit = (read_result(out / "plan.json") or {}).get("audit", {})
-    text_stage.write_json_atomic(out / "plan.json", {
+        audit = (read_json(out / "plan.json") or {}).get("audit", {})
+    write_json_atomic(out / "plan.json", {
         "recipe": plan.recipe.model_dump(mode="json"), "source": plan.source,
         "folds": plan.all_folds, "protocols": list(plan.protocol_folds),
         "audit": audit,
@@ -460,7 +240,7 @@ def _run_stages(ctx: RunContext, pending: list[Job], accelerator: Any, claims: C
             if accelerator.is_main_process or not ddp:
                 path = text_stage.stage_path(ctx, sid)
                 path.mkdir(parents=True, exist_ok=True)
-                text_stage.write_json_atomic(path / "stage.json", {
+                write_json_atomic(path / "stage.json", {
                     "status": "failed", "stage": sid, "launch": claims.token,
                     "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
             progress.line(f"FAILED stage {text['type']} fold={fold} seed={seed}: {exc}")
@@ -481,36 +261,11 @@ def _current_stage_status(ctx: RunContext, sid: str, token: str) -> dict[str, An
 
 def _record_stage_failure(ctx: RunContext, job: Job, status: dict[str, Any], main: bool,
                           progress: Progress, summary: RunSummary) -> None:
-    from emoplug.train.job import failure
-
     exc = RuntimeError(f"text stage failed: {status.get('error', 'unknown error')}")
-    result = failure(job, exc, 0.0)
+    outcome = failure(job, exc, 0.0)
     if main:
-        (ctx.output_dir / "jobs" / job.id).mkdir(parents=True, exist_ok=True)
-        _write_job(ctx, job, result)
+        write_outcome(ctx, job, outcome)
     summary.failed.append(job.id)
     progress.advance()
-    progress.line(f"FAILED {job.cell.label} fold={job.fold} seed={job.seed}: {result['error']}")
-
-
-def run_with_workers(plan: Plan, argv: list[str], workers: int,
-                     output_dir: str | os.PathLike | None, verbosity: int) -> bool:
-    """Run ``plan`` in ``workers`` local processes sharing the jobs through claim files:
-    this process is worker 0 and starts the others with the same command line (``argv``).
-    Each gets ``cores // workers`` threads. Returns True when every worker succeeded."""
-    import subprocess
-
-    import torch
-
-    token = uuid.uuid4().hex[:12]
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    children = [subprocess.Popen([sys.executable, "-m", "emoplug", *argv],
-                                 env={**env, Worker.ENV: Worker(r, workers, token).to_env()})
-                for r in range(1, workers)]
-    torch.set_num_threads(threads)
-    try:
-        summary = run_plan(plan, output_dir, verbosity, Worker(0, workers, token))
-    finally:
-        codes = [child.wait() for child in children]
-    return not summary.failed and all(code == 0 for code in codes)
+    progress.line(f"FAILED {job.cell.label} fold={job.fold} seed={job.seed}: "
+                  f"{outcome.result['error']}")

@@ -1,17 +1,18 @@
 """Saving a job's trained model (``train.save: best``) as a self-contained folder.
 
-``jobs/<id>/model/`` holds only JSON and safetensors, never pickles:
+``jobs/<id>/model/`` holds only JSON and safetensors, never pickles (the format and its
+names: :mod:`emoplug.model_folder`):
 
 - ``model.json``: ``format_version``, the label set, the AVD scale, the resolved job config,
   every component's config (the audio featurizer's settings included), the sizes the modules
   are rebuilt with and the approach's ``state_dict`` (AVD statistics, a two-stage mapper);
-- ``model.safetensors``: the cell network's weights without the text transformer;
-- ``text/`` (cells with text): the text encoder as a Hugging Face checkpoint directory
-  (tokenizer files, ``config.json``, ``model.safetensors``). Which encoder depends on the
+- ``model.safetensors``: the cell network's weights (audio encoder, fusion) without the text
+  encoder;
+- ``text/`` (cells with text): the text encoder as its component's ``save`` writes it (the
+  bundled transformers: a Hugging Face checkpoint folder). Which encoder depends on the
   text mode: ``finetune``, the one trained inside the cell; ``staged``, the stage's
   fine-tuned encoder (kept under ``stages/<id>/encoder/`` and linked or copied here);
-  ``frozen``, the pretrained encoder as the run built it. A tiny encoder is saved the same
-  way, so rebuilding needs neither the corpus nor the cache.
+  ``frozen``, the pretrained encoder as the run built it.
 
 :mod:`emoplug.predict` reads the folder back.
 """
@@ -26,51 +27,28 @@ from typing import Any
 
 import emoplug
 from emoplug.errors import EmoplugError
+from emoplug.files import link_or_copy_tree, write_json_atomic
+from emoplug.model_folder import FORMAT_VERSION, MODEL_JSON, TEXT_DIR, TEXT_MODULE_PREFIX, WEIGHTS
 from emoplug.recipe import Job
 from emoplug.train import text_stage
 from emoplug.train.context import RunContext
-from emoplug.train.job import text_mode, versions
+from emoplug.train.inputs import text_mode
+from emoplug.train.outcome import versions
 from emoplug.types import AVD_NAMES
 
-#: ``major.minor``; readers refuse a newer major version and accept any minor one.
-FORMAT_VERSION = "1.0"
-MODEL_JSON = "model.json"
-WEIGHTS = "model.safetensors"
-TEXT_DIR = "text"
-#: the text transformer's weights live in ``text/``, not in ``model.safetensors``
-TEXT_TRANSFORMER_PREFIX = "text.transformer."
 
-
-def save_text_module(module: Any, folder: Path) -> None:
-    """Write a text encoder module's tokenizer and transformer with ``save_pretrained``
-    (safetensors weights). The module must have ``tokenizer`` and ``transformer`` attributes,
-    as the bundled encoders do."""
-    tokenizer = getattr(module, "tokenizer", None)
-    transformer = getattr(module, "transformer", None)
-    if not hasattr(tokenizer, "save_pretrained") or not hasattr(transformer, "save_pretrained"):
-        raise EmoplugError(f"cannot save text encoder {type(module).__name__}: it has no "
-                           "Hugging Face tokenizer/transformer to save_pretrained")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # no "Writing model shards" bar per job
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer.save_pretrained(folder)
-    transformer.save_pretrained(folder, safe_serialization=True)
-
-
-def link_or_copy_tree(source: Path, target: Path) -> None:
-    """Copy a folder; weight files (never edited in place) are hard-linked where the file
-    system allows, so they take no extra space."""
-    def link_or_copy(src: str, dst: str) -> None:
-        if src.endswith(".safetensors"):
-            try:
-                os.link(src, dst)
-                return
-            except OSError:
-                pass
-        shutil.copy2(src, dst)
-
-    shutil.copytree(source, target, copy_function=link_or_copy)
+def save_text_encoder(component: Any, module: Any, folder: Path) -> None:
+    """Write a text encoder module with its component's ``save`` into ``folder``, whole or
+    not at all (written in a temporary sibling, then renamed)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
+    try:
+        component.save(module, tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _audio_input_dim(ctx: RunContext, job: Job) -> int:
@@ -86,21 +64,22 @@ def _audio_input_dim(ctx: RunContext, job: Job) -> int:
 def _write_text(ctx: RunContext, job: Job, model: Any, folder: Path) -> int:
     """Write the cell's text encoder (see the module docstring); return its output size."""
     text_config = job.cell.config["text"]
+    component = ctx.registry.build("text", text_config)
     mode = text_mode(job)
     if mode == "finetune":
-        save_text_module(model.text, folder)
+        save_text_encoder(component, model.text, folder)
         return int(model.text.dim)
     if mode == "staged":
         sid = text_stage.job_stage_id(ctx, job)
         source = text_stage.stage_path(ctx, sid) / text_stage.STAGE_ENCODER
-        if not (source / "config.json").is_file():
+        if not source.is_dir():
             raise EmoplugError(f"job {job.id}: stage {sid} kept no encoder (it ran without "
                                f"train.save: best); delete stages/{sid} and run again")
         link_or_copy_tree(source, folder)
         outputs = text_stage.load_stage(ctx, sid)
         return int(next(iter(outputs.values()))[1].shape[0])
     module = text_stage.build_text_module(ctx, text_config, seed=0)
-    save_text_module(module, folder)
+    save_text_encoder(component, module, folder)
     return int(module.dim)
 
 
@@ -160,9 +139,9 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
             "versions": versions(),
         }
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-                   if not k.startswith(TEXT_TRANSFORMER_PREFIX)}
+                   if not k.startswith(TEXT_MODULE_PREFIX)}
         save_file(weights, str(tmp / WEIGHTS), metadata={"format_version": FORMAT_VERSION})
-        text_stage.write_json_atomic(tmp / MODEL_JSON, manifest)
+        write_json_atomic(tmp / MODEL_JSON, manifest)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)

@@ -25,6 +25,7 @@ from torch import nn
 
 from emoplug.data.cache import text_digest
 from emoplug.errors import EmoplugError
+from emoplug.files import write_json_atomic
 from emoplug.recipe import Job, stable_hash
 from emoplug.train.context import RunContext
 from emoplug.train.controls import apply_control
@@ -132,7 +133,7 @@ def stage_status(ctx: RunContext, sid: str) -> dict[str, Any] | None:
     except (FileNotFoundError, json.JSONDecodeError):
         return None
     if (ctx.plan.recipe.train.save == "best" and status.get("status") == "done"
-            and not (stage_path(ctx, sid) / STAGE_ENCODER / "config.json").is_file()):
+            and not (stage_path(ctx, sid) / STAGE_ENCODER).is_dir()):
         return None
     return status
 
@@ -242,9 +243,10 @@ def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str,
             "utterances": len(outputs)}
     if accelerator.is_main_process or not ddp:
         if settings.save == "best":  # saved models of staged cells need the encoder
-            from emoplug.train.saving import save_text_module
+            from emoplug.train.saving import save_text_encoder
 
-            save_text_module(module, stage_path(ctx, sid) / STAGE_ENCODER)
+            save_text_encoder(ctx.registry.build("text", text_config), module,
+                              stage_path(ctx, sid) / STAGE_ENCODER)
         save_stage(stage_path(ctx, sid), outputs, info)
     return info
 
@@ -279,11 +281,3 @@ def load_stage(ctx: RunContext, sid: str) -> TextOutputs:
                 str(utt_id): (seq[offsets[i]:offsets[i + 1]], pooled[i])
                 for i, utt_id in enumerate(data["ids"])}
     return ctx.text_outputs[key]
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary file and rename it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(payload, f, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)

@@ -1,0 +1,64 @@
+"""Building a job's network and decision approach from its cell config and seed."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from emoplug.recipe import Job
+from emoplug.train import text_stage
+from emoplug.train.context import RunContext
+from emoplug.train.data import targets_of
+from emoplug.train.inputs import JobInputs
+from emoplug.train.model import CellModel
+
+
+@dataclass
+class JobModel:
+    """A job's network and decision approach, built from its seed."""
+
+    model: CellModel
+    approach: Any
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def build_model(ctx: RunContext, job: Job, inputs: JobInputs) -> JobModel:
+    """The cell's network and approach, initialised from ``job.seed``."""
+    start = time.perf_counter()
+    cfg = job.cell.config
+    seed_everything(job.seed)
+    text_module = (text_stage.build_text_module(ctx, cfg["text"], job.seed)
+                   if inputs.mode == "finetune" else None)
+    audio_module = None
+    if inputs.audio_store is not None:
+        input_dim = inputs.splits["train"][0].audio().shape[1]
+        audio_module = inputs.audio_store.featurizer.build_encoder(input_dim)
+    approach = ctx.registry.build("approach", cfg["approach"])
+    out_dim = approach.prepare(ctx.labels, ctx.corpus.avd_scale,
+                               targets_of(inputs.splits["train"]))
+    dims: dict[str, int] = {}
+    if cfg["text"] is not None:
+        dims["text"] = (int(next(iter(inputs.text_cache.values()))[1].shape[0])
+                        if inputs.text_cache is not None else text_module.dim)
+    if audio_module is not None:
+        dims["audio"] = audio_module.dim
+    fusion = ctx.registry.build("fusion", cfg["fusion"]).build(dims, out_dim)
+    return JobModel(CellModel(fusion, text=text_module, audio=audio_module), approach,
+                    time.perf_counter() - start)
+
+
+def encoder_lr(job: Job) -> float | None:
+    """The learning rate the cell gives its text encoder (None: ``train.encoder_lr``)."""
+    return (job.cell.config["text"] or {}).get("lr")
