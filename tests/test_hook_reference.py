@@ -90,11 +90,12 @@ def test_every_hook_is_documented_with_its_signature():
     assert reference_problems(HOOKS_MD.read_text(encoding="utf-8")) == []
 
 
-def test_registration_hooks_are_the_registry_kinds():
+def test_registration_hooks_are_the_registry_kinds_and_the_report_sections():
     from emoplug.registry import KINDS
 
     registration = {name for name in spec_hooks() if name.startswith("emoplug_register_")}
-    assert registration == {kind.hook for kind in KINDS.values()}
+    assert registration == {kind.hook for kind in KINDS.values()} | {
+        "emoplug_register_report_sections"}
 
 
 def test_checker_catches_missing_stale_and_wrong_signatures():

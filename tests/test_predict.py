@@ -266,3 +266,94 @@ def test_refit_trains_on_all_data_and_saves(run, tmp_path):
     manifest = json.loads((folder / "model.json").read_text())
     assert manifest["fold"] == "refit" and manifest["seed"] == 1
     assert emoplug.load(folder).predict(text="so sad")["category"] in manifest["labels"]
+
+
+CHARBAG = '''
+"""A text encoder that is not a Hugging Face model: bag of character embeddings."""
+import torch
+from torch import nn
+
+from emoplug import Encoded, TextEncoder, TextEncoderConfig, hookimpl
+
+
+class CharBagConfig(TextEncoderConfig):
+    pretrained: str = "none"
+    dim: int = 16
+    buckets: int = 64
+
+
+class CharBagModule(nn.Module):
+    def __init__(self, buckets, dim):
+        super().__init__()
+        self.buckets, self.dim = buckets, dim
+        self.embed = nn.Embedding(buckets + 1, dim, padding_idx=0)
+
+    def tokenize(self, texts):
+        ids = [[1 + ord(c) % self.buckets for c in t.lower()][:64] or [1] for t in texts]
+        width = max(map(len, ids))
+        input_ids = torch.tensor([row + [0] * (width - len(row)) for row in ids])
+        return {"input_ids": input_ids, "attention_mask": input_ids > 0}
+
+    def forward(self, input_ids, attention_mask):
+        sequence, mask = self.embed(input_ids), attention_mask.bool()
+        pooled = (sequence * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        return Encoded(sequence, mask, pooled)
+
+
+class CharBag(TextEncoder):
+    name = "charbag"
+    Config = CharBagConfig
+
+    def build(self, *, texts, work_dir):
+        return CharBagModule(self.config.buckets, self.config.dim)
+
+
+@hookimpl
+def emoplug_register_text_encoders(register):
+    register(CharBag)
+'''
+
+
+def test_a_text_encoder_that_is_not_hugging_face_is_saved_and_predicts_in_a_fresh_process(
+        tmp_path, monkeypatch):
+    """Saving and loading are the text encoder's contract (``TextEncoder.save``/``load``,
+    here the defaults): a third-party encoder trained in a cell is saved with the model and
+    ``emoplug predict`` in a new process gives the job's predictions."""
+    from emoplug.recipe import build_plan
+    from emoplug.testing import TINY_DEMO
+    from emoplug.train.runner import run_plan
+
+    site = tmp_path / "site"
+    info = site / "emoplug_charbag-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: emoplug-charbag\n"
+                                   "Version: 0.1\n")
+    (info / "entry_points.txt").write_text("[emoplug]\ncharbag = charbag_plugin\n")
+    (site / "charbag_plugin.py").write_text(CHARBAG)
+    monkeypatch.syspath_prepend(str(site))  # an installed plugin, found by its entry point
+    plan = build_plan({
+        "name": "charbag", "dataset": TINY_DEMO, "protocol": {"type": "loso"},
+        "seeds": [0], "cache_dir": str(tmp_path / "cache"),
+        "train": {"epochs": 2, "batch_size": 16, "patience": 1, "save": "best"},
+        "text": {"chars": {"type": "charbag", "mode": "finetune"}},
+        "fusion": {"none": {"type": "none", "hidden": 16}},
+        "approach": {"direct": {"type": "direct"}},
+        "grid": {"text": ["chars"], "audio": [None], "fusion": ["none"],
+                 "approach": ["direct"]}})
+    plan.jobs = plan.jobs[:1]
+    summary = run_plan(plan, tmp_path / "run", verbosity=-1)
+    assert summary.failed == [] and len(summary.done) == 1
+    job = tmp_path / "run" / "jobs" / plan.jobs[0].id
+    assert sorted(p.name for p in (job / "model" / "text").iterdir()) == ["weights.safetensors"]
+
+    from emoplug.data.loading import load_corpus_and_folds
+
+    corpus = load_corpus_and_folds(plan.corpus_request())[0].by_id()
+    expected = _manifest({"corpus": corpus}, job, tmp_path / "m.csv")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(site)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "emoplug", "predict", str(job / "model"), "--manifest",
+         str(tmp_path / "m.csv"), "--json", "--device", "cpu"],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    _same_as_job(expected, json.loads(proc.stdout), avd=False)

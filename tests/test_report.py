@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from emoplug import hookimpl
 from emoplug.errors import EmoplugError
 from emoplug.report import write_report
 from emoplug.report.stats import paired_test, summarize
@@ -63,6 +64,8 @@ SPECIAL = {
     "s_gold": ("bert_ms", "mfcc", "early", "two_gold", 0.60),
     "s_cross": ("bert_ms", "mfcc", "early", "two_cross", 0.66),
 }
+#: the ablation switches each fusion/approach entry sets, as the plan records them
+ABLATIONS = {"attn_ablate": {"fusion.attention": False}, "oracle": {"approach.oracle": True}}
 FAILED_JOB = ("c_bert", "s2", 1)
 MISSING_JOB = ("c_bert", "s3", 1)
 
@@ -146,6 +149,7 @@ def make_run(root: Path, cells=CELLS, failed=(FAILED_JOB,), missing=(MISSING_JOB
                 folder = run / "jobs" / job_id(*key)
                 write_json(folder / "config.json", {
                     "recipe": "synth", "cell": cell, "cell_label": label_of(*names.values()),
+                    "ablations": {**ABLATIONS.get(fusion, {}), **ABLATIONS.get(approach, {})},
                     "names": names, "dataset": {"type": "demo"}, "protocol": protocol,
                     "train": {"epochs": 2}, "text": TEXT.get(text), "audio": AUDIO.get(audio),
                     "fusion": FUSION[fusion], "approach": APPROACH[approach],
@@ -341,7 +345,7 @@ def test_majority_class_floors_by_hand(report):
 
 def test_direct_vs_two_stage_paired_at_the_fold_level(report):
     _, written = report
-    markdown = section(written["md"].read_text(), "Direct vs two-stage")
+    markdown = section(written["md"].read_text(), "Approach comparison")
     a, b = fold_values("c_multi_direct"), fold_values("c_multi_two")
     diff = np.subtract(a, b)
     half = stats.t.ppf(0.975, 2) * diff.std(ddof=1) / math.sqrt(3)  # n = 3 folds, 2 df
@@ -616,3 +620,47 @@ def test_protocols_compared_cell_by_cell_with_their_audits(tmp_path):
     results = section(markdown, "Results per cell")
     assert row_with(results, "Majority-class floor (loso)")[2] == "3"
     assert row_with(results, "Majority-class floor (random)")[2] == "3"
+
+
+class _SectionPlugin:
+    """A third party's report sections: one that counts the run's cells, one that fails."""
+
+    @hookimpl
+    def emoplug_register_report_sections(self, register):
+        from emoplug.report import Section, Table
+
+        def cell_count(run):
+            section = Section("cell_count", "Cells per modality", "Counted by a plugin.")
+            counts: dict[str, int] = {}
+            for cell in run.cells:
+                key = "+".join(cell.modalities) or "none"
+                counts[key] = counts.get(key, 0) + 1
+            section.tables.append(Table(["Modalities", "Cells"],
+                                        [[k, str(v)] for k, v in sorted(counts.items())]))
+            return section
+
+        def broken(run):
+            raise ValueError("no such metric")
+
+        register("cell_count", cell_count, order=65)
+        register("broken_section", broken)
+
+
+def test_a_plugin_adds_report_sections_and_a_failing_one_is_contained(tmp_path, capsys):
+    from emoplug.registry import get_registry
+
+    get_registry().add_plugin(_SectionPlugin(), "sections")
+    written = write_report(make_run(tmp_path), tmp_path / "out", ["md", "html"])
+    markdown, html = written["md"].read_text(), written["html"].read_text()
+    counted = section(markdown, "Cells per modality")
+    assert row_with(counted, "| text+audio |")[1] == "5"  # 5 multimodal cells
+    assert row_with(counted, "| text |")[1] == "3"
+    assert "Cells per modality" in html and "Counted by a plugin." in html
+    # placed by its order: after "Approach comparison" (60), before "Modality importance" (70)
+    assert markdown.index("Approach comparison") < markdown.index("Cells per modality") \
+        < markdown.index("Modality importance")
+    assert "This section failed to build (plugin 'sections'): ValueError: no such metric" \
+        in markdown
+    assert "Results" in markdown and "Compute" in markdown  # the others are unaffected
+    assert "report section 'broken_section' of plugin 'sections' failed" in \
+        capsys.readouterr().err

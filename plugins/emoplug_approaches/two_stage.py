@@ -32,7 +32,8 @@ class TwoStageApproach(Approach):
             "predictions of it, or (crossfit) on out-of-fold ones: crossfit_folds extra trainings")
         crossfit_folds: int = Field(5, ge=2, description="crossfit: speaker-grouped inner folds "
                                     "of the training split (at most one per speaker)")
-        oracle: bool = Field(False, description="ablation: map the gold AVD at evaluation")
+        oracle: bool = Field(False, description="ablation: map the gold AVD at evaluation",
+                             json_schema_extra={"ablation": True})
         knn_k: int = Field(15, gt=0, description="neighbours of the knn mapper")
         mlp_hidden: int = Field(32, gt=0, description="hidden units of the mlp mapper")
 

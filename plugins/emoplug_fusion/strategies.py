@@ -87,8 +87,10 @@ class AttentionFusion(Fusion):
     class Config(HeadConfig):
         dim: int = Field(256, gt=0, description="common size both sequences are projected to")
         heads: int = Field(4, gt=0, description="attention heads (must divide dim)")
-        attention: bool = Field(True, description="false: ablate the attention blocks")
-        layer_norm: bool = Field(True, description="false: ablate the layer normalisation")
+        attention: bool = Field(True, description="false: ablate the attention blocks",
+                                json_schema_extra={"ablation": False})
+        layer_norm: bool = Field(True, description="false: ablate the layer normalisation",
+                                 json_schema_extra={"ablation": False})
 
     def build(self, input_dims: dict[str, int], out_dim: int) -> nn.Module:
         from emoplug_fusion.modules import AttentionFusionModule

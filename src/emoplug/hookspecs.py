@@ -70,6 +70,18 @@ def emoplug_register_protocols(register: Any) -> None:
 
 
 @hookspec
+def emoplug_register_report_sections(register: Any) -> None:
+    """Register sections of ``emoplug report``.
+
+    Called once when a report is built. ``register(key, build, order=500)`` adds one
+    section: ``build(run)`` takes the run's records (:class:`emoplug.report.RunData`) and
+    returns an :class:`emoplug.report.Section`; sections appear by ``order`` (the bundled
+    ones use 10 to 140, the compute summary 900), then by key. A section whose ``build``
+    raises is shown with the error, and the other sections are unaffected.
+    """
+
+
+@hookspec
 def emoplug_job_finished(job: Any, result: dict) -> None:
     """Called in the process that ran a job, after its ``result.json`` was written.
 

@@ -132,6 +132,9 @@ class Cell:
     id: str
     source: str = "grid"
     protocol: str | None = None  # a name from the recipe's ``protocols``; None = ``protocol``
+    #: the ablation switches the cell sets (``{"fusion.attention": False}``): settings whose
+    #: config field declares ``json_schema_extra={"ablation": <value>}`` and has that value
+    ablations: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -168,6 +171,7 @@ class Job:
             "recipe": self.recipe,
             "cell": self.cell.id,
             "cell_label": self.cell.label,
+            "ablations": self.cell.ablations,
             "names": {"text": self.cell.text, "audio": self.cell.audio,
                       "fusion": self.cell.fusion, "approach": self.cell.approach,
                       "protocol": self.cell.protocol},
@@ -500,7 +504,7 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
         cell_id = stable_hash({**identity, **config}, 12)
         if cell_id not in cells:
             cells[cell_id] = Cell(text, audio, fusion, names["approach"], config, cell_id,
-                                  source_kind, under)
+                                  source_kind, under, _ablations(registry, config))
     if resolver.problems:
         raise RecipeError(source, resolver.problems)
 
@@ -520,6 +524,23 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
         for cell in plan.cells for fold in plan.folds_of(cell) for seed in recipe.seeds
     ]
     return plan
+
+
+def _ablations(registry: Registry, config: dict[str, Any]) -> dict[str, Any]:
+    """The ablation switches a cell's component configs set: ``{"axis.key": value}`` for
+    each config field whose ``json_schema_extra`` names an ``ablation`` value it has."""
+    switched: dict[str, Any] = {}
+    for axis in ("text", "audio", "fusion", "approach"):
+        settings = config.get(axis)
+        if settings is None:
+            continue
+        fields = registry.get(axis, settings["type"]).config_model.model_fields
+        for key, info in fields.items():
+            extra = info.json_schema_extra
+            if isinstance(extra, dict) and "ablation" in extra \
+                    and settings.get(key) == extra["ablation"]:
+                switched[f"{axis}.{key}"] = extra["ablation"]
+    return switched
 
 
 def _identity(registry: Registry, dataset: dict[str, Any]) -> dict[str, Any]:

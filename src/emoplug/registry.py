@@ -69,6 +69,20 @@ class ComponentSpec:
         return self.factory(config)
 
 
+@dataclass(frozen=True)
+class ReportSectionSpec:
+    """One registered report section: ``build(run) -> Section``, placed by ``order``."""
+
+    key: str
+    build: Callable[[Any], Any]
+    order: int
+    plugin: str
+
+
+#: the core's own plugin: it registers the bundled report sections through the same hook
+BUILTIN_REPORT_PLUGIN = "report"
+
+
 @dataclass
 class PluginInfo:
     """A plugin as the registry saw it; ``error`` is set when it is broken."""
@@ -84,6 +98,12 @@ class PluginInfo:
     @property
     def error(self) -> str | None:
         return self.import_error or self.hook_error
+
+
+def emoplug_version() -> str:
+    from emoplug import __version__
+
+    return __version__
 
 
 def disabled_plugins() -> set[str]:
@@ -137,6 +157,14 @@ class Registry:
         self.plugins: dict[str, PluginInfo] = {}
         self._components: dict[str, dict[str, ComponentSpec]] | None = None
         self._conflicts: dict[tuple[str, str], list[ComponentSpec]] = {}
+        self._sections: list[ReportSectionSpec] | None = None
+        from emoplug.report import builtin
+
+        info = self.plugins[BUILTIN_REPORT_PLUGIN] = PluginInfo(
+            BUILTIN_REPORT_PLUGIN, "emoplug", emoplug_version())
+        info.disabled = BUILTIN_REPORT_PLUGIN in disabled_plugins()
+        if not info.disabled:
+            self._register(builtin, info)
 
     # -- plugins ---------------------------------------------------------------------------
     def _ensure_entry_points(self) -> None:
@@ -167,6 +195,7 @@ class Registry:
         """Register ``plugin`` with pluggy and check its hooks; on any problem it is left out
         and ``info`` says why."""
         try:
+            hash(plugin)  # pluggy keys plugins by identity: a module or an instance
             self.pm.register(plugin, name=info.name)
         except Exception as exc:  # e.g. a hook whose arguments the spec does not have
             info.import_error = f"invalid hook implementation: {type(exc).__name__}: {exc}"
@@ -186,14 +215,14 @@ class Registry:
             info.disabled = True
             return
         self._register(plugin, info)
-        self._components = None
+        self._components = self._sections = None
 
     def remove_plugin(self, name: str) -> None:
         """Undo :meth:`add_plugin`."""
         if self.pm.get_plugin(name) is not None:
             self.pm.unregister(name=name)
         self.plugins.pop(name, None)
-        self._components = None
+        self._components = self._sections = None
 
     # -- components ------------------------------------------------------------------------
     def _collect(self) -> dict[str, dict[str, ComponentSpec]]:
@@ -254,6 +283,41 @@ class Registry:
             staged.append(ComponentSpec(kind.key, name, factory, config_model, info.name,
                                         info.distribution, info.version))
         return register
+
+    def report_sections(self) -> list[ReportSectionSpec]:
+        """Every registered report section, in report order (``order``, then key). A key
+        registered twice marks the later plugin broken."""
+        if self._sections is not None:
+            return self._sections
+        self._collect()
+        found: dict[str, ReportSectionSpec] = {}
+        for name, call in self._each_plugin("emoplug_register_report_sections"):
+            info = self.plugins.setdefault(name, PluginInfo(name))
+            if info.error:
+                continue
+            staged: list[ReportSectionSpec] = []
+
+            def register(key: str, build: Callable[[Any], Any], order: int = 500,
+                         plugin: str = name, staged: list[ReportSectionSpec] = staged) -> None:
+                if not isinstance(key, str) or not key.isidentifier():
+                    raise PluginError(f"invalid report section key {key!r} (use an identifier)")
+                if not callable(build):
+                    raise PluginError(f"report section {key!r}: build is not callable")
+                staged.append(ReportSectionSpec(key, build, int(order), plugin))
+
+            try:
+                call(register=register)
+                taken = [s.key for s in staged if s.key in found]
+                if taken:
+                    raise PluginError(f"report section '{taken[0]}' is already registered by "
+                                      f"plugin '{found[taken[0]].plugin}'")
+            except Exception as exc:
+                info.hook_error = (f"hook emoplug_register_report_sections raised "
+                                   f"{type(exc).__name__}: {exc}")
+                continue
+            found.update((s.key, s) for s in staged)
+        self._sections = sorted(found.values(), key=lambda s: (s.order, s.key))
+        return self._sections
 
     def names(self, kind: str) -> list[str]:
         return sorted(self._collect()[kind])

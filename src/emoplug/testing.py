@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import os
-import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -131,7 +130,8 @@ def component_plugin(*classes: type) -> object:
                 register(cls)
         return register_all
 
-    return types.SimpleNamespace(**{name: hook(group) for name, group in by_hook.items()})
+    hooks = {name: staticmethod(hook(group)) for name, group in by_hook.items()}
+    return type("ComponentPlugin", (), hooks)()
 
 
 # -- end-to-end runs -------------------------------------------------------------------------

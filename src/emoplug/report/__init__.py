@@ -4,6 +4,10 @@
 (see ``collect``), aggregates them (``stats``, ``sections``), draws the figures headless
 (``figures``) and writes the chosen formats (``render``). A run still in progress reports
 what has finished. Importing this package is cheap: the work happens inside ``write_report``.
+
+Its sections are registered through ``emoplug_register_report_sections`` (the bundled ones in
+``builtin.py``). A plugin's section builder receives a :class:`RunData` and returns a
+:class:`Section` of :class:`Table` objects; these three are importable from here.
 """
 
 from __future__ import annotations
@@ -62,4 +66,17 @@ def write_report(run_dir: Path, output_dir: Path | None = None,
     return written
 
 
-__all__ = ["FORMATS", "write_report"]
+#: the types a report section plugin uses, imported on first access (they import numpy)
+_LAZY = {"RunData": "emoplug.report.collect", "CellRecord": "emoplug.report.collect",
+         "Section": "emoplug.report.tables", "Table": "emoplug.report.tables"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'emoplug.report' has no attribute {name!r}")
+
+
+__all__ = ["FORMATS", "CellRecord", "RunData", "Section", "Table", "write_report"]

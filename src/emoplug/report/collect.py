@@ -78,6 +78,8 @@ class CellRecord:
     protocol: dict[str, Any] = field(default_factory=dict)
     #: a learning control the cell runs (``permuted_labels``), else None
     control: str | None = None
+    #: the ablation switches the cell sets, ``{"fusion.attention": False}`` (from config.json)
+    ablations: dict[str, Any] = field(default_factory=dict)
 
     @property
     def planned(self) -> int:
@@ -196,6 +198,7 @@ def _describe(cell: CellRecord, job: JobRecord) -> None:
         cell.configs = {axis: job.config.get(axis) for axis in (*AXES, "protocol")}
         cell.protocol = dict(job.config.get("protocol") or {})
         cell.control = job.config.get("control")
+        cell.ablations = dict(job.config.get("ablations") or {})
     for source in (job.config, job.result if job.status == DONE else None):
         names = (source or {}).get("names")
         if cell.names is None and isinstance(names, dict):

@@ -14,7 +14,6 @@ import numpy as np
 from emoplug.report.collect import CellRecord, RunData
 from emoplug.report.figures import BarChart, ForestPlot
 from emoplug.report.select import (
-    ABLATION_SWITCHES,
     CHOSEN,
     best,
     cell_summary,
@@ -116,25 +115,26 @@ def differing_keys(a: CellRecord, b: CellRecord) -> list[tuple[str, str]]:
 # -- direct vs two-stage ----------------------------------------------------------------------
 
 def approach_pairs(run: RunData) -> list[tuple[CellRecord, CellRecord]]:
-    """(direct cell, other-approach cell) with the same text, audio and fusion names."""
-    cells = comparable(run)
-
-    def is_direct(cell: CellRecord) -> bool:
-        return (cell.type_of("approach") or cell.names["approach"]) == "direct"
-
-    return [(direct, other) for direct in cells if is_direct(direct)
-            for other in cells if not is_direct(other)
-            and all(other.names[a] == direct.names[a] for a in ("text", "audio", "fusion"))]
+    """Pairs of cells whose resolved configs differ only in the approach, which is of
+    another type in each (its settings may differ too); A is the cell whose approach type
+    sorts first (``direct`` before ``two_stage``)."""
+    pairs = []
+    for a, b in combinations(comparable(run), 2):
+        keys = differing_keys(a, b)
+        if ("approach", "type") not in keys or any(axis != "approach" for axis, _ in keys):
+            continue
+        pairs.append((a, b) if a.type_of("approach") < b.type_of("approach") else (b, a))
+    return sorted(pairs, key=lambda pair: (pair[0].label, pair[1].label))
 
 
 def approach_section(run: RunData) -> Section:
-    section = Section("approach", "Direct vs two-stage",
-                      "Cells that differ only in the approach (same text, audio and fusion): "
-                      "A = direct classification, B = the other approach (two_stage, joint). "
-                      "A − B > 0 means direct is better.")
+    section = Section("approach", "Approach comparison",
+                      "Cells whose configs differ only in the decision approach (same text, "
+                      "audio and fusion): A = the approach whose type sorts first (direct "
+                      "before two_stage), B = the other. A − B > 0 means A is better.")
     pairs = approach_pairs(run)
     if not pairs:
-        section.empty = "No pair of cells differing only in the approach (direct vs another)."
+        section.empty = "No pair of cells differing only in the approach."
         return section
     comparisons = []
     for a, b in pairs:
@@ -280,21 +280,20 @@ def ablation_of(cell: CellRecord, full: CellRecord) -> list[str] | None:
     if cell is full or cell.names is None or full.names is None or is_ablation(full) \
             or cell.control is not None or full.control is not None:
         return None
-    keys = differing_keys(cell, full)
-    if not keys or any(k not in ABLATION_SWITCHES for k in keys):
+    keys = [f"{axis}.{key}" for axis, key in differing_keys(cell, full)]
+    if not keys or any(k not in cell.ablations for k in keys):
         return None
-    if any(cell.configs[axis].get(key) != ABLATION_SWITCHES[(axis, key)] for axis, key in keys):
-        return None
-    return [f"{axis}.{key}={str(cell.configs[axis].get(key)).lower()}" for axis, key in keys]
+    return [f"{key}={str(cell.ablations[key]).lower()}" for key in keys]
 
 
 def ablation_section(run: RunData) -> Section:
+    cells = [c for c in run.cells if c.done and c.names is not None]
+    switches = sorted({f"{k}={str(v).lower()}" for c in cells for k, v in c.ablations.items()})
     section = Section("ablation", "Ablations",
                       "Each ablated cell against its full model (the cell whose configs differ "
-                      "only in the switch): A = ablated, B = full. Switches: "
-                      + ", ".join(f"{axis}.{key}={str(v).lower()}"
-                                  for (axis, key), v in ABLATION_SWITCHES.items()) + ".")
-    cells = [c for c in run.cells if c.done and c.names is not None]
+                      "only in the switch): A = ablated, B = full. A switch is a setting its "
+                      "component declares as an ablation"
+                      + (f"; in this run: {', '.join(switches)}." if switches else "."))
     comparisons = []
     for cell in cells:
         for full in cells:
@@ -302,8 +301,7 @@ def ablation_section(run: RunData) -> Section:
             if switched:
                 comparisons.append((f"{full.label}: {', '.join(switched)}", cell, full))
     if not comparisons:
-        section.empty = "No ablation cell (attention false, layer_norm false, two_stage oracle " \
-                        "true) with a full-model sibling in this run."
+        section.empty = "No ablation cell with a full-model sibling in this run."
         return section
     paired_table(section, comparisons, "Full model: ablation")
     return section
@@ -353,7 +351,8 @@ def setting_pairs(run: RunData) -> list[tuple[str, CellRecord, CellRecord]]:
         if len(keys) != 1:
             continue
         axis, key = keys[0]
-        if key in ("type", "*") or axis == "protocol" or keys[0] in ABLATION_SWITCHES or \
+        if key in ("type", "*") or axis == "protocol" or \
+                f"{axis}.{key}" in {**a.ablations, **b.ablations} or \
                 (axis == "text" and key in TEXT_TRAINING_KEYS):
             continue
         value_a, value_b = a.configs[axis].get(key), b.configs[axis].get(key)

@@ -9,23 +9,15 @@ averaged within each fold first, see ``stats.py``).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from emoplug.registry import Registry, get_registry
 from emoplug.report.collect import DONE, FAILED, NOT_STARTED, STARTED, CellRecord, RunData
-from emoplug.report.comparisons import (
-    ablation_section,
-    approach_section,
-    control_section,
-    grouped_section,
-    modality_section,
-    setting_section,
-    staged_section,
-)
 from emoplug.report.figures import BarChart, ConfusionGrid
-from emoplug.report.leakage import protocol_section
 from emoplug.report.select import (
     CHOSEN,
     INCOMPLETE_MARK,
@@ -58,22 +50,21 @@ from emoplug.types import AVD_NAMES
 TOP_CONFUSIONS = 3
 
 
-def build_report(run: RunData) -> Report:
-    """Every section of the report of ``run``."""
-    sections = [results_section(run), missing_section(run), protocol_section(run),
-                control_section(run),
-                stage1_section(run), approach_section(run), modality_section(run),
-                grouped_section(run, "text", "text_encoders", "Transformer comparison",
-                                "Cells with text (text only and multimodal), grouped by text "
-                                "encoder."),
-                grouped_section(run, "audio", "audio_features", "Audio feature comparison",
-                                "Cells with audio (audio only and multimodal), grouped by "
-                                "audio feature."),
-                grouped_section(run, "fusion", "fusion", "Fusion comparison",
-                                "Multimodal cells, grouped by fusion strategy."),
-                staged_section(run), setting_section(run), ablation_section(run),
-                confusion_section(run), compute_section(run)]
-    return Report(f"emoplug report: {run.name}", summary_lines(run), sections)
+def build_report(run: RunData, registry: Registry | None = None) -> Report:
+    """The report of ``run``: the summary, then every registered section in order
+    (``emoplug_register_report_sections``; the bundled ones are in ``builtin.py``). A
+    section whose builder raises is shown with the error, and the others are unaffected."""
+    built = []
+    for spec in (registry or get_registry()).report_sections():
+        try:
+            built.append(spec.build(run))
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            print(f"emoplug: warning: report section '{spec.key}' of plugin '{spec.plugin}' "
+                  f"failed: {reason}", file=sys.stderr)
+            built.append(Section(spec.key, spec.key, "", empty=f"This section failed to "
+                                 f"build (plugin '{spec.plugin}'): {reason}"))
+    return Report(f"emoplug report: {run.name}", summary_lines(run), built)
 
 
 def protocol_text(protocol: dict[str, Any], full: bool = False) -> str:

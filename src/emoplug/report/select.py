@@ -2,7 +2,7 @@
 
 Every "best" is chosen on the **dev** split and reported on test: a cell's rank is its mean
 dev UA over folds (seeds averaged within each fold first), ties broken by label, then id.
-Ablation cells (an ablation switch set, see ``ABLATION_SWITCHES``) and learning controls
+Ablation cells (an ablation switch set, see ``CellRecord.ablations``) and learning controls
 (``control: permuted_labels``) are left out of every comparison except their own sections.
 """
 
@@ -12,7 +12,6 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 from emoplug.report.collect import CellRecord, RunData
 from emoplug.report.stats import Summary, fold_summary, majority_floor, summarize
@@ -22,14 +21,6 @@ from emoplug.types import AVD_NAMES
 #: the metric, and the split, every "best" is chosen by
 RANK_METRIC, SELECTION_SPLIT = "ua", "dev"
 CHOSEN = "chosen on dev UA"
-#: (component axis, config key) -> the value that ablates; the full model has the other value
-ABLATION_SWITCHES: dict[tuple[str, str], Any] = {
-    ("fusion", "attention"): False,
-    ("fusion", "layer_norm"): False,
-    ("approach", "oracle"): True,
-}
-
-
 def cell_summary(cell: CellRecord, metric: str, split: str = "test") -> Summary:
     """Mean ± std over the cell's fold means of ``metric`` (n = folds)."""
     return fold_summary(cell.values(metric, split))
@@ -55,9 +46,9 @@ def jobs_cell(cell: CellRecord) -> str:
 
 
 def is_ablation(cell: CellRecord) -> bool:
-    """The cell sets an ablation switch (attention off, layer norm off, oracle on)."""
-    return any((cell.configs.get(axis) or {}).get(key) == value
-               for (axis, key), value in ABLATION_SWITCHES.items())
+    """The cell sets an ablation switch (a setting its component declares as one, such as
+    the bundled fusions' ``attention: false``; recorded in the job's ``config.json``)."""
+    return bool(cell.ablations)
 
 
 def reference_protocol(run: RunData) -> str | None:
