@@ -209,6 +209,17 @@ def test_newer_format_and_pickles_are_refused(run, tmp_path):
         emoplug.load(copy)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "garbage"])
+def test_damaged_weights_are_one_line_naming_the_file(run, tmp_path, damage):
+    copy = tmp_path / "model"
+    shutil.copytree(run["two_stage"] / "model", copy)  # a real copy: saved weights are linked
+    weights = copy / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not weights")
+    _one_line_error(["predict", str(copy), "--text", "hi"], f"error: {weights}: ",
+                    "cannot read the weights")
+
+
 def test_export_fold_and_ensemble(run, tmp_path):
     from emoplug.export import export_saved
     from emoplug.predict import load_model

@@ -25,7 +25,7 @@ from emoplug.components import (  # noqa: E402
     TextEncoder,
     TextEncoderConfig,
 )
-from emoplug.errors import EmoplugError  # noqa: E402
+from emoplug.errors import EmoplugError, SettingError  # noqa: E402
 from emoplug.types import (  # noqa: E402
     AVD_NAMES,
     Corpus,
@@ -53,6 +53,7 @@ __all__ = [
     "foldfiles",
     "Fusion",
     "Protocol",
+    "SettingError",
     "Targets",
     "TextEncoder",
     "TextEncoderConfig",

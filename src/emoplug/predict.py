@@ -98,6 +98,7 @@ class SavedModel:
     """One job's saved model, rebuilt from its directory on ``device``."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any], device: Any):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         from emoplug.registry import get_registry
@@ -124,7 +125,12 @@ class SavedModel:
         model = CellModel(fusion, audio=audio_module)
         if self.text_mode == "finetune":
             model.text = self.text_module
-        loaded = model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=False)
+        try:
+            weights = load_file(str(folder / WEIGHTS))
+        except (OSError, SafetensorError) as exc:  # missing, truncated or not safetensors
+            raise EmoplugError(f"{folder / WEIGHTS}: cannot read the weights ({exc}); the "
+                               "folder is damaged: export or save the model again") from None
+        loaded = model.load_state_dict(weights, strict=False)
         missing = [k for k in loaded.missing_keys if not k.startswith(TEXT_TRANSFORMER_PREFIX)]
         if missing or loaded.unexpected_keys:
             raise EmoplugError(f"{folder / WEIGHTS} does not match the model described in "
