@@ -146,7 +146,7 @@ FULL_GRID = {
 
 def fake_hub_cache(monkeypatch, root, names) -> None:
     """Point the Hugging Face cache at ``root``, holding a ``config.json`` for each hub name."""
-    import huggingface_hub
+    from huggingface_hub import constants
 
     for name in names:
         repo = root / f"models--{name.replace('/', '--')}"
@@ -155,4 +155,4 @@ def fake_hub_cache(monkeypatch, root, names) -> None:
         (snapshot / "config.json").write_text("{}")
         (repo / "refs").mkdir()
         (repo / "refs" / "main").write_text("0" * 40)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))
