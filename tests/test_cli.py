@@ -125,7 +125,8 @@ def test_every_bundled_recipe_validates(recipe, monkeypatch, tmp_path):
     from emoplug_text.families import FAMILIES
 
     # validation checks hub checkpoints are cached (the hub is off): pretend they are
-    fake_hub_cache(monkeypatch, tmp_path / "hub", [f.checkpoint for f in FAMILIES.values()])
+    fake_hub_cache(monkeypatch, tmp_path / "hub",
+                   [f.checkpoint for f in FAMILIES.values()] + ["facebook/wav2vec2-base"])
     monkeypatch.setenv("IEMOCAP_ROOT", "/data/IEMOCAP_full_release")
     result = invoke("validate", f"recipes/{recipe}")
     assert result.exit_code == 0, result.output

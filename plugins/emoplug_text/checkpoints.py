@@ -5,61 +5,36 @@ goes through the same ``AutoTokenizer`` / ``AutoModel`` ``from_pretrained`` call
 are looked up in the local cache first; the network is tried only when the cache misses, the
 hub is not switched off (``HF_HUB_OFFLINE=1``) and its host answers a quick connection probe,
 so a missing checkpoint is a fast one-line :class:`emoplug.SettingError` rather than a ~50 s
-hang of download retries and a traceback. ``checkpoint_problem`` finds the same problems
-without loading anything, for ``emoplug validate``.
+hang of download retries and a traceback. ``emoplug.checkpoints.checkpoint_problem`` finds
+the same problems without loading anything, for ``emoplug validate``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
 from emoplug import SettingError
+from emoplug.checkpoints import (
+    checkpoint_problem,
+    hub_offline,
+    hub_reachable,
+    looks_like_path,
+    not_cached,
+)
 from emoplug_text.families import Family
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-_TRUE = {"1", "on", "yes", "true"}
-
-
-def hub_offline() -> bool:
-    """True when the Hugging Face hub is switched off (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``),
-    read now rather than when huggingface_hub was imported."""
-    import huggingface_hub
-
-    env = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "")
-    return env.strip().lower() in _TRUE or huggingface_hub.is_offline_mode()
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True when a TCP connection to the hub endpoint opens within ``timeout`` seconds
-    (assumed true behind an HTTPS proxy, which the probe cannot see through)."""
-    import huggingface_hub
-
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlparse(huggingface_hub.constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
+#: the way out of a missing checkpoint every text encoder offers
+TINY = "tiny: true"
 
 def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
-
-
-def _looks_like_path(source: str) -> bool:
-    return source.startswith(("/", "./", "../", "~", "\\")) or source.count("/") > 1
 
 
 class _ExpectedLoadNotes(logging.Filter):
@@ -101,39 +76,6 @@ def _from_pretrained(source: str, family: Family, *, local_files_only: bool
     return tokenizer, model
 
 
-def _in_hub_cache(name: str) -> bool:
-    """True when the hub checkpoint ``name`` has a config in the local Hugging Face cache."""
-    from huggingface_hub import try_to_load_from_cache
-
-    try:
-        return isinstance(try_to_load_from_cache(name, "config.json"), str)
-    except ValueError:  # not a valid repository id
-        return False
-
-
-def checkpoint_problem(source: str) -> SettingError | None:
-    """Why ``source`` (the ``pretrained`` setting) cannot be loaded, found without loading
-    it: a missing directory, one without ``config.json``, or a hub name that is neither in
-    the local cache nor reachable. None when it looks loadable."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        if not (path / "config.json").is_file():
-            return SettingError("pretrained", f"{path} is not a usable checkpoint directory "
-                                              "(no config.json)")
-        return None
-    if _looks_like_path(source):
-        return SettingError("pretrained", f"no directory {source}")
-    if _in_hub_cache(source) or not (hub_offline() or not hub_reachable()):
-        return None
-    return _not_cached(source)
-
-
-def _not_cached(source: str) -> SettingError:
-    return SettingError("pretrained", f"{source} is not in the local Hugging Face cache and "
-                                      "the hub is unreachable; give a local checkpoint "
-                                      "directory instead (or tiny: true)")
-
-
 def load_checkpoint(source: str, family: Family
                     ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """Tokenizer and model of ``source`` (a checkpoint directory or a hub name), with the
@@ -148,13 +90,13 @@ def load_checkpoint(source: str, family: Family
         except (OSError, ValueError) as err:
             raise SettingError("pretrained", f"{path} is not a usable checkpoint directory "
                                              f"({_first_line(err)})") from None
-    if _looks_like_path(source):
+    if looks_like_path(source):
         raise SettingError("pretrained", f"no directory {source}")
     try:
         return _from_pretrained(source, family, local_files_only=True)
     except OSError:
         if hub_offline() or not hub_reachable():
-            raise _not_cached(source) from None
+            raise not_cached(source, TINY) from None
     try:
         return _from_pretrained(source, family, local_files_only=False)
     except OSError as err:

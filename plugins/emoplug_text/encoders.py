@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, ClassVar
 from pydantic import Field, create_model
 
 from emoplug import SettingError, TextEncoder, TextEncoderConfig
+from emoplug.checkpoints import checkpoint_problem
+from emoplug_text.checkpoints import TINY
 from emoplug_text.families import FAMILIES, Family, Pooling
 
 if TYPE_CHECKING:
@@ -54,9 +56,8 @@ class TransformerTextEncoder(TextEncoder):
 
     def check(self) -> list[SettingError]:
         """A ``pretrained`` checkpoint that is not there (unless ``tiny``)."""
-        from emoplug_text.checkpoints import checkpoint_problem
-
-        problem = None if self.config.tiny else checkpoint_problem(self.config.pretrained)
+        problem = (None if self.config.tiny
+                   else checkpoint_problem(self.config.pretrained, TINY))
         return [] if problem is None else [problem]
 
     def build(self, *, texts: Sequence[str], work_dir: Path) -> TransformerTextModule:

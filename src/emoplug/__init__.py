@@ -1,8 +1,9 @@
 """emoplug: multimodal (text + speech) emotion recognition experiments from one YAML recipe.
 
 Plugins import only what this module exports: the ``hookimpl`` marker, the component base
-classes, the data types they exchange, and ``foldfiles`` (the EmoBox and s3prl fold-file
-formats, which the core writes and a protocol plugin may read).
+classes, the data types they exchange, ``foldfiles`` (the EmoBox and s3prl fold-file
+formats, which the core writes and a protocol plugin may read) and ``checkpoints`` (what a
+``pretrained`` setting points at, for components' ``check``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("emoplug")
 
-from emoplug import foldfiles  # noqa: E402  (EmoBox / s3prl fold files, read and written)
+# pretrained directories and hub names; EmoBox / s3prl fold files, read and written
+from emoplug import checkpoints, foldfiles  # noqa: E402
 from emoplug.components import (  # noqa: E402
     Approach,
     AudioFeaturizer,
@@ -41,6 +43,7 @@ __all__ = [
     "AVD_NAMES",
     "Approach",
     "AudioFeaturizer",
+    "checkpoints",
     "Component",
     "ComponentConfig",
     "Corpus",
