@@ -85,9 +85,11 @@ def load_checkpoint(source: str, family: Family
         problem = checkpoint_problem(source)
         if problem is not None:
             raise problem
+        from safetensors import SafetensorError
+
         try:
             return _from_pretrained(str(path), family, local_files_only=True)
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, SafetensorError) as err:  # missing, damaged files
             raise SettingError("pretrained", f"{path} is not a usable checkpoint directory "
                                              f"({_first_line(err)})") from None
     if looks_like_path(source):

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 import emoplug
-from emoplug.errors import EmoplugError
+from emoplug.errors import EmoplugError, SettingError
 from emoplug.types import AVD_NAMES, Decoded
 
 #: the newest ``format_version`` major this emoplug reads
@@ -150,7 +150,10 @@ class SavedModel:
             config["tiny"] = False
         component = get_registry().build("text", config)
         with tempfile.TemporaryDirectory(prefix="emoplug-load-") as work_dir:
-            return component.build(texts=[], work_dir=Path(work_dir)).eval()
+            try:
+                return component.build(texts=[], work_dir=Path(work_dir)).eval()
+            except SettingError as exc:  # the saved folder, not a setting the user gave
+                raise EmoplugError(exc.message) from None
 
     @property
     def needs_text(self) -> bool:
