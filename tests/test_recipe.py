@@ -205,6 +205,8 @@ def test_an_override_creating_an_entry_no_cell_uses_is_an_error(tmp_path):
     plan = load_plan(recipe, ["text.roberta.pretrained=/ckpt", "text.mine.pretrained=/x"],
                      fake_registry())
     assert plan.components["text"]["roberta"]["pretrained"] == "/ckpt"
+    whole = load_plan(recipe, ["text={mine: {type: bert}}"], fake_registry())  # a whole section
+    assert list(whole.components["text"]) == ["mine"]
 
 
 class CheckedConfig(TextEncoderConfig):

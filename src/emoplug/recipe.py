@@ -559,7 +559,8 @@ def load_plan(path: str | os.PathLike, overrides: Sequence[str] = (),
     """Read, override, validate and expand a recipe file."""
     source = str(path)
     data = read_yaml(path)
-    before = {section: set(data.get(section) or ()) for section in _NAMED_SECTIONS}
+    before = {section: set(entries) if isinstance(entries := data.get(section), dict) else set()
+              for section in _NAMED_SECTIONS}
     plan = build_plan(apply_overrides(data, overrides, source), source, registry)
     problems = _unused_override_entries(plan, overrides, before)
     if problems:
@@ -582,7 +583,8 @@ def _unused_override_entries(plan: Plan, overrides: Sequence[str],
     for item in overrides:
         section, _, rest = item.partition("=")[0].partition(".")
         name = rest.split(".")[0]
-        if section in before and name not in before[section] and name not in used[section]:
+        if (section in before and name and name not in before[section]
+                and name not in used[section]):
             names = ", ".join(sorted(n for n in used[section] if n)) or "none"
             problems.append(f"override {item!r} creates {section}.{name}, which no cell uses "
                             f"(cells use {section}: {names})")
