@@ -25,6 +25,8 @@ from emoplug.errors import EmoplugError, RecipeError
 from emoplug.registry import Registry, get_registry
 
 COMPONENT_SECTIONS = ("text", "audio", "fusion", "approach")
+#: recipe sections whose entries cells name
+_NAMED_SECTIONS = (*COMPONENT_SECTIONS, "protocols")
 #: training settings that do not change results, left out of job ids
 NON_RESULT_TRAIN_KEYS = frozenset({"save", "cohort"})
 
@@ -303,7 +305,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(source, [f"cannot read: {exc}"]) from None
     try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a safe loader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -566,10 +568,6 @@ def load_plan(path: str | os.PathLike, overrides: Sequence[str] = (),
     if problems:
         raise RecipeError(source, problems)
     return plan
-
-
-#: recipe sections whose entries cells name
-_NAMED_SECTIONS = (*COMPONENT_SECTIONS, "protocols")
 
 
 def _unused_override_entries(plan: Plan, overrides: Sequence[str],
