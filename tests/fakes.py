@@ -142,3 +142,17 @@ FULL_GRID = {
         {"text": "roberta", "approach": "two_stage_oracle"},
     ],
 }
+
+
+def fake_hub_cache(monkeypatch, root, names) -> None:
+    """Point the Hugging Face cache at ``root``, holding a ``config.json`` for each hub name."""
+    from huggingface_hub import constants
+
+    for name in names:
+        repo = root / f"models--{name.replace('/', '--')}"
+        snapshot = repo / "snapshots" / ("0" * 40)
+        snapshot.mkdir(parents=True)
+        (snapshot / "config.json").write_text("{}")
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(root))

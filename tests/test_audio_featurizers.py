@@ -233,10 +233,17 @@ def test_wav2vec_missing_checkpoint_is_one_line_error(monkeypatch):
     featurizer = build(type="wav2vec", pretrained="nobody/no-such-wav2vec")
     with pytest.raises(EmoplugError) as info:
         featurizer.featurize(tone(200, 0.2), SR)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith("nobody/no-such-wav2vec is not in the local cache")
-    assert "pretrained=" in message
+    assert str(info.value) == (
+        "pretrained: nobody/no-such-wav2vec is not in the local Hugging Face cache and the hub "
+        "is unreachable; give a local checkpoint directory instead")
+    # the same problem, found by the preflight before anything runs
+    assert [str(p) for p in featurizer.check()] == [str(info.value)]
+
+
+def test_wav2vec_check_passes_a_checkpoint_directory(tiny_wav2vec, tmp_path):
+    assert build(type="wav2vec", pretrained=tiny_wav2vec).check() == []
+    (problem,) = build(type="wav2vec", pretrained=str(tmp_path / "gone")).check()
+    assert str(problem.at("audio.w2v")) == f"audio.w2v.pretrained: no directory {tmp_path}/gone"
 
 
 def test_wav2vec_config_validation():

@@ -119,7 +119,14 @@ def test_help_imports_no_heavy_modules():
 
 
 @pytest.mark.parametrize("recipe", sorted(p.name for p in Path("recipes").glob("*.yaml")))
-def test_every_bundled_recipe_validates(recipe, monkeypatch):
+def test_every_bundled_recipe_validates(recipe, monkeypatch, tmp_path):
+    from fakes import fake_hub_cache
+
+    from emoplug_text.families import FAMILIES
+
+    # validation checks hub checkpoints are cached (the hub is off): pretend they are
+    fake_hub_cache(monkeypatch, tmp_path / "hub",
+                   [f.checkpoint for f in FAMILIES.values()] + ["facebook/wav2vec2-base"])
     monkeypatch.setenv("IEMOCAP_ROOT", "/data/IEMOCAP_full_release")
     result = invoke("validate", f"recipes/{recipe}")
     assert result.exit_code == 0, result.output

@@ -209,6 +209,21 @@ def test_newer_format_and_pickles_are_refused(run, tmp_path):
         emoplug.load(copy)
 
 
+@pytest.mark.parametrize("damage, weights", [
+    ("truncated", "model.safetensors"), ("garbage", "model.safetensors"),
+    ("truncated", "text/model.safetensors"),  # the fine-tuned text transformer
+])
+def test_damaged_weights_are_one_line_naming_the_file(run, tmp_path, damage, weights):
+    copy = tmp_path / "model"
+    shutil.copytree(run["direct"] / "model", copy)  # a real copy: saved weights are linked
+    path = copy / weights
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"not weights")
+    # the network's weights are named as a file; the transformer's as its checkpoint folder
+    named = path if weights == "model.safetensors" else path.parent
+    _one_line_error(["predict", str(copy), "--text", "hi"], f"error: {named}")
+
+
 def test_export_fold_and_ensemble(run, tmp_path):
     from emoplug.export import export_saved
     from emoplug.predict import load_model

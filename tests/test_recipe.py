@@ -7,6 +7,7 @@ import copy
 import pytest
 from fakes import FULL_GRID, fake_registry
 
+from emoplug import SettingError, TextEncoder, TextEncoderConfig, hookimpl
 from emoplug.errors import RecipeError
 from emoplug.recipe import apply_overrides, build_plan
 
@@ -156,3 +157,104 @@ def test_unknown_protocol_name_is_a_problem_naming_the_entry():
     extra["extra"] = [{"text": "bert", "approach": "direct", "protocol": "zz"}]
     with pytest.raises(RecipeError, match=r"extra\[0\]\.protocol: unknown protocol 'zz'"):
         plan_of(extra)
+
+
+# -- one mistake, one line; entries named as the recipe names them (issue 23) ----------------
+
+SMALL = {"name": "r", "dataset": {"type": "fakedata"}, "protocol": {"type": "fakeloso"},
+         "text": {"mine": {"type": "bert", "pretrained": "/ckpt"}},
+         "grid": {"text": ["mine", "roberta"], "audio": ["mfcc", None],
+                  "fusion": ["early", "late"], "approach": ["direct"]}}
+
+
+def test_a_typo_in_a_grid_list_is_one_line_however_many_cells_name_it():
+    data = copy.deepcopy(FULL_GRID)
+    data["grid"]["approach"] = ["direkt"]
+    with pytest.raises(RecipeError) as err:
+        plan_of(data)
+    assert err.value.problems == ["grid.approach[0]: unknown approach 'direkt' (did you mean "
+                                  "'direct'?); available: direct, two_stage, two_stage_oracle"]
+
+
+def test_a_key_given_twice_is_an_error_naming_the_file_and_line(tmp_path):
+    from emoplug.recipe import read_yaml
+
+    recipe = tmp_path / "dup.yaml"
+    recipe.write_text("name: r\napproach:\n  direct: {type: direct}\n"
+                      "  direct: {type: two_stage}\n")
+    with pytest.raises(RecipeError) as err:
+        read_yaml(recipe)
+    assert str(err.value) == (f"{recipe}: not valid YAML: line 4, column 3: duplicate key "
+                              "'direct' (first given on line 3)")
+    recipe.write_text("a: {x: 1, y: 2}\nb: [{x: 1}, {x: 2}]\n")  # same keys, other mappings
+    assert read_yaml(recipe) == {"a": {"x": 1, "y": 2}, "b": [{"x": 1}, {"x": 2}]}
+
+
+def test_an_override_creating_an_entry_no_cell_uses_is_an_error(tmp_path):
+    import yaml
+
+    from emoplug.recipe import load_plan
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(SMALL))
+    with pytest.raises(RecipeError) as err:
+        load_plan(recipe, ["text.bert.pretrained=/ckpt"], fake_registry())
+    assert err.value.problems == ["override 'text.bert.pretrained=/ckpt' creates text.bert, "
+                                  "which no cell uses (cells use text: mine, roberta)"]
+    # a new entry that a cell names (here a registered type) is used, as is an existing one
+    plan = load_plan(recipe, ["text.roberta.pretrained=/ckpt", "text.mine.pretrained=/x"],
+                     fake_registry())
+    assert plan.components["text"]["roberta"]["pretrained"] == "/ckpt"
+    whole = load_plan(recipe, ["text={mine: {type: bert}}"], fake_registry())  # a whole section
+    assert list(whole.components["text"]) == ["mine"]
+
+
+class CheckedConfig(TextEncoderConfig):
+    pretrained: str = "ok"
+
+
+class Checked(TextEncoder):
+    """A text encoder whose ``check`` finds a missing checkpoint, as the bundled ones do."""
+
+    name = "checked"
+    Config = CheckedConfig
+
+    def check(self) -> list[SettingError]:
+        missing = self.config.pretrained.startswith("/missing")
+        return [SettingError("pretrained", "no directory")] if missing else []
+
+
+class CheckedPlugin:
+    @hookimpl
+    def emoplug_register_text_encoders(self, register):
+        register(Checked)
+
+
+def test_preflight_lines_name_the_recipe_entry_of_each_component_the_cells_use():
+    from emoplug.recipe import preflight
+
+    registry = fake_registry()
+    registry.add_plugin(CheckedPlugin(), "checked")
+    data = copy.deepcopy(SMALL)
+    data["text"] = {"mine": {"type": "checked", "pretrained": "/missing/a"},
+                    "other": {"type": "checked", "pretrained": "/missing/b"},  # in no cell
+                    "fine": {"type": "checked"}}
+    data["grid"]["text"] = ["mine", "fine"]
+    assert preflight(plan_of(data, registry), registry) == [
+        "text.mine.pretrained: no directory"]
+
+
+def test_setting_errors_raised_while_building_are_placed_under_the_recipe_key():
+    from emoplug.components import recipe_key
+
+    plan = plan_of(SMALL)
+    assert plan.component_key("text", plan.components["text"]["mine"]) == "text.mine"
+    roberta = next(c for c in plan.cells if c.text == "roberta").config["text"]
+    assert plan.component_key("text", roberta) == "text.roberta"
+    with pytest.raises(SettingError) as err, recipe_key("text.mine"):
+        raise SettingError("pretrained", "no directory /x")
+    assert str(err.value) == "text.mine.pretrained: no directory /x"
+    with pytest.raises(SettingError) as err, recipe_key("text.outer"):
+        with recipe_key("text.mine"):
+            raise SettingError("pretrained", "no directory /x")
+    assert str(err.value) == "text.mine.pretrained: no directory /x"

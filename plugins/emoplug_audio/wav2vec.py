@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from emoplug import EmoplugError
+from emoplug import EmoplugError, SettingError, checkpoints
 from emoplug_audio.encoders import EncoderConfig, Featurizer, FeaturizerConfig, build_encoder
 
 if TYPE_CHECKING:
@@ -59,10 +59,14 @@ class Wav2Vec(Featurizer):
             return loader.from_pretrained(name, local_files_only=_offline())
         except OSError as exc:
             if os.path.isdir(name):
-                raise EmoplugError(f"cannot load the checkpoint in {name}: {exc}") from exc
-            raise EmoplugError(
-                f"{name} is not in the local cache and the hub is unreachable; pass a local "
-                f"path with audio.<name>.pretrained=...") from exc
+                raise SettingError("pretrained", f"cannot load the checkpoint in {name}: "
+                                                 f"{exc}") from exc
+            raise checkpoints.not_cached(name) from exc
+
+    def check(self) -> list[SettingError]:
+        """A ``pretrained`` checkpoint that is not there."""
+        problem = checkpoints.checkpoint_problem(self.config.pretrained)
+        return [] if problem is None else [problem]
 
     def model_layers(self) -> list[int]:
         """The configured layers clipped to the checkpoint's depth (reads its config only)."""

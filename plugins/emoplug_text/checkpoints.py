@@ -4,58 +4,61 @@ Every source, a user's ``roberta-base``, a local fine-tuned directory or a tiny 
 goes through the same ``AutoTokenizer`` / ``AutoModel`` ``from_pretrained`` calls. Hub names
 are looked up in the local cache first; the network is tried only when the cache misses, the
 hub is not switched off (``HF_HUB_OFFLINE=1``) and its host answers a quick connection probe,
-so a missing checkpoint is a fast one-line :class:`emoplug.EmoplugError` rather than a ~50 s
-hang of download retries and a traceback.
+so a missing checkpoint is a fast one-line :class:`emoplug.SettingError` rather than a ~50 s
+hang of download retries and a traceback. ``emoplug.checkpoints.checkpoint_problem`` finds
+the same problems without loading anything, for ``emoplug validate``.
 """
 
 from __future__ import annotations
 
-import os
-import socket
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlparse
 
-from emoplug import EmoplugError
+from emoplug import SettingError
+from emoplug.checkpoints import (
+    checkpoint_problem,
+    hub_offline,
+    hub_reachable,
+    looks_like_path,
+    not_cached,
+)
 from emoplug_text.families import Family
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-_TRUE = {"1", "on", "yes", "true"}
-
-
-def hub_offline() -> bool:
-    """True when the Hugging Face hub is switched off (``HF_HUB_OFFLINE``/``TRANSFORMERS_OFFLINE``),
-    read now rather than when huggingface_hub was imported."""
-    import huggingface_hub
-
-    env = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "")
-    return env.strip().lower() in _TRUE or huggingface_hub.is_offline_mode()
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """True when a TCP connection to the hub endpoint opens within ``timeout`` seconds
-    (assumed true behind an HTTPS proxy, which the probe cannot see through)."""
-    import huggingface_hub
-
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlparse(huggingface_hub.constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError:
-        return False
-    return True
-
+#: the way out of a missing checkpoint every text encoder offers
+TINY = "tiny: true"
 
 def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
-def _looks_like_path(source: str) -> bool:
-    return source.startswith(("/", "./", "../", "~", "\\")) or source.count("/") > 1
+class _ExpectedLoadNotes(logging.Filter):
+    """Drops transformers' LOAD REPORT when it lists only UNEXPECTED keys: checkpoint weights
+    the bare encoder has no use for (a pooler, a task head), expected whenever ``AutoModel``
+    loads a checkpoint saved with a head. Reports of MISSING (newly initialised) or
+    MISMATCHED weights, and every other warning, pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        return any(word in message for word in ("MISSING", "MISMATCH", "CONVERSION"))
+
+
+@contextmanager
+def _quiet_expected_notes() -> Iterator[None]:
+    logger = logging.getLogger("transformers.modeling_utils")
+    notes = _ExpectedLoadNotes()
+    logger.addFilter(notes)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notes)
 
 
 def _from_pretrained(source: str, family: Family, *, local_files_only: bool
@@ -65,39 +68,39 @@ def _from_pretrained(source: str, family: Family, *, local_files_only: bool
 
     hf_logging.disable_progress_bar()  # one bar per job would drown the run's own progress
     tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_files_only)
-    model = AutoModel.from_pretrained(
-        source, local_files_only=local_files_only, **family.model_kwargs,
-        **family.config_overrides)
+    with _quiet_expected_notes():
+        model = AutoModel.from_pretrained(
+            source, local_files_only=local_files_only, **family.model_kwargs,
+            **family.config_overrides)
     tokenizer.padding_side = family.padding_side
     return tokenizer, model
 
 
-def load_checkpoint(source: str, family: Family, *, component: str
+def load_checkpoint(source: str, family: Family
                     ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """Tokenizer and model of ``source`` (a checkpoint directory or a hub name), with the
-    family's padding side. ``component`` names the encoder in error messages."""
+    family's padding side. Problems are :class:`emoplug.SettingError` of ``pretrained``."""
     path = Path(source).expanduser()
     if path.is_dir():
-        where = f"text.{component}.pretrained: {path} is not a usable checkpoint directory"
-        if not (path / "config.json").is_file():
-            raise EmoplugError(f"{where} (no config.json)")
+        problem = checkpoint_problem(source)
+        if problem is not None:
+            raise problem
+        from safetensors import SafetensorError
+
         try:
             return _from_pretrained(str(path), family, local_files_only=True)
-        except (OSError, ValueError) as err:
-            raise EmoplugError(f"{where} ({_first_line(err)})") from None
-    if _looks_like_path(source):
-        raise EmoplugError(f"text.{component}.pretrained: no directory {source}")
-
-    missing = EmoplugError(
-        f"{source} is not in the local cache and the hub is unreachable; pass a local path "
-        f"with text.{component}.pretrained=... (or tiny: true)")
+        except (OSError, ValueError, SafetensorError) as err:  # missing, damaged files
+            raise SettingError("pretrained", f"{path} is not a usable checkpoint directory "
+                                             f"({_first_line(err)})") from None
+    if looks_like_path(source):
+        raise SettingError("pretrained", f"no directory {source}")
     try:
         return _from_pretrained(source, family, local_files_only=True)
     except OSError:
         if hub_offline() or not hub_reachable():
-            raise missing from None
+            raise not_cached(source, TINY) from None
     try:
         return _from_pretrained(source, family, local_files_only=False)
     except OSError as err:
-        raise EmoplugError(f"text.{component}.pretrained: {source} could not be loaded from "
-                           f"the hub ({_first_line(err)})") from None
+        raise SettingError("pretrained", f"{source} could not be loaded from the hub "
+                                         f"({_first_line(err)})") from None

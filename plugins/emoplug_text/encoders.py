@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import Field, create_model
 
-from emoplug import TextEncoder, TextEncoderConfig
+from emoplug import SettingError, TextEncoder, TextEncoderConfig
+from emoplug.checkpoints import checkpoint_problem
+from emoplug_text.checkpoints import TINY
 from emoplug_text.families import FAMILIES, Family, Pooling
 
 if TYPE_CHECKING:
@@ -52,6 +54,12 @@ class TransformerTextEncoder(TextEncoder):
             pretrained=(str, cls.family.checkpoint),
             pooling=(Pooling, cls.family.default_pooling))
 
+    def check(self) -> list[SettingError]:
+        """A ``pretrained`` checkpoint that is not there (unless ``tiny``)."""
+        problem = (None if self.config.tiny
+                   else checkpoint_problem(self.config.pretrained, TINY))
+        return [] if problem is None else [problem]
+
     def build(self, *, texts: Sequence[str], work_dir: Path) -> TransformerTextModule:
         from emoplug_text.checkpoints import load_checkpoint
         from emoplug_text.module import TransformerTextModule
@@ -64,7 +72,7 @@ class TransformerTextEncoder(TextEncoder):
                 layers=cfg.tiny_layers, vocab=cfg.tiny_vocab, max_length=cfg.max_length))
         else:
             source = cfg.pretrained
-        tokenizer, transformer = load_checkpoint(source, self.family, component=self.name)
+        tokenizer, transformer = load_checkpoint(source, self.family)
         pooling = self.family.cls_position if cfg.pooling == "cls" else cfg.pooling
         return TransformerTextModule(
             transformer, tokenizer, pooling=pooling, max_length=cfg.max_length,

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from emoplug import EmoplugError
+from emoplug import SettingError
 from emoplug_text.families import Family
 
 #: Bump when the way tiny checkpoints are built changes, so old directories are not reused.
@@ -31,7 +31,7 @@ def tiny_checkpoint(family: Family, texts: Sequence[str], work_dir: Path, *, hid
     """
     corpus = sorted({t for t in texts if t and t.strip()})
     if not corpus:
-        raise EmoplugError(f"text.{family.name}: tiny: true needs texts to train a tokenizer on")
+        raise SettingError("tiny", "true needs texts to train a tokenizer on")
     max_positions = max(512, max_length + 2)
     key = json.dumps([TINY_VERSION, family.name, hidden, layers, vocab, max_positions, corpus])
     target = work_dir / f"tiny-{family.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"

@@ -2,8 +2,9 @@
 
 Plugins import only what this module exports: the ``hookimpl`` marker, the component base
 classes, the data types they exchange, :func:`stratified_sample` (the label-stratified draw
-protocols carve dev sets with), and ``foldfiles`` (the EmoBox and s3prl fold-file
-formats, which the core writes and a protocol plugin may read).
+protocols carve dev sets with), ``foldfiles`` (the EmoBox and s3prl fold-file formats, which
+the core writes and a protocol plugin may read) and ``checkpoints`` (what a ``pretrained``
+setting points at, for components' ``check``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("emoplug")
 
-from emoplug import foldfiles  # noqa: E402  (EmoBox / s3prl fold files, read and written)
+# pretrained directories and hub names; EmoBox / s3prl fold files, read and written
+from emoplug import checkpoints, foldfiles  # noqa: E402
 from emoplug.components import (  # noqa: E402
     Approach,
     AudioFeaturizer,
@@ -26,7 +28,7 @@ from emoplug.components import (  # noqa: E402
     TextEncoder,
     TextEncoderConfig,
 )
-from emoplug.errors import EmoplugError  # noqa: E402
+from emoplug.errors import EmoplugError, SettingError  # noqa: E402
 from emoplug.splits import stratified_sample  # noqa: E402
 from emoplug.types import (  # noqa: E402
     AVD_NAMES,
@@ -43,6 +45,7 @@ __all__ = [
     "AVD_NAMES",
     "Approach",
     "AudioFeaturizer",
+    "checkpoints",
     "Component",
     "ComponentConfig",
     "Corpus",
@@ -55,6 +58,7 @@ __all__ = [
     "foldfiles",
     "Fusion",
     "Protocol",
+    "SettingError",
     "Targets",
     "TextEncoder",
     "TextEncoderConfig",

@@ -5,10 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from emoplug.errors import EmoplugError
+
+if TYPE_CHECKING:
+    from emoplug.recipe import Plan
 
 OVERRIDES = click.argument("overrides", nargs=-1)
 RECIPE = click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
@@ -73,10 +77,20 @@ def plugins(as_json: bool) -> None:
 @OVERRIDES
 def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
     """Check a recipe; exit 0 when it is valid."""
-    from emoplug.recipe import load_plan
-
-    plan = load_plan(recipe, overrides)
+    plan = _checked_plan(recipe, overrides)
     click.echo(f"{recipe}: valid ({len(plan.cells)} cells, {len(plan.jobs)} jobs)")
+
+
+def _checked_plan(recipe: Path, overrides: tuple[str, ...]) -> Plan:
+    """The recipe's plan, after every component checked its settings (``check``)."""
+    from emoplug.errors import RecipeError
+    from emoplug.recipe import load_plan, preflight
+
+    plan_ = load_plan(recipe, overrides)
+    problems = preflight(plan_)
+    if problems:
+        raise RecipeError(str(recipe), problems)
+    return plan_
 
 
 @main.command()
@@ -133,7 +147,9 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
     from emoplug.train.runner import run_plan
     from emoplug.train.workers import Worker, run_with_workers
 
-    plan_ = load_plan(recipe, overrides)
+    # workers started by --workers were checked by the command that started them
+    plan_ = (load_plan(recipe, overrides) if Worker.from_env() is not None
+             else _checked_plan(recipe, overrides))
     device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops here, before any worker starts
     verbosity = 0 if quiet else (2 if verbose else 1)
     if workers > 1 and Worker.from_env() is None:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from emoplug.errors import SettingError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -41,10 +44,30 @@ class Component:
         """The fully resolved config (defaults filled), with ``type`` first."""
         return {"type": self.name, **self.config.model_dump(mode="json")}
 
+    def check(self) -> list[SettingError]:
+        """Problems that would stop this component from working, found without running it
+        (a checkpoint that is not there, an optional dependency that is not installed): one
+        :class:`emoplug.SettingError` each, naming the setting. ``emoplug validate`` and
+        ``emoplug run`` call it before anything runs. Must be quick; none by default."""
+        return []
+
     def fingerprint(self, version: str = "") -> str:
         """A stable hash of name + resolved config (+ a code version), for cache keys."""
         payload = json.dumps([self.config_dict(), version], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+@contextmanager
+def recipe_key(key: str) -> Iterator[None]:
+    """Place the :class:`SettingError` raised inside under the recipe key ``key`` (the entry
+    that holds the component, e.g. ``text.minilm``)."""
+    try:
+        yield
+    except SettingError as exc:
+        located = exc.at(key)
+        if located is exc:
+            raise
+        raise located from None
 
 
 class Dataset(Component):

@@ -12,8 +12,8 @@ class RecipeError(EmoplugError):
 
     def __init__(self, source: str, problems: list[str]):
         self.source = source
-        self.problems = problems
-        lines = [f"{source}: {p}" for p in problems]
+        self.problems = list(dict.fromkeys(problems))  # one line per mistake, however often met
+        lines = [f"{source}: {p}" for p in self.problems]
         super().__init__("\n".join(lines))
 
 
@@ -23,3 +23,22 @@ class UnknownComponentError(EmoplugError):
 
 class PluginError(EmoplugError):
     """A plugin that failed to load or registered something invalid."""
+
+
+class SettingError(EmoplugError):
+    """A problem with one setting of a component, raised (or returned by ``check``) by the
+    component, which does not know where the recipe put it. The core adds the recipe key
+    holding the component (:func:`emoplug.components.recipe_key`), so the line names what the
+    user wrote: ``text.minilm.pretrained: no directory /x``. ``setting`` is ``type`` for a
+    problem of the component as a whole (a missing optional dependency)."""
+
+    def __init__(self, setting: str, message: str, key: str | None = None):
+        self.setting = setting
+        self.message = message
+        self.key = key
+        where = f"{key}.{setting}" if key else setting
+        super().__init__(f"{where}: {message}")
+
+    def at(self, key: str) -> SettingError:
+        """This error placed under the recipe key ``key`` (kept when it has one already)."""
+        return self if self.key else SettingError(self.setting, self.message, key)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from emoplug.errors import EmoplugError
+from emoplug.errors import EmoplugError, SettingError
 from emoplug.model_folder import (
     MODEL_JSON,
     TEXT_DIR,
@@ -62,6 +62,7 @@ class SavedModel:
     """One job's saved model, rebuilt from its directory on ``device``."""
 
     def __init__(self, folder: Path, manifest: dict[str, Any], device: Any):
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         from emoplug.registry import get_registry
@@ -87,7 +88,12 @@ class SavedModel:
         model = CellModel(fusion, audio=audio_module)
         if self.text_mode == "finetune":
             model.text = self.text_module
-        loaded = model.load_state_dict(load_file(str(folder / WEIGHTS)), strict=False)
+        try:
+            weights = load_file(str(folder / WEIGHTS))
+        except (OSError, SafetensorError) as exc:  # missing, truncated or not safetensors
+            raise EmoplugError(f"{folder / WEIGHTS}: cannot read the weights ({exc}); the "
+                               "folder is damaged: export or save the model again") from None
+        loaded = model.load_state_dict(weights, strict=False)
         missing = [k for k in loaded.missing_keys if not k.startswith(TEXT_MODULE_PREFIX)]
         if missing or loaded.unexpected_keys:
             raise EmoplugError(f"{folder / WEIGHTS} does not match the model described in "
@@ -101,7 +107,11 @@ class SavedModel:
         """The text encoder, rebuilt by its component from the saved ``text/`` folder."""
         from emoplug.registry import get_registry
 
-        return get_registry().build("text", text_config).load(self.folder / TEXT_DIR).eval()
+        component = get_registry().build("text", text_config)
+        try:
+            return component.load(self.folder / TEXT_DIR).eval()
+        except SettingError as exc:  # the saved folder, not a setting the user gave
+            raise EmoplugError(exc.message) from None
 
     @property
     def needs_text(self) -> bool:

@@ -13,7 +13,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -27,6 +27,8 @@ from emoplug.files import default_cache_dir
 from emoplug.registry import Registry, get_registry
 
 COMPONENT_SECTIONS = ("text", "audio", "fusion", "approach")
+#: recipe sections whose entries cells name
+_NAMED_SECTIONS = (*COMPONENT_SECTIONS, "protocols")
 #: training settings that do not change results, left out of job ids
 NON_RESULT_TRAIN_KEYS = frozenset({"save", "cohort"})
 
@@ -241,6 +243,14 @@ class Plan:
         return CorpusRequest(self.dataset, splits,
                              any(c.audio is not None for c in self.cells), self.cache_dir())
 
+    def component_key(self, kind: str, config: dict[str, Any]) -> str:
+        """The recipe key of the component whose resolved config is ``config``
+        (``text.minilm``); a registered type that no section configures is ``kind.type``."""
+        for name, resolved in self.components.get(kind, {}).items():
+            if resolved == config:
+                return f"{kind}.{name}"
+        return f"{kind}.{config['type']}"
+
     def output_dir(self, override: str | os.PathLike | None = None) -> Path:
         if override is not None:
             return Path(override)
@@ -282,6 +292,23 @@ def _pydantic_problems(exc: ValidationError, prefix: str = "") -> list[str]:
     return problems
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """The safe loader, refusing a mapping that gives one key twice (YAML would keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, Hashable):
+                continue  # the base class reports it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given on line {seen[key]})",
+                    key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a recipe file with the safe loader; a problem is a one-line ``RecipeError``."""
     source = str(path)
@@ -292,7 +319,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(source, [f"cannot read: {exc}"]) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -564,5 +591,49 @@ def load_plan(path: str | os.PathLike, overrides: Sequence[str] = (),
               registry: Registry | None = None) -> Plan:
     """Read, override, validate and expand a recipe file."""
     source = str(path)
-    data = apply_overrides(read_yaml(path), overrides, source)
-    return build_plan(data, source, registry)
+    data = read_yaml(path)
+    before = {section: set(entries) if isinstance(entries := data.get(section), dict) else set()
+              for section in _NAMED_SECTIONS}
+    plan = build_plan(apply_overrides(data, overrides, source), source, registry)
+    problems = _unused_override_entries(plan, overrides, before)
+    if problems:
+        raise RecipeError(source, problems)
+    return plan
+
+
+def _unused_override_entries(plan: Plan, overrides: Sequence[str],
+                             before: dict[str, set[str]]) -> list[str]:
+    """Overrides that created a section entry (``text.bert.pretrained=...`` in a recipe
+    without ``text.bert``) that no cell uses: almost always a misspelt or misplaced key."""
+    used = {"protocols": {c.protocol for c in plan.cells}}
+    for section in COMPONENT_SECTIONS:
+        used[section] = {getattr(c, section) for c in plan.cells}
+    problems = []
+    for item in overrides:
+        section, _, rest = item.partition("=")[0].partition(".")
+        name = rest.split(".")[0]
+        if (section in before and name and name not in before[section]
+                and name not in used[section]):
+            names = ", ".join(sorted(n for n in used[section] if n)) or "none"
+            problems.append(f"override {item!r} creates {section}.{name}, which no cell uses "
+                            f"(cells use {section}: {names})")
+    return problems
+
+
+def preflight(plan: Plan, registry: Registry | None = None) -> list[str]:
+    """What the plan's components find wrong with their own settings before anything runs
+    (:meth:`emoplug.Component.check`): one ``key.setting: problem`` line each."""
+    registry = registry or get_registry()
+    entries: dict[str, tuple[str, dict[str, Any]]] = {
+        "dataset": ("dataset", plan.dataset), "protocol": ("protocol", plan.protocol)}
+    for name in plan.protocols:
+        entries[f"protocols.{name}"] = ("protocol", plan.protocols[name])
+    for cell in plan.cells:
+        for kind in COMPONENT_SECTIONS:
+            name = getattr(cell, kind)
+            if name is not None:
+                entries.setdefault(f"{kind}.{name}", (kind, cell.config[kind]))
+    problems = []
+    for key, (kind, config) in entries.items():
+        problems.extend(str(p.at(key)) for p in registry.build(kind, config).check())
+    return problems

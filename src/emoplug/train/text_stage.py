@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from emoplug.components import recipe_key
 from emoplug.data.cache import text_digest
 from emoplug.errors import EmoplugError
 from emoplug.files import write_json_atomic
@@ -42,8 +43,9 @@ STAGE_ENCODER = "encoder"
 def build_text_module(ctx: RunContext, text_config: dict[str, Any], seed: int) -> nn.Module:
     """Build a text encoder module; random parts (tiny models, dropout) follow ``seed``."""
     torch.manual_seed(seed)
-    component = ctx.registry.build("text", text_config)
-    return component.build(texts=ctx.texts, work_dir=ctx.work_dir())
+    with recipe_key(ctx.plan.component_key("text", text_config)):
+        component = ctx.registry.build("text", text_config)
+        return component.build(texts=ctx.texts, work_dir=ctx.work_dir())
 
 
 def encode_texts(module: nn.Module, texts: dict[str, str], batch_size: int,
