@@ -121,5 +121,7 @@ def test_help_imports_no_heavy_modules():
 @pytest.mark.parametrize("recipe", sorted(p.name for p in Path("recipes").glob("*.yaml")))
 def test_every_bundled_recipe_validates(recipe, monkeypatch):
     monkeypatch.setenv("IEMOCAP_ROOT", "/data/IEMOCAP_full_release")
-    result = invoke("validate", f"recipes/{recipe}")
+    # IEMOCAP is not in the repository: those recipes are checked without reading the data
+    iemocap = "type: iemocap" in Path(f"recipes/{recipe}").read_text()
+    result = invoke("validate", f"recipes/{recipe}", *(["--no-data"] if iemocap else []))
     assert result.exit_code == 0, result.output

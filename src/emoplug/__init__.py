@@ -28,6 +28,7 @@ from emoplug.components import (  # noqa: E402
 from emoplug.errors import EmoplugError  # noqa: E402
 from emoplug.types import (  # noqa: E402
     AVD_NAMES,
+    MISSING_AUDIO,
     Corpus,
     DatasetInfo,
     Decoded,
@@ -39,6 +40,7 @@ from emoplug.types import (  # noqa: E402
 
 __all__ = [
     "AVD_NAMES",
+    "MISSING_AUDIO",
     "Approach",
     "AudioFeaturizer",
     "Component",

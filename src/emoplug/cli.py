@@ -71,12 +71,19 @@ def plugins(as_json: bool) -> None:
 @main.command()
 @RECIPE
 @OVERRIDES
-def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
-    """Check a recipe; exit 0 when it is valid."""
+@click.option("--no-data", is_flag=True,
+              help="check the recipe only, without reading the dataset")
+def validate(recipe: Path, overrides: tuple[str, ...], no_data: bool) -> None:
+    """Check a recipe and the data it names; exit 0 when both are valid."""
     from emoplug.recipe import load_plan
 
     plan = load_plan(recipe, overrides)
     click.echo(f"{recipe}: valid ({len(plan.cells)} cells, {len(plan.jobs)} jobs)")
+    if not no_data:
+        from emoplug.data.loading import data_line, load_corpus_and_folds
+
+        corpus, folds = load_corpus_and_folds(plan, warn=False)
+        click.echo(data_line(corpus, folds))
 
 
 @main.command()
@@ -135,6 +142,10 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
     plan_ = load_plan(recipe, overrides)
     device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops here, before any worker starts
     verbosity = 0 if quiet else (2 if verbose else 1)
+    if Worker.from_env() is None:  # bad data stops here, before the run folder is written
+        from emoplug.data.loading import load_corpus_and_folds
+
+        load_corpus_and_folds(plan_, warn=False)
     if workers > 1 and Worker.from_env() is None:
         argv = ["run", str(recipe), *overrides, "-q"]
         if output is not None:

@@ -24,6 +24,7 @@ from emoplug.report.comparisons import (
     setting_section,
     staged_section,
 )
+from emoplug.report.data import data_section
 from emoplug.report.figures import BarChart, ConfusionGrid
 from emoplug.report.leakage import protocol_section
 from emoplug.report.select import (
@@ -60,7 +61,8 @@ TOP_CONFUSIONS = 3
 
 def build_report(run: RunData) -> Report:
     """Every section of the report of ``run``."""
-    sections = [results_section(run), missing_section(run), protocol_section(run),
+    sections = [results_section(run), missing_section(run), data_section(run),
+                protocol_section(run),
                 control_section(run),
                 stage1_section(run), approach_section(run), modality_section(run),
                 grouped_section(run, "text", "text_encoders", "Transformer comparison",
