@@ -77,7 +77,7 @@ def invoke(*args) -> object:
 def refused(path: Path, *overrides: str) -> str:
     """The one error line of `validate` and of `run` (which leaves no run folder)."""
     check = invoke("validate", path, *overrides)
-    assert check.exit_code == 2, check.output
+    assert check.exit_code == 2 and check.stdout == "", check.output
     lines = check.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), check.stderr
     run = invoke("run", path, *overrides)
@@ -244,3 +244,14 @@ def test_skips_are_reported_once_and_recorded(tmp_path):
     summary = invoke("data", "summary", path)
     assert f"unreadable WAV: 1 (e.g. {tmp_path}/wav/s0u3.wav)" in summary.stdout
     assert "(angry): 1 (e.g. s1u2: 'Angry')" in summary.stdout
+
+
+def test_report_data_section_of_a_run_without_counts(tmp_path):
+    from emoplug.report.collect import RunData
+    from emoplug.report.data import data_section
+
+    older = data_section(RunData(tmp_path, {"jobs": []}, [], []))
+    assert older.empty and "records no data counts" in older.empty and not older.tables
+    clean = data_section(RunData(tmp_path, {"data": {"utterances": 9, "skipped": {},
+                                                     "excluded": {}}}, [], []))
+    assert clean.empty == "9 utterances studied; nothing skipped or excluded."

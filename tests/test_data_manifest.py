@@ -129,6 +129,10 @@ def test_unknown_columns_name_those_found_and_the_mapping(folder: Path):
         "dataset.path: m.csv has no column 'id' (id), 'speaker' (speaker), 'audio' (audio) "
         "(a cell of the recipe uses audio); its columns: spk, utt, words; dataset.columns "
         "maps each field to yours, e.g. columns: {id: <column>, speaker: spk, audio: <column>}")
+    path = write_csv(folder / "n.csv", [{"utt_id": "a", "speaker_name": "s1", "text": "hi"}])
+    with pytest.raises(EmoplugError, match="e.g. columns: {id: utt_id, speaker: speaker_name}$"):
+        build(path).load(need_audio=False, cache_dir=folder)
+    path = folder / "m.csv"
     with pytest.raises(EmoplugError, match="'text' or 'audio' \\(text or audio\\); its "
                                            "columns: spk, utt, words"):
         build(path, columns={"id": "utt", "speaker": "spk"}).load(need_audio=False,

@@ -112,9 +112,9 @@ class ManifestDataset(Dataset):
     def _check_columns(self, rows: list[dict[str, Any]], need_audio: bool) -> set[str]:
         """The manifest's column names; raises naming the missing ones, the columns found,
         and the ``columns`` mapping that renames them."""
-        header = set().union(*(row.keys() for row in rows)) if rows else set()
         if not rows:
             raise EmoplugError(f"dataset.path: {self._path().name} has no rows")
+        header = set().union(*(row.keys() for row in rows))
         cols = self.config.columns
         missing = [f for f in REQUIRED if getattr(cols, f) not in header]
         if need_audio and cols.audio not in header:
@@ -128,9 +128,8 @@ class ManifestDataset(Dataset):
         why = " (a cell of the recipe uses audio)" if "audio" in missing else ""
         known = {getattr(cols, f) for f in ManifestColumns.model_fields}
         unknown = [c for c in sorted(header) if c not in known]
-        guesses = [(f.split()[0], difflib.get_close_matches(f.split()[0], unknown, 1, 0.3))
-                   for f in missing]
-        example = ", ".join(f"{f}: {close[0] if close else '<column>'}" for f, close in guesses)
+        example = ", ".join(f"{f}: {_likely_column(f, unknown)}"
+                            for f in (m.split()[0] for m in missing))
         raise EmoplugError(f"dataset.path: {self._path().name} has no column {wanted}{why}; "
                            f"its columns: {', '.join(sorted(header))}; dataset.columns "
                            f"maps each field to yours, e.g. columns: {{{example}}}")
@@ -206,6 +205,15 @@ class ManifestDataset(Dataset):
             id=utt_id, speaker=str(row[cols.speaker]), session=self._session(row),
             text=str(text) if _present(text) else None, audio=audio,
             label=str(label) if _present(label) else None, avd=avd, meta=meta)
+
+
+def _likely_column(field: str, columns: list[str]) -> str:
+    """The column that probably holds ``field`` (``utt_id`` or ``spk`` for ``id`` or
+    ``speaker``): one containing the field's name, else a close spelling; else a
+    placeholder."""
+    containing = [c for c in columns if field in c.lower()]
+    close = difflib.get_close_matches(field, columns, 1, 0.6)
+    return (containing or close or ["<column>"])[0]
 
 
 def _fold(label: str) -> str:

@@ -78,12 +78,14 @@ def validate(recipe: Path, overrides: tuple[str, ...], no_data: bool) -> None:
     from emoplug.recipe import load_plan
 
     plan = load_plan(recipe, overrides)
-    click.echo(f"{recipe}: valid ({len(plan.cells)} cells, {len(plan.jobs)} jobs)")
+    data = None
     if not no_data:
         from emoplug.data.loading import data_line, load_corpus_and_folds
 
-        corpus, folds = load_corpus_and_folds(plan, warn=False)
-        click.echo(data_line(corpus, folds))
+        data = data_line(*load_corpus_and_folds(plan, warn=False))
+    click.echo(f"{recipe}: valid ({len(plan.cells)} cells, {len(plan.jobs)} jobs)")
+    if data is not None:
+        click.echo(data)
 
 
 @main.command()

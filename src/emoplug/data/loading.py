@@ -37,8 +37,6 @@ def load_corpus_and_folds(plan: Plan, registry: Registry | None = None, warn: bo
     need_audio = any(c.audio is not None for c in plan.cells)
     try:
         corpus = dataset.load(need_audio=need_audio, cache_dir=plan.cache_dir())
-    except RecipeError:
-        raise
     except EmoplugError as exc:
         raise RecipeError(plan.source, [line if line.startswith("dataset") else
                                         f"dataset: {line}"
@@ -120,7 +118,7 @@ def fold_problems(folds: list[Fold], expected: list[str], where: str, kind: str)
     return problems
 
 
-def skip_record(corpus: Corpus) -> dict[str, Any]:
+def data_record(corpus: Corpus) -> dict[str, Any]:
     """What ``plan.json`` and each ``result.json`` record of the data: utterances kept, and
     the items skipped and excluded, by reason."""
     return {"utterances": len(corpus.utterances),

@@ -21,7 +21,10 @@ def data_section(run: RunData) -> Section:
     rows = [[kind, str(reason), str(count)]
             for kind in ("skipped", "excluded")
             for reason, count in sorted((data.get(kind) or {}).items())]
-    rows = rows or [["(none)", "nothing skipped or excluded", "0"]]
-    section.tables.append(Table(["Left out", "Reason", "Items"], rows,
-                                f"{data.get('utterances', '?')} utterances studied"))
+    studied = f"{data.get('utterances', '?')} utterances studied"
+    if rows:
+        section.tables.append(Table(["Left out", "Reason", "Items"], rows,
+                                    f"{studied}; items left out, by reason"))
+    else:
+        section.empty = f"{studied}; nothing skipped or excluded."
     return section

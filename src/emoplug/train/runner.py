@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from emoplug.data.loading import skip_record
+from emoplug.data.loading import data_record
 from emoplug.errors import EmoplugError
 from emoplug.recipe import Job, Plan
 from emoplug.train import text_stage
@@ -185,7 +185,7 @@ def _write_job(ctx: RunContext, job: Job, result: dict[str, Any]) -> None:
         except Exception as exc:  # keep the metrics; a re-run retries the job and its save
             result.update(status="failed", error=f"saving the model failed: "
                           f"{type(exc).__name__}: {exc}".splitlines()[0])
-    result.setdefault("data", skip_record(ctx.corpus))
+    result.setdefault("data", data_record(ctx.corpus))
     text_stage.write_json_atomic(folder / "result.json", result)
 
 
@@ -366,7 +366,7 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
         ctx = RunContext(plan, out, rank=rank, world=world)
         if main:
             _write_plan(out, plan, {name: fold.meta["audit"] for name, fold in ctx.folds.items()
-                                    if "audit" in fold.meta}, skip_record(ctx.corpus))
+                                    if "audit" in fold.meta}, data_record(ctx.corpus))
         token = worker.token if worker else _launch_token(accelerator.state)
         claims = Claims(out, token, enabled=world > 1 and not ddp)
         if any(j.cell.audio is not None for j in pending):
