@@ -563,14 +563,19 @@ def _fold_names(registry: Registry, dataset_config: dict[str, Any],
                 protocol_config: dict[str, Any], source: str, where: str) -> list[str]:
     try:
         info = registry.build("dataset", dataset_config).describe()
-    except EmoplugError as exc:  # the dataset's own messages name their key (dataset.path)
-        message = str(exc)
-        raise RecipeError(source, [message if message.startswith("dataset")
-                                   else f"dataset: {message}"]) from None
+    except EmoplugError as exc:
+        raise RecipeError(source, dataset_problems(exc)) from None
     try:
         return list(registry.build("protocol", protocol_config).fold_names(info))
     except EmoplugError as exc:
         raise RecipeError(source, [f"{where}: {exc}"]) from None
+
+
+def dataset_problems(exc: EmoplugError) -> list[str]:
+    """A dataset's error as recipe problems: its lines keep the key they name
+    (``dataset.root: ...``); others get ``dataset: ``."""
+    return [line if line.startswith("dataset") else f"dataset: {line}"
+            for line in str(exc).splitlines()]
 
 
 def load_plan(path: str | os.PathLike, overrides: Sequence[str] = (),

@@ -15,7 +15,7 @@ from typing import Any
 
 from emoplug.data.audit import audit_fold, speaker_leak_warning
 from emoplug.errors import EmoplugError, RecipeError
-from emoplug.recipe import Plan
+from emoplug.recipe import Plan, dataset_problems
 from emoplug.registry import Registry, get_registry
 from emoplug.types import MISSING_AUDIO, Corpus, Fold
 
@@ -38,9 +38,7 @@ def load_corpus_and_folds(plan: Plan, registry: Registry | None = None, warn: bo
     try:
         corpus = dataset.load(need_audio=need_audio, cache_dir=plan.cache_dir())
     except EmoplugError as exc:
-        raise RecipeError(plan.source, [line if line.startswith("dataset") else
-                                        f"dataset: {line}"
-                                        for line in str(exc).splitlines()]) from None
+        raise RecipeError(plan.source, dataset_problems(exc)) from None
     problems = corpus_problems(corpus)
     if problems:
         raise RecipeError(plan.source, problems)
