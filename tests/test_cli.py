@@ -128,5 +128,7 @@ def test_every_bundled_recipe_validates(recipe, monkeypatch, tmp_path):
     fake_hub_cache(monkeypatch, tmp_path / "hub",
                    [f.checkpoint for f in FAMILIES.values()] + ["facebook/wav2vec2-base"])
     monkeypatch.setenv("IEMOCAP_ROOT", "/data/IEMOCAP_full_release")
-    result = invoke("validate", f"recipes/{recipe}")
+    # IEMOCAP is not in the repository: those recipes are checked without reading the data
+    iemocap = "type: iemocap" in Path(f"recipes/{recipe}").read_text()
+    result = invoke("validate", f"recipes/{recipe}", *(["--no-data"] if iemocap else []))
     assert result.exit_code == 0, result.output

@@ -81,7 +81,8 @@ def test_text_only_ignores_audio_and_label_columns_are_optional(folder: Path):
     assert [u.id for u in corpus.utterances] == ["u1", "u2", "u3", "u5"]
     assert corpus.labels == () and all(u.label is None and u.avd is None
                                        for u in corpus.utterances)
-    with pytest.raises(EmoplugError, match="missing column"):
+    with pytest.raises(EmoplugError, match="has no column 'wav' \\(audio\\) \\(a cell of "
+                       "the recipe uses audio\\)"):
         build(folder / "m.csv", columns=RENAMED).load(need_audio=True, cache_dir=folder)
 
 
@@ -112,8 +113,63 @@ def test_default_column_names_and_bad_values(folder: Path):
 
 
 def test_missing_file_and_columns_are_errors(folder: Path):
-    with pytest.raises(EmoplugError, match="does not exist"):
+    with pytest.raises(EmoplugError, match="^dataset.path: .*nope.csv does not exist$"):
         build(folder / "nope.csv").load(need_audio=False, cache_dir=folder)
     path = write_csv(folder / "bad.csv", [{"name": "a", "text": "b"}])
-    with pytest.raises(EmoplugError, match="missing column\\(s\\) id, speaker, session"):
+    with pytest.raises(EmoplugError, match="has no column 'id' \\(id\\), 'speaker' "):
         build(path).load(need_audio=False, cache_dir=folder)
+
+
+def test_unknown_columns_name_those_found_and_the_mapping(folder: Path):
+    """Today: "missing column(s) id, text or audio, audio" (the audio column twice)."""
+    path = write_csv(folder / "m.csv", [{"utt": "a", "spk": "s1", "words": "hi"}])
+    with pytest.raises(EmoplugError) as err:
+        build(path).load(need_audio=True, cache_dir=folder)
+    assert str(err.value) == (
+        "dataset.path: m.csv has no column 'id' (id), 'speaker' (speaker), 'audio' (audio) "
+        "(a cell of the recipe uses audio); its columns: spk, utt, words; dataset.columns "
+        "maps each field to yours, e.g. columns: {id: <column>, speaker: spk, audio: <column>}")
+    path = write_csv(folder / "n.csv", [{"utt_id": "a", "speaker_name": "s1", "text": "hi"}])
+    with pytest.raises(EmoplugError, match="e.g. columns: {id: utt_id, speaker: speaker_name}$"):
+        build(path).load(need_audio=False, cache_dir=folder)
+    path = folder / "m.csv"
+    with pytest.raises(EmoplugError, match="'text' or 'audio' \\(text or audio\\); its "
+                                           "columns: spk, utt, words"):
+        build(path, columns={"id": "utt", "speaker": "spk"}).load(need_audio=False,
+                                                                 cache_dir=folder)
+
+
+def test_session_is_optional_and_the_speaker_serves(folder: Path):
+    """Today: a manifest without a session column is refused (missing column session)."""
+    rows = [{"id": f"x{i}", "text": "hi", "speaker": f"s{i % 2}"} for i in range(4)]
+    dataset = build(write_csv(folder / "m.csv", rows))
+    corpus = dataset.load(need_audio=False, cache_dir=folder)
+    assert [(u.speaker, u.session) for u in corpus.utterances] == [
+        ("s0", "s0"), ("s1", "s1"), ("s0", "s0"), ("s1", "s1")]
+    assert dataset.describe().sessions == ("s0", "s1")
+
+
+def test_a_label_differing_only_in_case_is_skipped_and_counted(folder: Path):
+    """Today: 'Angry' under labels [angry, happy] is excluded like any other label, unwarned."""
+    rows = [{"id": "a", "text": "x", "label": "Angry", "speaker": "s"},
+            {"id": "b", "text": "y", "label": "angry", "speaker": "s"},
+            {"id": "c", "text": "z", "label": "happy ", "speaker": "s"},
+            {"id": "d", "text": "w", "label": "sad", "speaker": "s"}]
+    corpus = build(write_jsonl(folder / "m.jsonl", rows), labels=["angry", "happy"]).load(
+        need_audio=False, cache_dir=folder)
+    assert [u.id for u in corpus.utterances] == ["b"]
+    assert corpus.skipped == {"label not in the label set, but for case or spaces (angry)": 1,
+                              "label not in the label set, but for case or spaces (happy)": 1}
+    assert corpus.skipped_examples[
+        "label not in the label set, but for case or spaces (angry)"] == ["a: 'Angry'"]
+    assert corpus.meta["excluded"] == {"label sad outside the label set": 1}
+
+
+def test_header_only_or_unusable_rows_are_described_as_such(folder: Path):
+    """Today: describe() lists no sessions, so the plan has 0 jobs and 'validate' passes."""
+    (folder / "h.csv").write_text("id,speaker,text\n")
+    with pytest.raises(EmoplugError, match="^dataset.path: h.csv has no rows$"):
+        build(folder / "h.csv").describe()
+    path = write_csv(folder / "n.csv", [{"id": "a", "speaker": "", "text": "t"}])
+    with pytest.raises(EmoplugError, match="n.csv has no row with both id and speaker"):
+        build(path).describe()

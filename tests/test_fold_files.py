@@ -227,9 +227,9 @@ def test_missing_and_unknown_ids_are_one_line_with_counts(tree, tmp_path):
     result = invoke("data", "summary", recipe, *fold_files("emobox", root))
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "error: fold_files: fold_1: 2 ids in the fold files are not in the corpus "
-        "(Ses01F_impro01_F998, Ses01F_impro01_F999); 1 corpus utterances are in no list of "
-        "fold_1 (Ses02F_impro01_F000)")
+        f"error: {recipe}: protocol: fold_files: fold_1: 2 ids in the fold files are not in "
+        "the corpus (Ses01F_impro01_F998, Ses01F_impro01_F999); 1 corpus utterances are in no "
+        "list of fold_1 (Ses02F_impro01_F000)")
 
 
 def test_an_id_in_train_and_test_is_an_error(tree, tmp_path):

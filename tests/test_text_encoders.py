@@ -194,3 +194,48 @@ def test_tiny_checkpoint_is_reused_and_keyed_by_texts(work_dir, encoders):
     other = tiny_checkpoint(FAMILIES["bert"], CORPUS[:4], work_dir, **settings)
     assert other != directory and (other / "tokenizer.json").is_file()
     assert not list(work_dir.glob(".tiny-*"))  # no temporary directories left behind
+
+
+def test_tiny_checkpoints_are_byte_identical_across_cold_caches(tmp_path):
+    """Two cold caches get the same files, hence the same predictions. Today
+    ``train_new_from_iterator`` breaks ties in hash-map order: each training (even in one
+    process) gave another vocabulary, and the demo's numbers moved between cold caches."""
+    from emoplug_text.tiny import tiny_checkpoint
+
+    caches = [tmp_path / "a", tmp_path / "b"]
+    for cache in caches:
+        for family in FAMILIES.values():
+            tiny_checkpoint(family, CORPUS, cache, hidden=32, layers=1, vocab=300,
+                            max_length=32)
+    files = [{p.relative_to(c): p.read_bytes() for c_dir in c.glob("tiny-*")
+              for p in c_dir.rglob("*") if p.is_file()} for c in caches]
+    assert len(files[0]) >= 6 * 3 and files[0] == files[1]
+
+    from transformers import AutoModel, AutoTokenizer
+
+    for name in ("bert", "roberta", "xlnet"):
+        outputs = []
+        for cache in caches:
+            (directory,) = cache.glob(f"tiny-{name}-*")
+            tokens = AutoTokenizer.from_pretrained(directory)([LONG, SHORT], padding=True,
+                                                             return_tensors="pt")
+            with torch.no_grad():
+                outputs.append(AutoModel.from_pretrained(directory).eval()(
+                    **tokens).last_hidden_state)
+        assert torch.equal(*outputs)
+
+
+def test_tiny_vocabulary_keeps_special_ids_and_covers_the_corpus(tmp_path):
+    from transformers import AutoTokenizer
+
+    from emoplug_text.tiny import tiny_checkpoint
+
+    for name in ("bert", "roberta", "albert", "deberta"):
+        directory = tiny_checkpoint(FAMILIES[name], CORPUS, tmp_path, hidden=32, layers=1,
+                                    vocab=400, max_length=32)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        ids = tokenizer(CORPUS[0])["input_ids"]
+        assert tokenizer.unk_token_id not in ids  # every corpus character is in the vocabulary
+        assert tokenizer.convert_ids_to_tokens(tokenizer.pad_token_id) == tokenizer.pad_token
+        assert tokenizer.decode(ids, skip_special_tokens=True).strip().lower().replace(
+            " ", "") == CORPUS[0].lower().replace(" ", "")

@@ -18,7 +18,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from emoplug import ComponentConfig, Corpus, Dataset, DatasetInfo, Utterance
-from emoplug_data.common import audio_problem, report_skipped
+from emoplug_data.common import audio_problem
 
 #: Bump when generation changes, so cached corpora are regenerated.
 GENERATOR_VERSION = "1"
@@ -75,7 +75,6 @@ class DemoDataset(Dataset):
                 id=record["id"], speaker=record["speaker"], session=record["session"],
                 text=record["text"], audio=str(audio), label=record["label"],
                 avd=tuple(record["avd"]), meta=record["meta"]))
-        report_skipped(corpus)
         return corpus
 
     def _generate(self, folder: Path) -> None:

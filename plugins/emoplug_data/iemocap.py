@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from emoplug import ComponentConfig, Corpus, Dataset, DatasetInfo, EmoplugError, Utterance
-from emoplug_data.common import audio_problem, count_excluded, report_skipped
+from emoplug_data.common import audio_problem, count_excluded
 
 #: IEMOCAP's category codes and the label names emoplug uses for them.
 CODE_NAMES: dict[str, str] = {
@@ -82,9 +82,12 @@ class IemocapDataset(Dataset):
 
     def load(self, *, need_audio: bool, cache_dir: Path) -> Corpus:
         root = self.root()
+        if not root.is_dir():
+            raise EmoplugError(f"dataset.root: {root} does not exist" if not root.exists()
+                               else f"dataset.root: {root} is not a folder")
         sessions = sorted(p for p in root.glob("Session[1-5]") if (p / "dialog").is_dir())
         if not sessions:
-            raise EmoplugError(f"iemocap: {root} is not an IEMOCAP_full_release folder "
+            raise EmoplugError(f"dataset.root: {root} is not an IEMOCAP_full_release folder "
                                "(no Session1..Session5/dialog inside)")
         kept, mapping = self.label_plan()
         corpus = Corpus("iemocap", tuple(kept), [], avd_scale=(1.0, 5.0),
@@ -94,7 +97,6 @@ class IemocapDataset(Dataset):
                 if eval_file.name.startswith("."):
                     continue
                 self._read_dialog(session_dir, eval_file, kept, mapping, need_audio, corpus)
-        report_skipped(corpus)
         return corpus
 
     def _read_dialog(self, session_dir: Path, eval_file: Path, kept: tuple[str, ...],

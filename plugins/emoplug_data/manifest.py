@@ -1,13 +1,15 @@
 """The ``manifest`` dataset: any corpus listed in a CSV or JSONL file, one utterance a row.
 
-Columns (names configurable): ``id``, ``speaker``, ``session`` (required), ``text`` and/or
-``audio``, and the optional targets ``label``, ``valence``, ``arousal``, ``dominance``.
-Relative audio paths are resolved against the manifest's folder.
+Columns (names configurable with ``columns``): ``id`` and ``speaker`` (required), ``session``
+(optional: a row without one is its speaker's session), ``text`` and/or ``audio``, and the
+optional targets ``label``, ``valence``, ``arousal``, ``dominance``. Relative audio paths are
+resolved against the manifest's folder.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 import math
 from collections.abc import Iterator
@@ -25,9 +27,9 @@ from emoplug import (
     EmoplugError,
     Utterance,
 )
-from emoplug_data.common import audio_problem, count_excluded, report_skipped
+from emoplug_data.common import audio_problem, count_excluded
 
-REQUIRED = ("id", "speaker", "session")
+REQUIRED = ("id", "speaker")
 
 
 class ManifestColumns(ComponentConfig):
@@ -62,48 +64,85 @@ class ManifestDataset(Dataset):
     Config: ClassVar[type[ManifestConfig]] = ManifestConfig
 
     def describe(self) -> DatasetInfo:
-        cols = self.config.columns
-        rows = [row for _, row in self._rows(skip=None) if isinstance(row, dict)]
-        sessions = {str(r[cols.session]) for r in rows if _present(r.get(cols.session))}
-        speakers = {str(r[cols.speaker]) for r in rows if _present(r.get(cols.speaker))}
+        rows = [row for _, row in self._rows(skip=None)]
+        usable = [row for row in rows
+                  if all(_present(row.get(getattr(self.config.columns, f))) for f in REQUIRED)]
+        if not usable:
+            self._check_columns(rows, need_audio=False)
+            names = " and ".join(getattr(self.config.columns, f) for f in REQUIRED)
+            raise EmoplugError(f"dataset.path: {self._path().name} has no row with both "
+                               f"{names} ({len(rows)} rows)")
+        sessions = {self._session(row) for row in usable}
+        speakers = {str(row[self.config.columns.speaker]) for row in usable}
         return DatasetInfo(sessions=tuple(sorted(sessions)), speakers=tuple(sorted(speakers)))
 
     def load(self, *, need_audio: bool, cache_dir: Path) -> Corpus:
-        path = self.config.path.expanduser()
+        path = self._path()
         corpus = Corpus(self.config.name or path.stem, (), [], avd_scale=self.config.avd_scale,
                         meta={"path": str(path)})
-        rows = list(self._rows(skip=corpus))
-        header = set().union(*(row.keys() for _, row in rows)) if rows else set()
-        cols = self.config.columns
-        missing = [getattr(cols, f) for f in REQUIRED if getattr(cols, f) not in header]
-        if cols.text not in header and cols.audio not in header:
-            missing.append(f"{cols.text} or {cols.audio}")
-        if need_audio and cols.audio not in header:
-            missing.append(cols.audio)
-        if missing:
-            raise EmoplugError(f"manifest {path}: missing column(s) {', '.join(missing)}")
-        for where, row in rows:
+        located = list(self._rows(skip=corpus))
+        header = self._check_columns([row for _, row in located], need_audio)
+        for where, row in located:
             utterance = self._utterance(row, where, header, path.parent, need_audio, corpus)
             if utterance is not None:
                 corpus.utterances.append(utterance)
         present = sorted({u.label for u in corpus.utterances if u.label is not None})
         corpus.labels = self.config.labels or tuple(present)
         if self.config.labels is not None:
+            folded = {_fold(label): label for label in corpus.labels}
             kept = []
             for u in corpus.utterances:
                 if u.label is None or u.label in corpus.labels:
                     kept.append(u)
+                elif _fold(u.label) in folded:  # "Angry" for "angry": a mistake, warned
+                    corpus.skip(f"label not in the label set, but for case or spaces "
+                                f"({folded[_fold(u.label)]})", f"{u.id}: {u.label!r}")
                 else:
                     count_excluded(corpus, f"label {u.label} outside the label set")
             corpus.utterances = kept
-        report_skipped(corpus)
         return corpus
+
+    def _path(self) -> Path:
+        path = self.config.path.expanduser()
+        if not path.is_file():
+            raise EmoplugError(f"dataset.path: {path} does not exist"
+                               if not path.exists() else f"dataset.path: {path} is not a file")
+        return path
+
+    def _check_columns(self, rows: list[dict[str, Any]], need_audio: bool) -> set[str]:
+        """The manifest's column names; raises naming the missing ones, the columns found,
+        and the ``columns`` mapping that renames them."""
+        if not rows:
+            raise EmoplugError(f"dataset.path: {self._path().name} has no rows")
+        header = set().union(*(row.keys() for row in rows))
+        cols = self.config.columns
+        missing = [f for f in REQUIRED if getattr(cols, f) not in header]
+        if need_audio and cols.audio not in header:
+            missing.append("audio")
+        elif cols.text not in header and cols.audio not in header:
+            missing.append("text or audio")
+        if not missing:
+            return header
+        wanted = ", ".join(f"'{getattr(cols, f)}' ({f})" if f != "text or audio" else
+                           f"'{cols.text}' or '{cols.audio}' (text or audio)" for f in missing)
+        why = " (a cell of the recipe uses audio)" if "audio" in missing else ""
+        known = {getattr(cols, f) for f in ManifestColumns.model_fields}
+        unknown = [c for c in sorted(header) if c not in known]
+        example = ", ".join(f"{f}: {_likely_column(f, unknown)}"
+                            for f in (m.split()[0] for m in missing))
+        raise EmoplugError(f"dataset.path: {self._path().name} has no column {wanted}{why}; "
+                           f"its columns: {', '.join(sorted(header))}; dataset.columns "
+                           f"maps each field to yours, e.g. columns: {{{example}}}")
+
+    def _session(self, row: dict[str, Any]) -> str:
+        """A row's session, its speaker when it has none."""
+        cols = self.config.columns
+        value = row.get(cols.session)
+        return str(value) if _present(value) else str(row[cols.speaker])
 
     def _rows(self, skip: Corpus | None) -> Iterator[tuple[str, dict[str, Any]]]:
         """``(location, row)`` for every row; malformed lines are counted on ``skip``."""
-        path = self.config.path.expanduser()
-        if not path.is_file():
-            raise EmoplugError(f"manifest: {path} does not exist")
+        path = self._path()
         fmt = self.config.format
         if fmt == "auto":
             fmt = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "csv"
@@ -163,9 +202,23 @@ class ManifestDataset(Dataset):
         if "improvised" in meta:
             meta["improvised"] = str(meta["improvised"]).strip().lower() in ("1", "true", "yes")
         return Utterance(
-            id=utt_id, speaker=str(row[cols.speaker]), session=str(row[cols.session]),
+            id=utt_id, speaker=str(row[cols.speaker]), session=self._session(row),
             text=str(text) if _present(text) else None, audio=audio,
             label=str(label) if _present(label) else None, avd=avd, meta=meta)
+
+
+def _likely_column(field: str, columns: list[str]) -> str:
+    """The column that probably holds ``field`` (``utt_id`` or ``spk`` for ``id`` or
+    ``speaker``): one containing the field's name, else a close spelling; else a
+    placeholder."""
+    containing = [c for c in columns if field in c.lower()]
+    close = difflib.get_close_matches(field, columns, 1, 0.6)
+    return (containing or close or ["<column>"])[0]
+
+
+def _fold(label: str) -> str:
+    """A label compared without case or spaces."""
+    return "".join(label.split()).casefold()
 
 
 def _present(value: Any) -> bool:

@@ -2,24 +2,31 @@
 
 A tiny checkpoint is a small randomly initialised model of the family plus a tokenizer of the
 family's kind (WordPiece, byte-level BPE or Unigram, with its special tokens and template)
-trained on the corpus transcripts. It is saved with ``save_pretrained`` into
+built from the corpus transcripts. It is saved with ``save_pretrained`` into
 ``work_dir/tiny-<family>-<hash>/`` and then loaded like any other checkpoint directory.
+
+The vocabulary is built by :func:`build_vocabulary`, not by ``train_new_from_iterator``
+(whose trainers break ties in hash-map order, so each training gave another vocabulary):
+the same texts give byte-identical tokenizer files, and so the same predictions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import tempfile
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from emoplug import SettingError
+from emoplug import EmoplugError, SettingError
 from emoplug_text.families import Family
 
 #: Bump when the way tiny checkpoints are built changes, so old directories are not reused.
-TINY_VERSION = "1"
+TINY_VERSION = "2"
 
 
 def tiny_checkpoint(family: Family, texts: Sequence[str], work_dir: Path, *, hidden: int,
@@ -54,14 +61,14 @@ def tiny_checkpoint(family: Family, texts: Sequence[str], work_dir: Path, *, hid
 
 def _build(family: Family, corpus: list[str], out: Path, *, hidden: int, layers: int,
            vocab: int, max_positions: int) -> None:
-    """Train the tokenizer, create the random model, and save both into ``out``."""
+    """Build the tokenizer, create the random model, and save both into ``out``."""
     import safetensors.torch
     import torch
     import transformers
     from transformers import AutoConfig, AutoModel
 
-    base = getattr(transformers, family.tokenizer_class)(do_lower_case=family.lowercase)
-    tokenizer = base.train_new_from_iterator(corpus, vocab_size=vocab)
+    tokenizer = getattr(transformers, family.tokenizer_class)(do_lower_case=family.lowercase)
+    build_vocabulary(tokenizer.backend_tokenizer, corpus, vocab)
     tokenizer.padding_side = family.padding_side
 
     heads = hidden // 16
@@ -86,3 +93,63 @@ def _build(family: Family, corpus: list[str], out: Path, *, hidden: int, layers:
     # non-zero ranks of a distributed launch, where every process builds its own copy
     config.save_pretrained(out)
     safetensors.torch.save_model(model, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+
+def build_vocabulary(backend: Any, corpus: list[str], size: int) -> None:
+    """Give the empty model of ``backend`` (a ``tokenizers.Tokenizer`` of the family's kind,
+    holding only its special tokens) a vocabulary made from ``corpus``, deterministically.
+
+    The special tokens keep their ids (the post-processor's template refers to them); then
+    come every character of the pre-tokenized corpus (all 256 byte symbols for byte-level
+    BPE), then whole words, most frequent first (ties alphabetical), up to ``size`` entries:
+    WordPiece adds ``##`` continuations of the characters, BPE the merges that build each
+    word from its left end, Unigram scores words by their log frequency.
+    """
+    from tokenizers import Tokenizer
+    from tokenizers.pre_tokenizers import ByteLevel
+
+    spec = json.loads(backend.to_str())
+    model = spec["model"]
+    vocab = model["vocab"]  # Unigram: [[piece, score], ...]; others: {token: id}
+    slots = (dict(enumerate(piece for piece, _ in vocab)) if isinstance(vocab, list)
+             else {i: token for token, i in vocab.items()})
+    slots.update({added["id"]: added["content"] for added in spec["added_tokens"]})
+    if sorted(slots) != list(range(len(slots))):
+        raise EmoplugError(f"tiny tokenizer: special token ids are not 0..n-1: {slots}")
+    words: Counter[str] = Counter()
+    for text in corpus:
+        normalized = backend.normalizer.normalize_str(text) if backend.normalizer else text
+        words.update(piece for piece, _ in backend.pre_tokenizer.pre_tokenize_str(normalized))
+    ranked = sorted(words, key=lambda w: (-words[w], w))
+    tokens = [slots[i] for i in range(len(slots))]
+    if model["type"] == "BPE" and "ByteLevel" in json.dumps(spec["pre_tokenizer"]):
+        alphabet = sorted(ByteLevel.alphabet())
+    else:
+        alphabet = sorted({c for w in words for c in w})
+    tokens += [c for c in alphabet if c not in tokens]
+    if model["type"] == "WordPiece":
+        prefix = model["continuing_subword_prefix"]
+        tokens += [prefix + c for c in alphabet if c != prefix]
+    known = set(tokens)
+    merges: list[list[str]] = []
+    for word in ranked:
+        if len(tokens) >= size:
+            break
+        if model["type"] == "BPE":
+            for end in range(2, len(word) + 1):
+                if word[:end] not in known and len(tokens) < size:
+                    merges.append([word[:end - 1], word[end - 1]])
+                    tokens.append(word[:end])
+                    known.add(word[:end])
+        elif word not in known:
+            tokens.append(word)
+            known.add(word)
+    if model["type"] == "Unigram":
+        total = sum(words.values())
+        model["vocab"] = [[t, math.log(words[t] / total) if t in words else (
+            -20.0 if t in alphabet else 0.0)] for t in tokens]
+    else:
+        model["vocab"] = {t: i for i, t in enumerate(tokens)}
+    if model["type"] == "BPE":
+        model["merges"] = merges
+    backend.model = Tokenizer.from_str(json.dumps(spec)).model

@@ -32,6 +32,7 @@ from emoplug.errors import EmoplugError, SettingError  # noqa: E402
 from emoplug.splits import stratified_sample  # noqa: E402
 from emoplug.types import (  # noqa: E402
     AVD_NAMES,
+    MISSING_AUDIO,
     Corpus,
     DatasetInfo,
     Decoded,
@@ -43,6 +44,7 @@ from emoplug.types import (  # noqa: E402
 
 __all__ = [
     "AVD_NAMES",
+    "MISSING_AUDIO",
     "Approach",
     "AudioFeaturizer",
     "checkpoints",

@@ -75,10 +75,20 @@ def plugins(as_json: bool) -> None:
 @main.command()
 @RECIPE
 @OVERRIDES
-def validate(recipe: Path, overrides: tuple[str, ...]) -> None:
-    """Check a recipe; exit 0 when it is valid."""
+@click.option("--no-data", is_flag=True,
+              help="check the recipe only, without reading the dataset")
+def validate(recipe: Path, overrides: tuple[str, ...], no_data: bool) -> None:
+    """Check a recipe, its components' settings and the data it names; exit 0 when all
+    are valid."""
     plan = _checked_plan(recipe, overrides)
+    data = None
+    if not no_data:
+        from emoplug.data.loading import data_line, load_corpus_and_folds
+
+        data = data_line(*load_corpus_and_folds(plan.corpus_request(), warn=False))
     click.echo(f"{recipe}: valid ({len(plan.cells)} cells, {len(plan.jobs)} jobs)")
+    if data is not None:
+        click.echo(data)
 
 
 def _checked_plan(recipe: Path, overrides: tuple[str, ...]) -> Plan:
@@ -152,6 +162,10 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
              else _checked_plan(recipe, overrides))
     device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops here, before any worker starts
     verbosity = 0 if quiet else (2 if verbose else 1)
+    if Worker.from_env() is None:  # bad data stops here, before the run folder is written
+        from emoplug.data.loading import load_corpus_and_folds
+
+        load_corpus_and_folds(plan_.corpus_request(), warn=False)
     if workers > 1 and Worker.from_env() is None:
         argv = ["run", str(recipe), *overrides, "-q"]
         if output is not None:

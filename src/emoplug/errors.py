@@ -42,3 +42,10 @@ class SettingError(EmoplugError):
     def at(self, key: str) -> SettingError:
         """This error placed under the recipe key ``key`` (kept when it has one already)."""
         return self if self.key else SettingError(self.setting, self.message, key)
+
+
+def dataset_problems(exc: EmoplugError) -> list[str]:
+    """A dataset's error as recipe problems: its lines keep the key they name
+    (``dataset.root: ...``); others get ``dataset: ``."""
+    return [line if line.startswith("dataset") else f"dataset: {line}"
+            for line in str(exc).splitlines()]

@@ -156,7 +156,10 @@ def refit(run_dir: Path, cell: str, output: Path | None = None, seed: int | None
     saved = read_plan_json(run_dir)
     recipe = saved["recipe"]
     recipe["train"] = {**recipe.get("train", {}), "save": "best"}
-    plan = build_plan(recipe, saved.get("source", str(run_dir / "plan.json")))
+    source = saved.get("source", str(run_dir / "plan.json"))
+    # relative dataset paths are the recipe file's, as when the run was planned
+    plan = build_plan(recipe, source, folder=Path(source).absolute().parent
+                      if Path(source).is_file() else None)
     cells = {c.id: c.label for c in plan.cells}
     chosen = next(c for c in plan.cells if c.id == match_cell(cells, cell, run_dir))
     seed = plan.recipe.seeds[0] if seed is None else seed

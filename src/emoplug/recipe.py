@@ -13,7 +13,7 @@ import itertools
 import json
 import os
 import re
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Collection, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,7 +22,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from emoplug.data.loading import CorpusRequest, Split
-from emoplug.errors import EmoplugError, RecipeError
+from emoplug.errors import EmoplugError, RecipeError, dataset_problems
 from emoplug.files import default_cache_dir
 from emoplug.registry import Registry, get_registry
 
@@ -241,7 +241,8 @@ class Plan:
                   *(Split(name, self.protocols[name], folds)
                     for name, folds in self.protocol_folds.items())]
         return CorpusRequest(self.dataset, splits,
-                             any(c.audio is not None for c in self.cells), self.cache_dir())
+                             any(c.audio is not None for c in self.cells), self.cache_dir(),
+                             self.source)
 
     def component_key(self, kind: str, config: dict[str, Any]) -> str:
         """The recipe key of the component whose resolved config is ``config``
@@ -462,8 +463,13 @@ def _cell_entries(recipe: Recipe) -> list[tuple[str, dict[str, Any], dict[str, s
 
 
 def build_plan(data: dict[str, Any], source: str = "<recipe>",
-               registry: Registry | None = None) -> Plan:
-    """Validate a recipe mapping and expand it into cells and jobs."""
+               registry: Registry | None = None, folder: Path | None = None,
+               overridden: Collection[str] = ()) -> Plan:
+    """Validate a recipe mapping and expand it into cells and jobs.
+
+    Relative paths in the dataset's and protocols' settings are resolved against ``folder``
+    (the recipe's), those set by an override (keys in ``overridden``) against the current
+    directory; job ids keep the paths as written."""
     registry = registry or get_registry()
     env_problems: list[str] = []
     data = expand_env(data, [], env_problems)
@@ -535,12 +541,19 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
     if resolver.problems:
         raise RecipeError(source, resolver.problems)
 
-    folds = _fold_names(registry, recipe.dataset, recipe.protocol, source, "protocol")
+    def locate(kind: str, config: dict[str, Any], where: str) -> dict[str, Any]:
+        return _locate(registry, kind, config, where, folder, overridden)
+
+    dataset = locate("dataset", dataset, "dataset")
+    protocol = locate("protocol", protocol, "protocol")
+    named_protocols = {name: locate("protocol", config, f"protocols.{name}")
+                       for name, config in named_protocols.items()}
+    folds = _fold_names(registry, dataset, protocol, source, "protocol")
     if all(cell.protocol is not None for cell in cells.values()):
         folds = []  # every cell runs under a named protocol
     used = list(dict.fromkeys(c.protocol for c in cells.values() if c.protocol is not None))
     protocol_folds = {name: [f"{name}:{fold}" for fold in _fold_names(
-        registry, recipe.dataset, recipe.protocols[name], source, f"protocols.{name}")]
+        registry, dataset, named_protocols[name], source, f"protocols.{name}")]
         for name in used}  # in the order the grid and extra cells name them
     plan = Plan(recipe, source, sections, dataset, protocol, identity, list(cells.values()),
                 folds, protocol_folds=protocol_folds,
@@ -550,6 +563,10 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
                                            "seed": seed}), recipe.name, identity)
         for cell in plan.cells for fold in plan.folds_of(cell) for seed in recipe.seeds
     ]
+    if not plan.jobs:
+        raise RecipeError(source, [f"protocol: {protocol['type']} makes no folds of this "
+                                   "dataset (its description lists no sessions or speakers); "
+                                   "nothing to run"])
     return plan
 
 
@@ -570,6 +587,30 @@ def _ablations(registry: Registry, config: dict[str, Any]) -> dict[str, Any]:
     return switched
 
 
+def _locate(registry: Registry, kind: str, config: dict[str, Any], where: str,
+            folder: Path | None, overridden: Collection[str]) -> dict[str, Any]:
+    """``config`` with each relative path setting (a ``Path`` field of the component's
+    config model) made absolute: against the current directory when an override set it,
+    else against ``folder`` (None: left as written)."""
+    model = registry.get(kind, config["type"]).config_model
+    located = dict(config)
+    for name, info in model.model_fields.items():
+        value = config.get(name)
+        if not isinstance(value, str) or not value or not _is_path(info.annotation):
+            continue
+        if Path(value).expanduser().is_absolute():
+            continue
+        base = Path.cwd() if f"{where}.{name}" in overridden else folder
+        if base is not None:
+            located[name] = str(base / value)
+    return located
+
+
+def _is_path(annotation: Any) -> bool:
+    """Whether a field annotation is ``Path`` or ``Path | None``."""
+    return annotation is Path or Path in getattr(annotation, "__args__", ())
+
+
 def _identity(registry: Registry, dataset: dict[str, Any]) -> dict[str, Any]:
     """A dataset config without its location fields (``root``, ...)."""
     spec = registry.get("dataset", dataset["type"])
@@ -580,9 +621,11 @@ def _identity(registry: Registry, dataset: dict[str, Any]) -> dict[str, Any]:
 def _fold_names(registry: Registry, dataset_config: dict[str, Any],
                 protocol_config: dict[str, Any], source: str, where: str) -> list[str]:
     try:
-        dataset = registry.build("dataset", dataset_config)
-        protocol = registry.build("protocol", protocol_config)
-        return list(protocol.fold_names(dataset.describe()))
+        info = registry.build("dataset", dataset_config).describe()
+    except EmoplugError as exc:
+        raise RecipeError(source, dataset_problems(exc)) from None
+    try:
+        return list(registry.build("protocol", protocol_config).fold_names(info))
     except EmoplugError as exc:
         raise RecipeError(source, [f"{where}: {exc}"]) from None
 
@@ -594,7 +637,9 @@ def load_plan(path: str | os.PathLike, overrides: Sequence[str] = (),
     data = read_yaml(path)
     before = {section: set(entries) if isinstance(entries := data.get(section), dict) else set()
               for section in _NAMED_SECTIONS}
-    plan = build_plan(apply_overrides(data, overrides, source), source, registry)
+    plan = build_plan(apply_overrides(data, overrides, source), source, registry,
+                      folder=Path(path).absolute().parent,
+                      overridden={item.partition("=")[0] for item in overrides})
     problems = _unused_override_entries(plan, overrides, before)
     if problems:
         raise RecipeError(source, problems)

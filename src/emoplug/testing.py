@@ -155,7 +155,9 @@ def run_recipe(recipe: Mapping[str, Any] | str | os.PathLike, output_dir: str | 
     data = apply_overrides(data, overrides, source)
     if cache_dir is not None:
         data["cache_dir"] = str(cache_dir)
-    plan = build_plan(data, source)
+    plan = build_plan(data, source, folder=Path(source).absolute().parent
+                      if isinstance(recipe, (str, os.PathLike)) else None,
+                      overridden={item.partition("=")[0] for item in overrides})
     if folds is not None:
         kept = set(plan.folds[:folds])
         plan.jobs = [job for job in plan.jobs if job.fold in kept]

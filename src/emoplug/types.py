@@ -27,6 +27,11 @@ class Utterance:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+#: The ``Corpus.skipped`` reason for an audio file a dataset names that does not exist;
+#: ``emoplug validate`` and ``emoplug run`` refuse a corpus with any.
+MISSING_AUDIO = "missing WAV"
+
+
 @dataclass
 class Corpus:
     """A loaded dataset: ordered label set, AVD scale, utterances and what was skipped."""

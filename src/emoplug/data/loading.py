@@ -1,17 +1,27 @@
-"""Reading a plan's corpus and splitting it into folds, each fold audited for leakage."""
+"""Reading a plan's corpus and splitting it into folds, each fold audited for leakage.
+
+The corpus and its folds are checked before anything trains: a corpus with no usable
+utterance, a missing audio file, a single class or a repeated id, and a fold with an empty
+training or test part are errors (:class:`emoplug.errors.RecipeError`, one line each), so
+``emoplug validate`` and ``emoplug run`` refuse them with exit code 2.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from emoplug.data.audit import audit_fold, speaker_leak_warning
-from emoplug.errors import EmoplugError
+from emoplug.errors import EmoplugError, RecipeError, dataset_problems
 from emoplug.registry import Registry, get_registry
-from emoplug.types import Corpus, Fold
+from emoplug.types import MISSING_AUDIO, Corpus, Fold
+
+#: examples an error message shows
+EXAMPLES = 3
 
 
 @dataclass(frozen=True)
@@ -28,44 +38,144 @@ class Split:
 @dataclass(frozen=True)
 class CorpusRequest:
     """What a plan asks of the data layer: a dataset, the protocols to split it with, and
-    whether audio is read (``emoplug.recipe.Plan.corpus_request`` builds it)."""
+    whether audio is read (``emoplug.recipe.Plan.corpus_request`` builds it); ``source``
+    names the recipe in errors."""
 
     dataset: dict[str, Any]
     splits: list[Split]
     need_audio: bool
     cache_dir: Path
+    source: str
 
 
 def load_corpus_and_folds(request: CorpusRequest, registry: Registry | None = None,
-                          warn: bool = True) -> tuple[Corpus, list[Fold]]:
-    """Read the requested corpus and split it with each protocol of ``request.splits``; fold
-    names must match what the plan announced. Each fold's ``meta["audit"]`` holds its leakage
-    audit (``emoplug.data.audit``); with ``warn``, a protocol that puts test speakers in train
-    says so in one line."""
+                          warn: bool = True
+                          ) -> tuple[Corpus, list[Fold]]:
+    """Read the requested corpus and split it with each protocol of ``request.splits``
+    (a named protocol's folds are called ``<name>:<fold>``); fold names must match what the
+    plan announced. Each fold's ``meta["audit"]`` holds its leakage audit
+    (``emoplug.data.audit``). With ``warn``, skipped items are summarised in one line and a
+    protocol that puts test speakers in train says so in one line.
+
+    Raises :class:`RecipeError` (one line per problem) for data that cannot be studied."""
     registry = registry or get_registry()
     dataset = registry.build("dataset", request.dataset)
-    corpus = dataset.load(need_audio=request.need_audio, cache_dir=request.cache_dir)
-    if not corpus.utterances:
-        raise EmoplugError(f"dataset '{request.dataset['type']}' has no usable utterances "
-                           f"(skipped: {corpus.skipped or 'none'})")
-    if corpus.skipped:
-        detail = ", ".join(f"{reason}: {n}" for reason, n in sorted(corpus.skipped.items()))
-        print(f"emoplug: {request.dataset['type']}: skipped {sum(corpus.skipped.values())} "
-              f"items ({detail})", file=sys.stderr)
+    try:
+        corpus = dataset.load(need_audio=request.need_audio, cache_dir=request.cache_dir)
+    except EmoplugError as exc:
+        raise RecipeError(request.source, dataset_problems(exc)) from None
+    problems = corpus_problems(corpus)
+    if problems:
+        raise RecipeError(request.source, problems)
+    if warn and corpus.skipped:
+        print(skip_line(corpus), file=sys.stderr)
     by_id = corpus.by_id()
     folds: list[Fold] = []
     for name, config, expected in ((s.name, s.config, s.folds) for s in request.splits):
         protocol = registry.build("protocol", config)
-        made = [dataclasses.replace(f, name=f"{name}:{f.name}" if name else f.name,
-                                    meta={**f.meta, "audit": audit_fold(f, by_id)})
-                for f in protocol.folds(corpus)]
-        label = f"'{name}' ({config['type']})" if name else f"'{config['type']}'"
+        where = f"protocols.{name}" if name else "protocol"
+        try:
+            made = [dataclasses.replace(f, name=f"{name}:{f.name}" if name else f.name,
+                                        meta={**f.meta, "audit": audit_fold(f, by_id)})
+                    for f in protocol.folds(corpus)]
+        except EmoplugError as exc:
+            raise RecipeError(request.source, [f"{where}: {line}"
+                                            for line in str(exc).splitlines()]) from None
         warning = speaker_leak_warning(name or config["type"], made)
         if warn and warning:
             print(warning, file=sys.stderr)
-        names = [f.name for f in made]
-        if names != expected:
-            raise EmoplugError(f"protocol {label} produced folds {names}, but the plan "
-                               f"expected {expected} from the dataset's description")
+        problems = fold_problems(made, expected, where, config["type"])
+        if problems:
+            raise RecipeError(request.source, problems)
         folds += made
     return corpus, folds
+
+
+def corpus_problems(corpus: Corpus) -> list[str]:
+    """Why ``corpus`` cannot be studied, one line each (none when it can)."""
+    if not corpus.utterances:
+        total = sum(corpus.skipped.values())
+        if not total:
+            return [f"dataset: '{corpus.name}' holds no utterance"]
+        return [f"dataset: no usable utterance in '{corpus.name}': all {total} items were "
+                f"skipped ({_reasons(corpus, examples=True)})"]
+    problems = []
+    missing = corpus.skipped.get(MISSING_AUDIO, 0)
+    if missing:
+        problems.append(f"dataset: {missing} audio file(s) that '{corpus.name}' names do "
+                        "not exist (e.g. "
+                        f"{', '.join(corpus.skipped_examples[MISSING_AUDIO][:EXAMPLES])}); "
+                        "fix the paths or remove their entries")
+    repeated = {i: n for i, n in Counter(u.id for u in corpus.utterances).items() if n > 1}
+    if repeated:
+        shown = ", ".join(f"'{i}' ({n} times)" for i, n in list(repeated.items())[:EXAMPLES])
+        problems.append(f"dataset: {len(repeated)} utterance id(s) of '{corpus.name}' occur "
+                        f"more than once ({shown}); ids must be unique")
+    labels = Counter(u.label for u in corpus.utterances if u.label is not None)
+    if len(labels) == 1:
+        (label, n), = labels.items()
+        problems.append(f"dataset: every labelled utterance of '{corpus.name}' ({n}) has the "
+                        f"label '{label}'; classes need at least two labels")
+    return problems
+
+
+def fold_problems(folds: list[Fold], expected: list[str], where: str, kind: str) -> list[str]:
+    """Folds the plan announced but the protocol did not make, and folds without training
+    or test utterances, one line each."""
+    names = [f.name for f in folds]
+    problems = []
+    empty = [name for name in expected if name not in names]
+    if empty:
+        problems.append(f"{where}: {kind} fold(s) {', '.join(empty)} hold no utterance of "
+                        "the corpus (the plan expected them from the dataset's description)")
+    unexpected = [name for name in names if name not in expected]
+    if unexpected:
+        problems.append(f"{where}: {kind} made fold(s) {', '.join(unexpected)} that the plan "
+                        f"did not expect ({', '.join(expected) or 'none'})")
+    for fold in folds:
+        for part in ("train", "test"):
+            if not getattr(fold, part):
+                problems.append(f"{where}: fold {fold.name} has an empty {part} set")
+    return problems
+
+
+def data_record(corpus: Corpus) -> dict[str, Any]:
+    """What ``plan.json`` and each ``result.json`` record of the data: utterances kept, and
+    the items skipped and excluded, by reason."""
+    return {"utterances": len(corpus.utterances),
+            "skipped": dict(sorted(corpus.skipped.items())),
+            "excluded": dict(sorted(corpus.meta.get("excluded", {}).items()))}
+
+
+def data_line(corpus: Corpus, folds: list[Fold]) -> str:
+    """What ``emoplug validate`` says of valid data: utterances, labels, audio files found,
+    folds, and the items skipped and excluded by reason."""
+    labels = Counter(u.label for u in corpus.utterances if u.label is not None)
+    audio = sum(u.audio is not None for u in corpus.utterances)
+    excluded = corpus.meta.get("excluded", {})
+    parts = [f"data: {len(corpus.utterances)} utterances of '{corpus.name}'",
+             f"{len(labels)} labels" if labels else "no labels",
+             *([f"{audio} audio files found"] if audio else []), f"{len(folds)} folds",
+             f"skipped {sum(corpus.skipped.values())}"
+             + (f" ({_reasons(corpus)})" if corpus.skipped else ""),
+             f"excluded {sum(excluded.values())}" + (
+                 f" ({'; '.join(f'{r}: {n}' for r, n in sorted(excluded.items()))})"
+                 if excluded else "")]
+    return "  " + ", ".join(parts)
+
+
+def skip_line(corpus: Corpus) -> str:
+    """The one warning line a run prints about skipped items."""
+    total = sum(corpus.skipped.values())
+    return (f"emoplug: warning: {corpus.name}: skipped {total} of "
+            f"{total + len(corpus.utterances)} items ({_reasons(corpus)}); "
+            "'emoplug data summary' lists examples")
+
+
+def _reasons(corpus: Corpus, examples: bool = False) -> str:
+    """``reason: count`` for each skip reason, with a few examples each on request."""
+    parts = []
+    for reason, n in sorted(corpus.skipped.items()):
+        shown = corpus.skipped_examples.get(reason, [])[:EXAMPLES] if examples else []
+        parts.append(f"{reason}: {n}" + (f", e.g. {', '.join(shown)}" if shown else ""))
+    return "; ".join(parts)

@@ -14,12 +14,13 @@ from emoplug import hookimpl
 
 @hookimpl
 def emoplug_register_report_sections(register: Any) -> None:
-    from emoplug.report import comparisons, leakage, sections
+    from emoplug.report import comparisons, data, leakage, sections
 
     grouped = comparisons.grouped_section
     for order, key, build in (
             (10, "results", sections.results_section),
             (20, "missing", sections.missing_section),
+            (25, "data", data.data_section),
             (30, "protocol", leakage.protocol_section),
             (40, "control", comparisons.control_section),
             (50, "stage1", sections.stage1_section),

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emoplug.data.loading import data_record
 from emoplug.files import read_json, write_json_atomic
 from emoplug.recipe import Job
 from emoplug.train.context import RunContext
@@ -43,6 +44,7 @@ def write_outcome(ctx: RunContext, job: Job, outcome: JobOutcome) -> None:
         except Exception as exc:
             outcome.result.update(status="failed", error=f"saving the model failed: "
                                   f"{type(exc).__name__}: {exc}".splitlines()[0])
+    outcome.result.setdefault("data", data_record(ctx.corpus))
     write_json_atomic(folder / "result.json", outcome.result)
 
 

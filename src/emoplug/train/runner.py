@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from emoplug.data.loading import data_record
 from emoplug.errors import EmoplugError
 from emoplug.files import read_json, write_json_atomic
 from emoplug.recipe import Job, Plan
@@ -144,7 +145,7 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
         ctx = RunContext(plan, out, rank=rank, world=world)
         if main:
             _write_plan(out, plan, {name: fold.meta["audit"] for name, fold in ctx.folds.items()
-                                    if "audit" in fold.meta})
+                                    if "audit" in fold.meta}, data_record(ctx.corpus))
         token = worker.token if worker else launch_token(accelerator.state)
         claims = Claims(out, token, enabled=world > 1 and not ddp)
         if any(j.cell.audio is not None for j in pending):
@@ -195,15 +196,18 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
     return summary
 
 
-def _write_plan(out: Path, plan: Plan, audit: dict[str, Any] | None) -> None:
-    """``plan.json``: the recipe, the folds (of every protocol), the jobs and each fold's
-    leakage audit (kept from the last write while the corpus has not been read)."""
+def _write_plan(out: Path, plan: Plan, audit: dict[str, Any] | None,
+                data: dict[str, Any] | None = None) -> None:
+    """``plan.json``: the recipe, the folds (of every protocol), the jobs, each fold's
+    leakage audit and the items skipped and excluded by reason (``data``); the last two are
+    kept from the last write while the corpus has not been read."""
     if audit is None:
-        audit = (read_json(out / "plan.json") or {}).get("audit", {})
+        previous = read_json(out / "plan.json") or {}
+        audit, data = previous.get("audit", {}), previous.get("data")
     write_json_atomic(out / "plan.json", {
         "recipe": plan.recipe.model_dump(mode="json"), "source": plan.source,
         "folds": plan.all_folds, "protocols": list(plan.protocol_folds),
-        "audit": audit,
+        "audit": audit, **({"data": data} if data is not None else {}),
         "jobs": [{"id": j.id, "cell": j.cell.id, "label": j.cell.label, "fold": j.fold,
                   "seed": j.seed} for j in plan.jobs]})
 
