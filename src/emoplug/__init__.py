@@ -1,7 +1,8 @@
 """emoplug: multimodal (text + speech) emotion recognition experiments from one YAML recipe.
 
 Plugins import only what this module exports: the ``hookimpl`` marker, the component base
-classes, the data types they exchange, and ``foldfiles`` (the EmoBox and s3prl fold-file
+classes, the data types they exchange, the trainable audio encoders a featurizer may hand out
+(``AudioEncoderConfig``, ``build_audio_encoder``), and ``foldfiles`` (the EmoBox and s3prl fold-file
 formats, which the core writes and a protocol plugin may read).
 """
 
@@ -14,6 +15,7 @@ __version__ = "0.1.0"
 hookimpl = pluggy.HookimplMarker("emoplug")
 
 from emoplug import foldfiles  # noqa: E402  (EmoBox / s3prl fold files, read and written)
+from emoplug.audio_encoders import AudioEncoderConfig, build_audio_encoder  # noqa: E402
 from emoplug.components import (  # noqa: E402
     Approach,
     AudioFeaturizer,
@@ -24,6 +26,7 @@ from emoplug.components import (  # noqa: E402
     Protocol,
     TextEncoder,
     TextEncoderConfig,
+    missing_package,
 )
 from emoplug.errors import EmoplugError  # noqa: E402
 from emoplug.types import (  # noqa: E402
@@ -40,6 +43,7 @@ from emoplug.types import (  # noqa: E402
 __all__ = [
     "AVD_NAMES",
     "Approach",
+    "AudioEncoderConfig",
     "AudioFeaturizer",
     "Component",
     "ComponentConfig",
@@ -57,8 +61,10 @@ __all__ = [
     "TextEncoder",
     "TextEncoderConfig",
     "Utterance",
+    "build_audio_encoder",
     "hookimpl",
     "load",
+    "missing_package",
 ]
 
 

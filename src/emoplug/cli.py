@@ -39,12 +39,14 @@ def main() -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins(as_json: bool) -> None:
-    """List every component: kind, name, providing plugin and distribution."""
+    """List every component: kind, name, providing plugin and distribution, and why a
+    component whose optional dependency is missing is unavailable."""
     from emoplug.registry import get_registry
 
     registry = get_registry()
     rows = [{"kind": s.kind, "name": s.name, "plugin": s.plugin,
-             "distribution": s.distribution, "version": s.version} for s in registry.all()]
+             "distribution": s.distribution, "version": s.version,
+             "unavailable": s.unavailable_reason()} for s in registry.all()]
     broken = [{"plugin": p.name, "distribution": p.distribution, "error": p.error}
               for p in registry.plugins.values() if p.error]
     disabled = sorted(p.name for p in registry.plugins.values() if p.disabled)
@@ -57,7 +59,8 @@ def plugins(as_json: bool) -> None:
     width = max([len(r["name"]) for r in rows] + [4])
     for r in rows:
         dist = f"{r['distribution']} {r['version']}" if r["distribution"] else "(not installed)"
-        click.echo(f"{r['kind']:<9} {r['name']:<{width}}  {r['plugin']:<12} {dist}")
+        click.echo(f"{r['kind']:<9} {r['name']:<{width}}  {r['plugin']:<12} {dist}"
+                   + (f"  UNAVAILABLE: {r['unavailable']}" if r["unavailable"] else ""))
     for b in broken:
         click.echo(f"BROKEN    plugin '{b['plugin']}' ({b['distribution'] or 'no distribution'})"
                    f": {b['error']}", err=True)

@@ -23,3 +23,7 @@ class UnknownComponentError(EmoplugError):
 
 class PluginError(EmoplugError):
     """A plugin that failed to load or registered something invalid."""
+
+
+class ComponentUnavailableError(EmoplugError):
+    """A registered component (or one of its options) whose optional dependency is missing."""
