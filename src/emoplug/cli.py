@@ -138,15 +138,31 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
     plan_ = load_plan(recipe, overrides)
     device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops here, before any worker starts
     verbosity = 0 if quiet else (2 if verbose else 1)
-    if workers > 1 and Worker.from_env() is None:
+    launcher = Worker.from_env() is None  # not one of the worker processes of a launch
+    if workers > 1 and launcher:
         argv = ["run", str(recipe), *overrides, "-q"]
         if output is not None:
             argv += ["--output", str(output)]
-        if not run_with_workers(plan_, argv, workers, output, verbosity):
-            sys.exit(1)
-        return
-    if run_plan(plan_, output, verbosity).failed:
+        succeeded = run_with_workers(plan_, argv, workers, output, verbosity)
+    else:
+        succeeded = not run_plan(plan_, output, verbosity).failed
+    if launcher:
+        _warn_undertrained(plan_.output_dir(output))
+    if not succeeded:
         sys.exit(1)
+
+
+def _warn_undertrained(run_dir: Path) -> None:
+    """One line naming the cells that stopped at the epoch limit with dev loss still
+    improving in at least half of their folds."""
+    from emoplug.report.collect import load_run
+    from emoplug.report.stopping import FLAG, undertrained_cells
+
+    cells = undertrained_cells(load_run(run_dir))
+    if cells:
+        click.echo(f"emoplug: warning: {len(cells)} cell(s) {FLAG} in at least half of "
+                   f"their folds (raise train.epochs): "
+                   f"{', '.join(c.label for c in cells)}", err=True)
 
 
 @main.command()

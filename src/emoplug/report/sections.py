@@ -41,6 +41,7 @@ from emoplug.report.select import (
     ranked,
 )
 from emoplug.report.stats import MIN_WILCOXON, seed_spread, summarize
+from emoplug.report.stopping import stopping_section
 from emoplug.report.tables import (
     CLASS_METRICS,
     DASH,
@@ -72,7 +73,7 @@ def build_report(run: RunData) -> Report:
                 grouped_section(run, "fusion", "fusion", "Fusion comparison",
                                 "Multimodal cells, grouped by fusion strategy."),
                 staged_section(run), setting_section(run), ablation_section(run),
-                confusion_section(run), compute_section(run)]
+                confusion_section(run), stopping_section(run), compute_section(run)]
     return Report(f"emoplug report: {run.name}", summary_lines(run), sections)
 
 

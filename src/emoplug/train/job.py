@@ -345,6 +345,7 @@ def _record(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel, resul
         "epochs_run": result.epochs_run,
         "dev_loss": result.best_dev_loss,
         "history": result.history,
+        "stopping": result.stopping,
         "sizes": {name: len(ex) for name, ex in inputs.splits.items()},
         "dropped": inputs.dropped,
         "timings": timings,
