@@ -51,7 +51,8 @@ def undertrained_cells(run: RunData) -> list[CellRecord]:
 def stopping_section(run: RunData) -> Section:
     section = Section("stopping", "How training ended",
                       "Per cell, the folds whose training ended at the epoch limit while the "
-                      "dev loss was still improving (a new best in the last two epochs), "
+                      "dev loss was still improving (a new best in the last tenth of the "
+                      "epochs, at least in the last one), "
                       "rather than by early stopping. A cell where that happened in at least "
                       f"half of its folds is flagged \"{FLAG}\": it is under-trained; raise "
                       "train.epochs.")

@@ -56,10 +56,11 @@ class FitResult:
     @property
     def stopping(self) -> dict[str, Any]:
         """How training ended, for ``result.json``: ``stopped_by``, the ``epoch_limit``, and
-        ``dev_loss_improving`` (the last or second-last epoch set a new best dev loss: the
-        loss was still falling when training ended)."""
+        ``dev_loss_improving``: a new best dev loss in the last tenth of the epochs run (at
+        least in the last epoch), i.e. the loss was still falling when training ended."""
+        window = max(1, self.epochs_run // 10)
         return {"stopped_by": self.stopped_by, "epoch_limit": self.epoch_limit,
-                "dev_loss_improving": self.best_epoch >= self.epochs_run - 1}
+                "dev_loss_improving": self.best_epoch > self.epochs_run - window}
 
 
 class _Collected:
