@@ -6,9 +6,15 @@ import pytest
 import torch
 from pydantic import ValidationError
 
+from emoplug.audio_encoders import AudioEncoderConfig, build_audio_encoder
+from emoplug.audio_nn import (
+    AttentionPoolEncoder,
+    CNNEncoder,
+    LinearEncoder,
+    MixedLayersEncoder,
+    MLPEncoder,
+)
 from emoplug.registry import get_registry
-from emoplug_audio.encoders import EncoderConfig, build_encoder
-from emoplug_audio.nn import AttentionPoolEncoder, CNNEncoder, MixedLayersEncoder, MLPEncoder
 
 D = 12
 CASES = [
@@ -18,12 +24,13 @@ CASES = [
     ({"type": "attention_pool", "hidden": 16}, 1),
     ({"type": "attention_pool", "hidden": 16}, 3),  # stacked wav2vec layers, learned mix
     ({"type": "cnn", "hidden": 8}, 2),
+    ({"type": "linear", "hidden": 6}, 1),
 ]
 
 
 def make(settings: dict, n_layers: int) -> torch.nn.Module:
     torch.manual_seed(0)
-    return build_encoder(EncoderConfig(**settings), D * n_layers, n_layers=n_layers)
+    return build_audio_encoder(AudioEncoderConfig(**settings), D * n_layers, n_layers=n_layers)
 
 
 @pytest.mark.parametrize(("settings", "n_layers"), CASES)
@@ -91,6 +98,9 @@ def test_float16_features_are_accepted():
     ({"type": "prosodic", "level": "functionals"}, MLPEncoder, 128),
     ({"type": "mfcc", "encoder": {"type": "attention_pool", "hidden": 64}},
      AttentionPoolEncoder, 64),
+    ({"type": "mfcc", "level": "functionals"}, MLPEncoder, 128),
+    ({"type": "spectrogram", "level": "functionals", "encoder": {"type": "linear"}},
+     LinearEncoder, 128),
 ])
 def test_featurizers_build_their_configured_encoder(settings, cls, dim):
     encoder = get_registry().build("audio", settings).build_encoder(D)
@@ -99,7 +109,7 @@ def test_featurizers_build_their_configured_encoder(settings, cls, dim):
 
 def test_encoder_config_is_validated():
     with pytest.raises(ValidationError, match="kernel_size"):
-        EncoderConfig(kernel_size=4)
+        AudioEncoderConfig(kernel_size=4)
     with pytest.raises(ValidationError):
         get_registry().build("audio", {"type": "mfcc", "encoder": {"type": "lstm"}})
     with pytest.raises(ValidationError):
@@ -117,3 +127,58 @@ def test_trains_under_bf16_autocast_with_padding(settings, n_layers):
     assert torch.isfinite(pooled.float()).all()
     pooled.float().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in encoder.parameters() if p.grad is not None)
+
+
+def test_linear_encoder_standardises_with_the_training_statistics():
+    encoder = make({"type": "linear", "hidden": 4, "dropout": 0.0}, 1).train()
+    gen = torch.Generator().manual_seed(2)
+    train = torch.randn(30, 1, D, generator=gen) * torch.linspace(0.01, 100, D) + 7
+    ones = torch.ones(10, 1, dtype=torch.bool)
+    for _ in range(2):  # two epochs: the statistics stay the training fold's
+        for batch in train.split(10):
+            encoder(batch, ones)
+    scaled = encoder.eval().standardize(train[:, 0], torch.ones(30, dtype=torch.bool))
+    torch.testing.assert_close(scaled.mean(0), torch.zeros(D), atol=1e-4, rtol=0)
+    torch.testing.assert_close(scaled.std(0, unbiased=False), torch.ones(D), atol=1e-4, rtol=0)
+    before = encoder.standardize.count.clone()
+    encoder(torch.randn(5, 1, D), torch.ones(5, 1, dtype=torch.bool))  # eval: frozen
+    assert torch.equal(encoder.standardize.count, before)
+    assert {"standardize.count", "standardize.total", "standardize.squares"} <= set(
+        encoder.state_dict())
+
+
+def _accuracy_after_training(labels: torch.Tensor, features: torch.Tensor,
+                             test: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Train a linear encoder and a linear head with Adam; accuracy on ``test``."""
+    torch.manual_seed(0)
+    encoder = build_audio_encoder(AudioEncoderConfig(type="linear", hidden=8, dropout=0.0), D)
+    head = torch.nn.Linear(8, 2)
+    params = [*encoder.parameters(), *head.parameters()]
+    optimizer = torch.optim.Adam(params, lr=0.05)
+    mask = torch.ones(len(features), 1, dtype=torch.bool)
+    encoder.train()
+    for _ in range(100):
+        loss = torch.nn.functional.cross_entropy(head(encoder(features, mask).pooled), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    encoder.eval()
+    x, y = test
+    predicted = head(encoder(x, torch.ones(len(x), 1, dtype=torch.bool)).pooled).argmax(1)
+    return float((predicted == y).float().mean())
+
+
+def test_linear_encoder_learns_a_separable_problem_and_not_permuted_labels():
+    gen = torch.Generator().manual_seed(3)
+
+    def sample(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.randint(0, 2, (n,), generator=gen)
+        x = torch.randn(n, 1, D, generator=gen) * 50 + 1000  # raw scale: needs standardising
+        x[:, 0, 0] += (labels * 2 - 1) * 200  # classes 8 std apart in one feature
+        return x, labels
+
+    train, test = sample(64), sample(200)
+    learned = _accuracy_after_training(train[1], train[0], test)
+    permuted = train[1][torch.randperm(64, generator=gen)]
+    control = _accuracy_after_training(permuted, train[0], test)
+    assert learned > 0.9 and control < 0.75 and learned - control > 0.2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -9,6 +11,7 @@ from pydantic import ValidationError
 
 from emoplug import EmoplugError
 from emoplug.data.audio import load_audio
+from emoplug.errors import ComponentUnavailableError
 from emoplug.registry import get_registry
 
 SR = 16000
@@ -95,6 +98,41 @@ def test_prosodic_pyin_agrees_with_yin():
     f0 = contours[:, 0]
     assert abs(np.median(f0[5:35]) - 180) < 5
     assert (f0[-15:] == 0).all()
+
+
+@pytest.mark.parametrize("freq", [110.0, 230.0])
+def test_prosodic_praat_tracks_a_tone_and_finds_the_silence(freq):
+    y = np.concatenate([tone(freq, 0.5, harmonics=4), np.zeros(SR // 2, np.float32)])
+    contours = build(type="prosodic", pitch="praat", deltas=0).featurize(y, SR)
+    f0, voicing = contours[:, 0], contours[:, 1]
+    assert contours.shape == (1 + len(y) // 160, 4)
+    assert abs(np.median(f0[8:42]) - freq) < 1 and (voicing[8:42] > 0.9).all()
+    assert (f0[60:] == 0).all()
+
+
+def test_prosodic_praat_without_parselmouth_is_refused_alone(monkeypatch):
+    monkeypatch.setitem(sys.modules, "parselmouth", None)
+    with pytest.raises(ComponentUnavailableError, match=r'pip install "emoplug\[praat\]"'):
+        build(type="prosodic", pitch="praat")
+    build(type="prosodic", pitch="yin")
+    assert get_registry().get("audio", "prosodic").unavailable_reason() is None
+
+
+@pytest.mark.parametrize(("settings", "dim"), [
+    ({"type": "mfcc", "n_mfcc": 13, "deltas": 2}, 78),
+    ({"type": "spectrogram", "n_mels": 32, "deltas": 1}, 128),
+])
+def test_functionals_are_mean_and_std_of_the_raw_frames(settings, dim):
+    rng = np.random.default_rng(0)
+    y = (tone(150, 1.0, harmonics=8) + 0.05 * rng.standard_normal(SR)).astype(np.float32)
+    frames = build(**settings, cmvn=False).featurize(y, SR)
+    functionals = build(**settings, level="functionals").featurize(y, SR)
+    assert functionals.shape == (1, dim) and functionals.dtype == np.float32
+    half = dim // 2
+    np.testing.assert_allclose(functionals[0, :half], frames.mean(0), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(functionals[0, half:], frames.std(0), rtol=1e-5, atol=1e-4)
+    assert build(**settings, level="functionals").encoder_config().type == "mlp"
+    assert build(**settings).encoder_config().type == "cnn"
 
 
 def test_prosodic_functionals():

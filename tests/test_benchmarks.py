@@ -19,6 +19,7 @@ import full_grid_cost  # noqa: E402
 import gpu  # noqa: E402
 import grid  # noqa: E402
 import memory  # noqa: E402
+import pitch  # noqa: E402
 import rerun  # noqa: E402
 import step_work  # noqa: E402
 import train_loop  # noqa: E402
@@ -299,3 +300,21 @@ def test_demo_study_records_dev_chosen_winners_floors_and_tables(tmp_path):
     assert figures["cells"]["mfcc/none/direct"]["test_ua"]["n"] == 3
     assert {"results", "modality", "approach"} <= set(figures["report_tables"])
     assert "synthetic" in figures["caveat"].lower()
+
+
+def test_pitch_benchmark_scores_known_f0():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    clip = pitch.make_clip(rng)
+    assert len(clip.f0) == len(clip.scored) == 1 + len(clip.waveform) // 160
+    assert 0 < (clip.f0 > 0).mean() < 1 and clip.scored.mean() > 0.5
+    perfect = pitch.score([clip], [clip.f0])
+    assert perfect["median_f0_error_hz"] == 0 and perfect["voicing_accuracy"] == 1
+    octave = pitch.score([clip], [2 * clip.f0])
+    assert octave["gross_error_rate"] == 1 and octave["voicing_accuracy"] == 1
+    from emoplug.registry import get_registry
+
+    yin = get_registry().build("audio", {"type": "prosodic", "deltas": 0})
+    tracked = pitch.score([clip], [yin.contours(clip.waveform, pitch.SR)[:, 0]])
+    assert tracked["median_f0_error_hz"] < 2 and tracked["voicing_accuracy"] > 0.9

@@ -23,6 +23,8 @@ FUSIONS = {
     "attention_no_layer_norm": {"type": "attention", "hidden": 16, "dim": 8, "heads": 2,
                                 "layer_norm": False},
     "none": {"type": "none", "hidden": 16},
+    "none_linear": {"type": "none", "hidden": 0},
+    "late_linear": {"type": "late", "hidden": 0},
 }
 MODALITY_SETS = [("text",), ("audio",), ("text", "audio")]
 
@@ -56,7 +58,7 @@ def padded_batch(modalities: tuple[str, ...], lengths: dict[str, list[int]],
 
 
 def modality_pairs(fusion_key: str) -> list[tuple[str, ...]]:
-    return MODALITY_SETS[:2] if fusion_key == "none" else MODALITY_SETS
+    return MODALITY_SETS[:2] if fusion_key.startswith("none") else MODALITY_SETS
 
 
 @pytest.mark.parametrize("key", list(FUSIONS))
@@ -286,3 +288,11 @@ def test_every_fusion_trains_under_bf16_autocast_with_padding(key):
         outputs.float().sum().backward()
         assert all(torch.isfinite(p.grad).all() for p in fusion.parameters()
                    if p.grad is not None), (key, modalities)
+
+
+def test_hidden_zero_makes_a_linear_head():
+    module = build_fusion("none_linear", ("audio",), 4).eval()
+    linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+    assert len(linears) == 1 and linears[0].in_features == DIMS["audio"]
+    batch, _ = padded_batch(("audio",), {"audio": [3, 5]}, seed=0)
+    torch.testing.assert_close(module(batch), linears[0](batch["audio"].pooled))

@@ -6,8 +6,8 @@ import pytest
 from fakes import FakePlugin, fake_registry
 from pydantic import ValidationError
 
-from emoplug import ComponentConfig, Fusion, hookimpl
-from emoplug.errors import PluginError, UnknownComponentError
+from emoplug import ComponentConfig, Fusion, hookimpl, missing_package
+from emoplug.errors import ComponentUnavailableError, PluginError, UnknownComponentError
 from emoplug.registry import Registry
 
 
@@ -186,3 +186,51 @@ def test_a_misspelt_hook_marks_its_plugin_broken_and_the_others_load():
     assert registry.plugins["misspelt"].error == (
         "implements hooks emoplug does not have: emoplug_register_fusion "
         "(did you mean emoplug_register_fusions?)")
+
+
+class _NeedsPackage:
+    """A fusion that needs a package only in one of its settings, and one that always does."""
+
+    @hookimpl
+    def emoplug_register_fusions(self, register):
+        class Fancy(Fusion):
+            name = "fancy"
+
+            class Config(ComponentConfig):
+                fast: bool = False
+
+            @classmethod
+            def unavailable_reason(cls, config=None):
+                if config is not None and config.fast:
+                    return missing_package("no_such_module_xyz", "pip install fancy[fast]")
+                return None
+
+        class Absent(Fusion):
+            name = "absent"
+
+            @classmethod
+            def unavailable_reason(cls, config=None):
+                return missing_package("no_such_module_xyz", "pip install absent")
+
+        register(Fancy)
+        register(Absent)
+
+
+def test_unavailable_component_is_refused_at_validation_with_its_reason():
+    registry = fake_registry()
+    registry.add_plugin(_NeedsPackage(), "needs")
+    assert registry.validate("fusion", {"type": "fancy"}) == {"type": "fancy", "fast": False}
+    with pytest.raises(ComponentUnavailableError) as err:
+        registry.validate("fusion", {"type": "fancy", "fast": True})
+    assert str(err.value) == ("fusion 'fancy' is unavailable: needs no_such_module_xyz, which "
+                              "is not installed: pip install fancy[fast]")
+    with pytest.raises(ComponentUnavailableError, match="pip install absent"):
+        registry.build("fusion", {"type": "absent"})
+    assert registry.get("fusion", "fancy").unavailable_reason() is None
+    assert "pip install absent" in registry.get("fusion", "absent").unavailable_reason()
+    assert registry.get("fusion", "early").unavailable_reason() is None
+
+
+def test_missing_package_finds_modules_without_importing_them():
+    assert missing_package("json", "x") is None
+    assert missing_package("no_such_module_xyz", "pip install y").endswith("pip install y")

@@ -1,9 +1,9 @@
 """Bundled audio featurizers: mfcc, spectrogram, prosodic, wav2vec.
 
 Each featurizer (one module each) turns a mono waveform into a deterministic, cacheable
-``[frames, dim]`` array and names a default trainable encoder (:mod:`emoplug_audio.encoders`
-holds the encoder settings, :mod:`emoplug_audio.nn` the torch modules). Numeric helpers shared
-by the featurizers live in :mod:`emoplug_audio.dsp`.
+``[frames, dim]`` array and names a default trainable encoder (from
+:mod:`emoplug.audio_encoders`); :mod:`emoplug_audio.base` is their shared base. Numeric helpers
+shared by the featurizers live in :mod:`emoplug_audio.dsp`.
 """
 
 from __future__ import annotations

@@ -31,3 +31,9 @@ def cmvn(features: np.ndarray) -> np.ndarray:
     mean = features.mean(axis=0, keepdims=True)
     std = features.std(axis=0, keepdims=True)
     return (features - mean) / np.maximum(std, 1e-5)
+
+
+def mean_std(features: np.ndarray) -> np.ndarray:
+    """``[frames, d]`` -> ``[1, 2 * d]``: each column's mean over the utterance, then its
+    standard deviation."""
+    return np.concatenate([features.mean(axis=0), features.std(axis=0)])[None, :]

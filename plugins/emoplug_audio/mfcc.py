@@ -1,4 +1,5 @@
-"""MFCC featurizer: mel-frequency cepstral coefficients (+ deltas), per-utterance CMVN."""
+"""MFCC featurizer: mel-frequency cepstral coefficients (+ deltas), per-utterance CMVN, or
+their utterance-level mean and std (``level: functionals``)."""
 
 from __future__ import annotations
 
@@ -6,26 +7,25 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from emoplug_audio.encoders import EncoderConfig, Featurizer, FeaturizerConfig
+from emoplug_audio.base import Featurizer, LevelConfig, at_level
 
 if TYPE_CHECKING:
     import numpy as np
 
 
 class MFCC(Featurizer):
-    """``[frames, n_mfcc * (deltas + 1)]`` float32; a CNN over time by default."""
+    """``frames``: ``[frames, n_mfcc * (deltas + 1)]``, a CNN over time by default;
+    ``functionals``: ``[1, 2 * n_mfcc * (deltas + 1)]``, an MLP by default; float32."""
 
     name: ClassVar[str] = "mfcc"
     version: ClassVar[str] = "1"
 
-    class Config(FeaturizerConfig):
+    class Config(LevelConfig):
         n_mfcc: int = Field(40, gt=0, description="cepstral coefficients per frame")
         n_mels: int = Field(64, gt=0, description="mel bands the coefficients are taken from")
         deltas: Literal[0, 1, 2] = Field(0, description="append deltas (1) and delta-deltas (2)")
         win_ms: float = Field(25.0, gt=0, description="analysis window length (ms)")
         hop_ms: float = Field(10.0, gt=0, description="frame shift (ms)")
-        cmvn: bool = Field(True, description="normalise each coefficient per utterance")
-        encoder: EncoderConfig = EncoderConfig(type="cnn")
 
         @model_validator(mode="after")
         def _mfcc_fits_mels(self):
@@ -36,16 +36,12 @@ class MFCC(Featurizer):
 
     def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         import librosa
-        import numpy as np
 
-        from emoplug_audio.dsp import add_deltas, cmvn, frame_sizes
+        from emoplug_audio.dsp import add_deltas, frame_sizes
 
         cfg = self.config
         win, hop, n_fft = frame_sizes(sample_rate, cfg.win_ms, cfg.hop_ms)
         coefficients = librosa.feature.mfcc(
             y=waveform, sr=sample_rate, n_mfcc=cfg.n_mfcc, n_fft=n_fft, hop_length=hop,
             win_length=win, n_mels=cfg.n_mels).T
-        features = add_deltas(coefficients, cfg.deltas)
-        if cfg.cmvn:
-            features = cmvn(features)
-        return np.ascontiguousarray(features, dtype=np.float32)
+        return at_level(add_deltas(coefficients, cfg.deltas), cfg)

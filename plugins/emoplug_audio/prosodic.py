@@ -1,21 +1,25 @@
 """Prosodic featurizer: pitch, voicing, energy and zero-crossing rate per frame, or their
 utterance-level functionals.
 
-Pitch comes from librosa's ``yin`` (default) or ``pyin`` (about 20x slower). ``yin`` gives
-no voicing decision, so with ``yin`` a frame's voicing is its harmonicity: the normalised
-autocorrelation of the frame at the yin period (1 = perfectly periodic). A frame is voiced
-when its harmonicity reaches ``voicing_threshold`` and its energy lies within ``silence_db``
-of the utterance's loudest frame; F0 is 0 in unvoiced frames. With ``pyin`` voicing is
-pyin's voicing probability and its voiced flag decides.
+Pitch comes from librosa's ``yin`` (default) or ``pyin`` (about 20x slower), or from Praat's
+autocorrelation method through ``praat-parselmouth`` (``pitch: praat``; the optional extra
+``emoplug[praat]``). ``yin`` gives no voicing decision, so with ``yin`` a frame's voicing is
+its harmonicity: the normalised autocorrelation of the frame at the yin period (1 = perfectly
+periodic). A frame is voiced when its harmonicity reaches ``voicing_threshold`` and its energy
+lies within ``silence_db`` of the utterance's loudest frame; F0 is 0 in unvoiced frames. With
+``pyin`` voicing is pyin's voicing probability and its voiced flag decides; with ``praat``
+voicing is Praat's autocorrelation strength and Praat's voicing decision decides (both with
+the same energy condition).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
-from emoplug_audio.encoders import EncoderConfig, Featurizer, FeaturizerConfig
+from emoplug import AudioEncoderConfig, missing_package
+from emoplug_audio.base import Featurizer, FeaturizerConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,7 +43,8 @@ class Prosodic(Featurizer):
     class Config(FeaturizerConfig):
         level: Literal["frames", "functionals"] = Field(
             "frames", description="frame-level contours or utterance-level statistics")
-        pitch: Literal["yin", "pyin"] = Field("yin", description="pitch tracker")
+        pitch: Literal["yin", "pyin", "praat"] = Field(
+            "yin", description="pitch tracker; praat needs the extra emoplug[praat]")
         fmin: float = Field(60.0, gt=0, description="lowest F0 searched (Hz)")
         fmax: float = Field(500.0, gt=0, description="highest F0 searched (Hz)")
         pitch_win_ms: float = Field(64.0, gt=0, description="pitch analysis window (ms); "
@@ -54,7 +59,7 @@ class Prosodic(Featurizer):
                                          "delta-deltas (2)")
         cmvn: bool = Field(False, description="frames: normalise each column per utterance "
                            "(removes absolute pitch and loudness levels)")
-        encoder: EncoderConfig | None = Field(None, description="default: cnn for frames, "
+        encoder: AudioEncoderConfig | None = Field(None, description="default: cnn for frames, "
                                               "mlp for functionals")
 
         @model_validator(mode="after")
@@ -66,10 +71,16 @@ class Prosodic(Featurizer):
                                  f"of fmin ({2000 / self.fmin:.1f} ms)")
             return self
 
-    def encoder_config(self) -> EncoderConfig:
+    @classmethod
+    def unavailable_reason(cls, config: BaseModel | None = None) -> str | None:
+        if config is not None and config.pitch == "praat":
+            return missing_package("parselmouth", 'pip install "emoplug[praat]"')
+        return None
+
+    def encoder_config(self) -> AudioEncoderConfig:
         if self.config.encoder is not None:
             return self.config.encoder
-        return EncoderConfig(type="cnn" if self.config.level == "frames" else "mlp")
+        return AudioEncoderConfig(type="cnn" if self.config.level == "frames" else "mlp")
 
     def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         import numpy as np
@@ -106,6 +117,9 @@ class Prosodic(Featurizer):
                 y, fmin=cfg.fmin, fmax=cfg.fmax, sr=sample_rate, frame_length=pitch_win,
                 hop_length=hop)
             voiced = voiced & loud
+        elif cfg.pitch == "praat":
+            f0, voicing = praat_pitch(y, sample_rate, hop, len(energy_db), cfg.fmin, cfg.fmax)
+            voiced = (f0 > 0) & loud
         else:
             f0 = librosa.yin(y, fmin=cfg.fmin, fmax=cfg.fmax, sr=sample_rate,
                              frame_length=pitch_win, hop_length=hop)
@@ -113,6 +127,28 @@ class Prosodic(Featurizer):
             voiced = (voicing >= cfg.voicing_threshold) & loud
         f0 = np.where(voiced, np.nan_to_num(f0), 0.0)
         return np.stack([f0, voicing, energy_db, zcr], axis=1).astype(np.float32)
+
+
+def praat_pitch(y: np.ndarray, sample_rate: int, hop: int, frames: int, fmin: float,
+                fmax: float) -> tuple[np.ndarray, np.ndarray]:
+    """Praat's autocorrelation pitch (``To Pitch (ac)``, its default settings otherwise):
+    F0 (0 where Praat finds the frame unvoiced) and strength, one value per frame centred at
+    ``i * hop`` samples (librosa's frames), taken from the nearest Praat frame (0 outside
+    Praat's first and last frame)."""
+    import numpy as np
+    import parselmouth
+
+    sound = parselmouth.Sound(y.astype(np.float64), sampling_frequency=sample_rate)
+    pitch = sound.to_pitch_ac(time_step=hop / sample_rate, pitch_floor=fmin,
+                              pitch_ceiling=fmax)
+    picked = pitch.selected_array
+    times = np.arange(frames) * hop / sample_rate
+    index = np.rint((times - pitch.x1) / pitch.dx).astype(np.int64)
+    inside = (index >= 0) & (index < pitch.n_frames)
+    index = np.clip(index, 0, pitch.n_frames - 1)
+    f0 = np.where(inside, picked["frequency"][index], 0.0)
+    strength = np.where(inside, picked["strength"][index], 0.0)
+    return f0, np.clip(strength, 0.0, 1.0)
 
 
 def harmonicity(y: np.ndarray, f0: np.ndarray, sample_rate: int, frame_length: int,

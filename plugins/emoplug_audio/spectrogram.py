@@ -1,4 +1,5 @@
-"""Spectrogram featurizer: log-mel or linear log-magnitude STFT frames, in dB."""
+"""Spectrogram featurizer: log-mel or linear log-magnitude STFT frames, in dB (+ deltas), or
+their utterance-level mean and std (``level: functionals``)."""
 
 from __future__ import annotations
 
@@ -6,19 +7,21 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
-from emoplug_audio.encoders import EncoderConfig, Featurizer, FeaturizerConfig
+from emoplug_audio.base import Featurizer, LevelConfig, at_level
 
 if TYPE_CHECKING:
     import numpy as np
 
 
 class Spectrogram(Featurizer):
-    """``[frames, n_mels]`` (logmel) or ``[frames, n_fft // 2 + 1]`` (linear) float32."""
+    """``frames``: ``[frames, B * (deltas + 1)]`` with ``B`` = ``n_mels`` (logmel) or
+    ``n_fft // 2 + 1`` (linear), a CNN by default; ``functionals``: ``[1, 2 * B * (deltas +
+    1)]``, an MLP by default; float32."""
 
     name: ClassVar[str] = "spectrogram"
     version: ClassVar[str] = "1"
 
-    class Config(FeaturizerConfig):
+    class Config(LevelConfig):
         kind: Literal["logmel", "linear"] = Field(
             "logmel", description="logmel: mel power in dB; linear: STFT magnitude in dB")
         n_mels: int = Field(64, gt=0, description="mel bands (logmel only)")
@@ -26,14 +29,13 @@ class Spectrogram(Featurizer):
         hop_ms: float = Field(10.0, gt=0, description="frame shift (ms)")
         top_db: float = Field(80.0, gt=0, description="floor: this many dB below the "
                               "utterance's loudest bin")
-        cmvn: bool = Field(True, description="normalise each bin per utterance")
-        encoder: EncoderConfig = EncoderConfig(type="cnn")
+        deltas: Literal[0, 1, 2] = Field(0, description="append deltas (1) and delta-deltas (2)")
 
     def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         import librosa
         import numpy as np
 
-        from emoplug_audio.dsp import cmvn, frame_sizes
+        from emoplug_audio.dsp import add_deltas, frame_sizes
 
         cfg = self.config
         win, hop, n_fft = frame_sizes(sample_rate, cfg.win_ms, cfg.hop_ms)
@@ -46,6 +48,4 @@ class Spectrogram(Featurizer):
             magnitude = np.abs(librosa.stft(waveform, n_fft=n_fft, hop_length=hop,
                                             win_length=win))
             features = librosa.amplitude_to_db(magnitude, top_db=cfg.top_db).T
-        if cfg.cmvn:
-            features = cmvn(features)
-        return np.ascontiguousarray(features, dtype=np.float32)
+        return at_level(add_deltas(features, cfg.deltas), cfg)

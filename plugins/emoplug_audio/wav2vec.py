@@ -12,8 +12,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, field_validator
 
-from emoplug import EmoplugError, SettingError, checkpoints
-from emoplug_audio.encoders import EncoderConfig, Featurizer, FeaturizerConfig, build_encoder
+from emoplug import (
+    AudioEncoderConfig,
+    EmoplugError,
+    SettingError,
+    build_audio_encoder,
+    checkpoints,
+)
+from emoplug_audio.base import Featurizer, FeaturizerConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -37,7 +43,8 @@ class Wav2Vec(Featurizer):
             (4, 8, 12), min_length=1, description="hidden-state layers (0 = the conv "
             "front end's projection); indices past the model's depth become its last layer")
         downsample: int = Field(1, ge=1, description="average every N frames into one")
-        encoder: EncoderConfig = EncoderConfig(type="attention_pool", hidden=256, layers=1)
+        encoder: AudioEncoderConfig = AudioEncoderConfig(type="attention_pool", hidden=256,
+                                                         layers=1)
 
         @field_validator("layers")
         @classmethod
@@ -121,7 +128,7 @@ class Wav2Vec(Featurizer):
         if input_dim % n_layers:
             raise EmoplugError(f"wav2vec features of dim {input_dim} do not split into "
                                f"{n_layers} layers; clear the feature cache for {self.name}")
-        return build_encoder(self.config.encoder, input_dim, n_layers=n_layers)
+        return build_audio_encoder(self.config.encoder, input_dim, n_layers=n_layers)
 
 
 def _receptive_field(config: Any) -> int:

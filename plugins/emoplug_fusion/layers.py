@@ -11,10 +11,14 @@ from emoplug import EmoplugError, Encoded
 
 
 class MLPHead(nn.Module):
-    """``dropout -> linear -> GELU -> dropout -> linear``: ``[B, in_dim]`` to ``[B, out_dim]``."""
+    """``dropout -> linear -> GELU -> dropout -> linear``: ``[B, in_dim]`` to ``[B, out_dim]``;
+    with ``hidden`` 0, ``dropout -> linear`` (a linear classifier on its input)."""
 
     def __init__(self, in_dim: int, out_dim: int, hidden: int, dropout: float):
         super().__init__()
+        if hidden == 0:
+            self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, out_dim))
+            return
         self.net = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(in_dim, hidden),

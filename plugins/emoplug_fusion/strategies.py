@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 class HeadConfig(ComponentConfig):
     """Settings of the MLP head every strategy ends with."""
 
-    hidden: int = Field(256, gt=0, description="width of the head's hidden layer")
+    hidden: int = Field(256, ge=0, description="width of the head's hidden layer; 0: no "
+                        "hidden layer (a linear head)")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout before each linear layer")
 
 

@@ -2,9 +2,10 @@
 
 Plugins import only what this module exports: the ``hookimpl`` marker, the component base
 classes, the data types they exchange, :func:`stratified_sample` (the label-stratified draw
-protocols carve dev sets with), ``foldfiles`` (the EmoBox and s3prl fold-file formats, which
-the core writes and a protocol plugin may read) and ``checkpoints`` (what a ``pretrained``
-setting points at, for components' ``check``).
+protocols carve dev sets with), the trainable audio encoders a featurizer may hand out
+(``AudioEncoderConfig``, ``build_audio_encoder``), ``foldfiles`` (the EmoBox and s3prl
+fold-file formats, which the core writes and a protocol plugin may read) and ``checkpoints``
+(what a ``pretrained`` setting points at, for components' ``check``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ hookimpl = pluggy.HookimplMarker("emoplug")
 
 # pretrained directories and hub names; EmoBox / s3prl fold files, read and written
 from emoplug import checkpoints, foldfiles  # noqa: E402
+from emoplug.audio_encoders import AudioEncoderConfig, build_audio_encoder  # noqa: E402
 from emoplug.components import (  # noqa: E402
     Approach,
     AudioFeaturizer,
@@ -27,6 +29,7 @@ from emoplug.components import (  # noqa: E402
     Protocol,
     TextEncoder,
     TextEncoderConfig,
+    missing_package,
 )
 from emoplug.errors import EmoplugError, SettingError  # noqa: E402
 from emoplug.splits import stratified_sample  # noqa: E402
@@ -46,6 +49,7 @@ __all__ = [
     "AVD_NAMES",
     "MISSING_AUDIO",
     "Approach",
+    "AudioEncoderConfig",
     "AudioFeaturizer",
     "checkpoints",
     "Component",
@@ -65,9 +69,11 @@ __all__ = [
     "TextEncoder",
     "TextEncoderConfig",
     "Utterance",
+    "build_audio_encoder",
     "hookimpl",
     "load",
     "stratified_sample",
+    "missing_package",
 ]
 
 

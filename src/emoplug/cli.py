@@ -43,12 +43,14 @@ def main() -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 def plugins(as_json: bool) -> None:
-    """List every component: kind, name, providing plugin and distribution."""
+    """List every component: kind, name, providing plugin and distribution, and why a
+    component whose optional dependency is missing is unavailable."""
     from emoplug.registry import get_registry
 
     registry = get_registry()
     rows = [{"kind": s.kind, "name": s.name, "plugin": s.plugin,
-             "distribution": s.distribution, "version": s.version} for s in registry.all()]
+             "distribution": s.distribution, "version": s.version,
+             "unavailable": s.unavailable_reason()} for s in registry.all()]
     broken = [{"plugin": p.name, "distribution": p.distribution, "error": p.error}
               for p in registry.plugins.values() if p.error]
     disabled = sorted(p.name for p in registry.plugins.values() if p.disabled)
@@ -61,7 +63,8 @@ def plugins(as_json: bool) -> None:
     width = max([len(r["name"]) for r in rows] + [4])
     for r in rows:
         dist = f"{r['distribution']} {r['version']}" if r["distribution"] else "(not installed)"
-        click.echo(f"{r['kind']:<9} {r['name']:<{width}}  {r['plugin']:<12} {dist}")
+        click.echo(f"{r['kind']:<9} {r['name']:<{width}}  {r['plugin']:<12} {dist}"
+                   + (f"  UNAVAILABLE: {r['unavailable']}" if r["unavailable"] else ""))
     for b in broken:
         click.echo(f"BROKEN    plugin '{b['plugin']}' ({b['distribution'] or 'no distribution'})"
                    f": {b['error']}", err=True)
@@ -162,19 +165,35 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
              else _checked_plan(recipe, overrides))
     device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops here, before any worker starts
     verbosity = 0 if quiet else (2 if verbose else 1)
-    if Worker.from_env() is None:  # bad data stops here, before the run folder is written
+    launcher = Worker.from_env() is None  # not one of the worker processes of a launch
+    if launcher:  # bad data stops here, before the run folder is written
         from emoplug.data.loading import load_corpus_and_folds
 
         load_corpus_and_folds(plan_.corpus_request(), warn=False)
-    if workers > 1 and Worker.from_env() is None:
+    if workers > 1 and launcher:
         argv = ["run", str(recipe), *overrides, "-q"]
         if output is not None:
             argv += ["--output", str(output)]
-        if not run_with_workers(plan_, argv, workers, output, verbosity):
-            sys.exit(1)
-        return
-    if run_plan(plan_, output, verbosity).failed:
+        succeeded = run_with_workers(plan_, argv, workers, output, verbosity)
+    else:
+        succeeded = not run_plan(plan_, output, verbosity).failed
+    if launcher:
+        _warn_undertrained(plan_.output_dir(output))
+    if not succeeded:
         sys.exit(1)
+
+
+def _warn_undertrained(run_dir: Path) -> None:
+    """One line naming the cells that stopped at the epoch limit with dev loss still
+    improving in at least half of their folds."""
+    from emoplug.report.collect import load_run
+    from emoplug.report.stopping import FLAG, undertrained_cells
+
+    cells = undertrained_cells(load_run(run_dir))
+    if cells:
+        click.echo(f"emoplug: warning: {len(cells)} cell(s) {FLAG} in at least half of "
+                   f"their folds (raise train.epochs): "
+                   f"{', '.join(c.label for c in cells)}", err=True)
 
 
 @main.command()

@@ -8,6 +8,7 @@ be light to import: import torch / transformers / librosa inside methods.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -55,6 +56,26 @@ class Component:
         """A stable hash of name + resolved config (+ a code version), for cache keys."""
         payload = json.dumps([self.config_dict(), version], sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+    @classmethod
+    def unavailable_reason(cls, config: BaseModel | None = None) -> str | None:
+        """Why the component cannot run here, as one line that says what to install; None
+        when it can. ``config`` None asks about the component as a whole (``emoplug
+        plugins``); a validated config asks about that configuration (recipe validation),
+        so an option that needs an optional package can be refused alone. Must be cheap:
+        look packages up with :func:`missing_package`, do not import them."""
+        return None
+
+
+def missing_package(module: str, install: str) -> str | None:
+    """None when the top-level ``module`` can be imported, else ``needs <module>, which is
+    not installed: <install>`` (e.g. ``install='pip install "emoplug[praat]"'``). Finds the
+    module without importing it; a module blocked in ``sys.modules`` counts as missing."""
+    try:
+        found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        found = False
+    return None if found else f"needs {module}, which is not installed: {install}"
 
 
 @contextmanager

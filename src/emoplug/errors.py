@@ -49,3 +49,7 @@ def dataset_problems(exc: EmoplugError) -> list[str]:
     (``dataset.root: ...``); others get ``dataset: ``."""
     return [line if line.startswith("dataset") else f"dataset: {line}"
             for line in str(exc).splitlines()]
+
+
+class ComponentUnavailableError(EmoplugError):
+    """A registered component (or one of its options) whose optional dependency is missing."""

@@ -22,7 +22,7 @@ import pluggy
 from pydantic import BaseModel
 
 from emoplug import components, hookspecs
-from emoplug.errors import PluginError, UnknownComponentError
+from emoplug.errors import ComponentUnavailableError, PluginError, UnknownComponentError
 
 ENTRY_POINT_GROUP = "emoplug"
 
@@ -62,11 +62,26 @@ class ComponentSpec:
     plugin: str
     distribution: str | None = None
     version: str | None = None
+    #: ``Component.unavailable_reason`` of a registered class; None: always available
+    availability: Callable[[BaseModel | None], str | None] | None = None
+
+    def unavailable_reason(self, config: BaseModel | None = None) -> str | None:
+        """Why the component (or this ``config`` of it) cannot run here; None when it can."""
+        return self.availability(config) if self.availability is not None else None
+
+    def validated(self, settings: dict[str, Any] | None = None) -> BaseModel:
+        """``settings`` (a recipe mapping without ``type``) validated by the config model;
+        raises ``ComponentUnavailableError`` (one line) when that configuration cannot run."""
+        config = self.config_model.model_validate(settings or {})
+        reason = self.unavailable_reason(config)
+        if reason is not None:
+            label = KINDS[self.kind].label
+            raise ComponentUnavailableError(f"{label} '{self.name}' is unavailable: {reason}")
+        return config
 
     def build(self, settings: dict[str, Any] | None = None) -> Any:
         """Validate ``settings`` (a recipe mapping without ``type``) and build the component."""
-        config = self.config_model.model_validate(settings or {})
-        return self.factory(config)
+        return self.factory(self.validated(settings))
 
 
 @dataclass(frozen=True)
@@ -272,8 +287,9 @@ class Registry:
                         f"{cls.__name__} is not a subclass of emoplug.{kind.base.__name__}")
                 name = getattr(cls, "name", None)
                 factory, config_model = cls, getattr(cls, "Config", None)
+                availability = cls.unavailable_reason
             else:
-                name = name_or_cls
+                name, availability = name_or_cls, None
             if not isinstance(name, str) or not name.isidentifier():
                 raise PluginError(f"invalid {kind.label} name {name!r} (use an identifier)")
             if factory is None or not callable(factory):
@@ -281,7 +297,7 @@ class Registry:
             if not (isinstance(config_model, type) and issubclass(config_model, BaseModel)):
                 raise PluginError(f"{kind.label} {name!r}: config model is not a pydantic model")
             staged.append(ComponentSpec(kind.key, name, factory, config_model, info.name,
-                                        info.distribution, info.version))
+                                        info.distribution, info.version, availability))
         return register
 
     def report_sections(self) -> list[ReportSectionSpec]:
@@ -361,10 +377,11 @@ class Registry:
     def validate(self, kind: str, mapping: dict[str, Any]) -> dict[str, Any]:
         """Validate a recipe mapping; return it fully resolved (defaults filled, ``type`` first).
 
-        Raises ``UnknownComponentError`` or pydantic's ``ValidationError``."""
+        Raises ``UnknownComponentError``, ``ComponentUnavailableError`` or pydantic's
+        ``ValidationError``."""
         settings = dict(mapping)
         spec = self.get(kind, settings.pop("type"))
-        config = spec.config_model.model_validate(settings)
+        config = spec.validated(settings)
         return {"type": spec.name, **config.model_dump(mode="json")}
 
     # -- lifecycle hooks -------------------------------------------------------------------

@@ -49,6 +49,18 @@ class FitResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     dev_outputs: Outputs | None = None  # the best epoch's dev predictions, for reuse
+    #: ``early_stopping`` (patience ran out) or ``epoch_limit``; None while training
+    stopped_by: str | None = None
+    epoch_limit: int = 0
+
+    @property
+    def stopping(self) -> dict[str, Any]:
+        """How training ended, for ``result.json``: ``stopped_by``, the ``epoch_limit``, and
+        ``dev_loss_improving``: a new best dev loss in the last tenth of the epochs run (at
+        least in the last epoch), i.e. the loss was still falling when training ended."""
+        window = max(1, self.epochs_run // 10)
+        return {"stopped_by": self.stopped_by, "epoch_limit": self.epoch_limit,
+                "dev_loss_improving": self.best_epoch > self.epochs_run - window}
 
 
 class _Collected:
@@ -179,7 +191,7 @@ class CellTrainer:
         # each job its own fp16 loss scale, so results do not depend on the jobs run before
         self.scaler = (torch.amp.GradScaler(accelerator.device.type)
                        if not ddp and accelerator.scaler is not None else None)
-        self.result = FitResult(0, math.inf, 0, 0, 0.0)
+        self.result = FitResult(0, math.inf, 0, 0, 0.0, epoch_limit=epochs)
         self.best_state = _snapshot(model)
         self.stale = 0
         self.active = True
@@ -258,8 +270,10 @@ class CellTrainer:
         else:
             self.stale += 1
         best.epochs_run = epoch
-        if self.stale >= self.settings.patience or epoch >= self.epochs:
-            self.active = False
+        if self.stale >= self.settings.patience:
+            self.active, best.stopped_by = False, "early_stopping"
+        elif epoch >= self.epochs:
+            self.active, best.stopped_by = False, "epoch_limit"
 
     def finish(self) -> FitResult:
         """Load the best weights back into the model; the fit's record."""

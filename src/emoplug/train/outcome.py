@@ -83,6 +83,7 @@ def done(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel, fitted: 
         "epochs_run": fitted.epochs_run,
         "dev_loss": fitted.best_dev_loss,
         "history": fitted.history,
+        "stopping": fitted.stopping,
         "sizes": {name: len(ex) for name, ex in inputs.splits.items()},
         "dropped": inputs.dropped,
         "timings": timings,
