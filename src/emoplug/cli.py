@@ -121,29 +121,46 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
 @OVERRIDES
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path),
               help="run folder (default runs/<recipe name>)")
-@click.option("-q", "--quiet", is_flag=True, help="only the final summary")
+@click.option("-q", "--quiet", is_flag=True, help="only failures and the final summary")
 @click.option("-v", "--verbose", is_flag=True, help="per-epoch lines")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="local processes sharing the jobs (e.g. one per CPU core)")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="threads per process [default: $EMOPLUG_THREADS, else 1 on a CPU, "
+                   "else cores / workers]")
 def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bool,
-        verbose: bool, workers: int) -> None:
+        verbose: bool, workers: int, threads: int | None) -> None:
     """Run every job of a recipe (skips finished ones)."""
     from emoplug.recipe import load_plan
+    from emoplug.train.leases import lease_timeout
     from emoplug.train.packed import device_inputs_mode
     from emoplug.train.runner import run_plan
-    from emoplug.train.workers import Worker, run_with_workers
+    from emoplug.train.signals import Stopped, stop_on_signals, watch_parent
+    from emoplug.train.workers import Worker, run_with_workers, threads_per_process, use_threads
 
     plan_ = load_plan(recipe, overrides)
     device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops here, before any worker starts
+    lease_timeout()  # so does a bad EMOPLUG_LEASE_TIMEOUT
     verbosity = 0 if quiet else (2 if verbose else 1)
-    if workers > 1 and Worker.from_env() is None:
-        argv = ["run", str(recipe), *overrides, "-q"]
-        if output is not None:
-            argv += ["--output", str(output)]
-        if not run_with_workers(plan_, argv, workers, output, verbosity):
-            sys.exit(1)
-        return
-    if run_plan(plan_, output, verbosity).failed:
+    worker = Worker.from_env()
+    use_threads(threads_per_process(workers, threads))
+    try:
+        if workers > 1 and worker is None:
+            argv = ["run", str(recipe), *overrides, "-q"]
+            if output is not None:
+                argv += ["--output", str(output)]
+            summary = run_with_workers(plan_, argv, workers, output, verbosity)
+        else:
+            if worker is not None:
+                watch_parent(worker.parent)
+            stop_on_signals()
+            summary = run_plan(plan_, output, verbosity)
+    except Stopped as stop:
+        if worker is None:  # the main process speaks for its workers
+            click.echo(f"emoplug: {stop}; finished jobs are kept (run the same command to "
+                       "resume)", err=True)
+        sys.exit(128 + stop.signum)
+    if not summary.ok:
         sys.exit(1)
 
 
