@@ -4,7 +4,6 @@ each unit once, signals stop every worker, and the console tells the whole run's
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -161,10 +160,8 @@ def test_a_worker_stops_when_its_main_process_is_killed(tmp_path, warm):
     assert worker and wait_until(lambda: not running(worker[0]), 15), worker
 
 
-FAILING = SMALL.replace("  early: {type: early, hidden: 16}",
-                        "  early: {type: early, hidden: 16}\n"
-                        "  broken: {type: attention, dim: 15, heads: 2, hidden: 16}").replace(
-    "fusion: [early]", "fusion: [early, broken]")
+# every stage diverges, so every job fails: 5 stage failures and 5 job failures
+FAILING = SMALL.replace("lr: 3.0e-3", "lr: 1.0e+30")
 
 
 @pytest.mark.slow
@@ -178,8 +175,9 @@ def test_every_failure_is_shown_once_with_one_summary(tmp_path, warm, workers):
     lines = stderr.strip().splitlines()
     failed = [line for line in lines if line.startswith("FAILED")]
     # today only the first worker's failures were shown, and each worker printed a summary
-    assert len(failed) == 5 and all("broken" in line for line in failed), stderr
+    assert len(failed) == 10 and all("TrainingDiverged" in line for line in failed), stderr
+    assert len([line for line in failed if line.startswith("FAILED stage")]) == 5
     summaries = [line for line in lines if line.startswith("run small:")]
-    assert len(summaries) == 1 and "5 done, 5 failed" in summaries[0], stderr
+    assert len(summaries) == 1 and "0 done, 5 failed" in summaries[0], stderr
     kept = (out / "failures.log").read_text().splitlines()
-    assert len(kept) == 5 and all("FAILED" in line and "jobs/" in line for line in kept)
+    assert len(kept) == 10 and all("FAILED" in line for line in kept)

@@ -95,6 +95,7 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
         "seeds": p.recipe.seeds,
         "jobs": len(p.jobs),
         "counts": p.counts(),
+        "size": p.size(),
         "job_list": [{"id": j.id, "cell": j.cell.id, "label": j.cell.label, "fold": j.fold,
                       "seed": j.seed} for j in p.jobs],
     }
@@ -110,6 +111,11 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     else:
         click.echo(f"recipe {p.recipe.name}: {len(p.cells)} cells x {len(p.folds)} folds x "
                    f"{len(p.recipe.seeds)} seeds = {len(p.jobs)} jobs")
+    size = summary["size"]
+    click.echo(f"  size: {size['feature_extractions']} audio feature extractions and "
+               f"{size['frozen_encoder_passes']} frozen text encoder passes over the corpus "
+               f"(cached), {size['stage_fine_tunings']} text stage fine-tunings, "
+               f"{size['head_jobs']} jobs ({size['fine_tuning_jobs']} fine-tune an encoder)")
     for axis, tally in summary["counts"].items():
         click.echo(f"  {axis:<10} " + ", ".join(f"{k}: {v}" for k, v in tally.items()))
     for j in summary["job_list"]:
