@@ -185,6 +185,7 @@ def main() -> None:
     _common.offline()
     rng = random.Random(args.seed)
     shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
     cache = WORK / "cache"
 
     def recipe_with(cache_dir: Path) -> Path:

@@ -106,6 +106,8 @@ def test_two_launches_on_one_folder_run_each_unit_once(tmp_path, warm):
     units = ends(out)
     assert len(units) == 10 and set(units.values()) == {1}, units
     assert ua(out) == warm[1]
+    threads = {json.loads(p.read_text())["threads"] for p in out.glob("jobs/*/result.json")}
+    assert threads == {1}  # one thread per process on a CPU, by default
     helping = [line for line in outputs[1][1].splitlines() if "held by another" in line]
     assert len(helping) == 1 and "helping with the rest" in helping[0]
     assert not list((out / "leases").glob("*.json"))  # finished units' leases are gone
@@ -181,3 +183,40 @@ def test_every_failure_is_shown_once_with_one_summary(tmp_path, warm, workers):
     assert len(summaries) == 1 and "0 done, 5 failed" in summaries[0], stderr
     kept = (out / "failures.log").read_text().splitlines()
     assert len(kept) == 10 and all("FAILED" in line for line in kept)
+
+
+def test_plan_states_the_runs_size(tmp_path):
+    from click.testing import CliRunner
+
+    from emoplug.cli import main
+
+    result = CliRunner().invoke(main, ["plan", str(write(tmp_path))])
+    assert result.exit_code == 0, result.output
+    assert ("size: 0 audio feature extractions and 0 frozen text encoder passes over the "
+            "corpus (cached), 5 text stage fine-tunings, 5 jobs (0 fine-tune an encoder)"
+            ) in result.output
+
+
+def test_threads_default_to_one_per_process_on_a_cpu(monkeypatch):
+    import torch
+
+    from emoplug.train.workers import threads_per_process
+
+    monkeypatch.delenv("EMOPLUG_THREADS", raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert threads_per_process(1, None) == 1  # today: every core's threads
+    assert threads_per_process(1, 3) == 3
+    monkeypatch.setenv("EMOPLUG_THREADS", "2")
+    assert threads_per_process(4, None) == 2
+
+
+def test_stages_and_jobs_show_their_batches(tmp_path, warm, monkeypatch):
+    from emoplug.train.progress import Progress
+
+    shown: list[str] = []
+    monkeypatch.setattr(Progress, "postfix", lambda self, text, force=False: shown.append(text))
+    summary = run_plan(load_plan(fresh(tmp_path, warm)), tmp_path / "out", verbosity=1)
+    assert len(summary.done) == 5
+    # today only "epoch 1/2" once an epoch had ended; now every batch of every epoch
+    assert "stage bert fold=Ses01 seed=0 epoch 1/2 batch 1/3" in shown, shown[:5]
+    assert "bert/none/direct fold=Ses01 seed=0 epoch 2/2 batch 3/3" in shown, shown[-5:]
