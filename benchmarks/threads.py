@@ -68,8 +68,8 @@ def main() -> None:
     timed_run(str(recipe), [], "warm")  # fill the cache
     results: dict[str, dict[str, float]] = {}
     load_before = _common.load_average()
-    for load in ("idle", f"{cores} busy loops"):
-        busy = [] if load == "idle" else [
+    for load in ("no synthetic load", f"{cores} busy loops"):
+        busy = [] if load == "no synthetic load" else [
             subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(cores)]
         try:
             for i, (name, extra) in enumerate(layouts(cores).items()):
