@@ -220,3 +220,11 @@ def test_stages_and_jobs_show_their_batches(tmp_path, warm, monkeypatch):
     # today only "epoch 1/2" once an epoch had ended; now every batch of every epoch
     assert "stage bert fold=Ses01 seed=0 epoch 1/2 batch 1/3" in shown, shown[:5]
     assert "bert/none/direct fold=Ses01 seed=0 epoch 2/2 batch 3/3" in shown, shown[-5:]
+
+
+def test_a_frozen_encoder_pass_shows_a_bar(tmp_path, warm, capsys):
+    recipe = fresh(tmp_path, warm, SMALL.replace("mode: staged", "mode: frozen"))
+    summary = run_plan(load_plan(recipe), tmp_path / "out", verbosity=1)
+    assert len(summary.done) == 5
+    err = capsys.readouterr().err
+    assert "frozen bert" in err and "60/60" in err  # today: silent while it encodes
