@@ -1,6 +1,6 @@
 """Processes and threads of ``emoplug run`` on a CPU, on an idle and on a busy machine.
 
-A small demo grid (5 staged text encoders, 10 head jobs on text and MFCCs, warm cache) is
+A small demo grid (10 head jobs on a frozen tiny text encoder and MFCCs, warm cache) is
 run by the whole ``emoplug run`` command (start-up included) with each layout: the old
 default (one process with one OpenMP thread per core), the new default (one process, one
 thread) and one single-threaded worker per core. Each runs with no synthetic load and with
@@ -27,12 +27,12 @@ protocol: {type: loso}
 seeds: [0]
 train: {epochs: 3, batch_size: 8, lr: 3.0e-3, patience: 3}
 text:
-  bert: {type: bert, tiny: true, mode: staged, lr: 1.0e-3, tiny_hidden: 16, tiny_layers: 1}
+  bert: {type: bert, tiny: true, mode: frozen, tiny_hidden: 16, tiny_layers: 1}
 audio:
   mfcc: {type: mfcc, n_mfcc: 13, hop_ms: 20, encoder: {hidden: 16, stride: 2}}
 fusion:
   early: {type: early, hidden: 16}
-grid: {text: [bert], audio: [mfcc, null], fusion: [early], approach: [direct]}
+grid: {text: [bert, null], audio: [mfcc], fusion: [early], approach: [direct]}
 """
 WORK = _common.WORK / "threads"
 BUSY = "while True: pass"
@@ -82,7 +82,7 @@ def main() -> None:
                 proc.wait()
     _common.write_report(
         "threads", args.out, machine=_common.machine(load_average_before=load_before),
-        settings={"recipe": RECIPE.strip(), "jobs": 10, "stages": 5,
+        settings={"recipe": RECIPE.strip(), "jobs": 10,
                   "timed": "the whole emoplug run command, warm cache, start-up included",
                   "synthetic_load": f"{cores} python busy loops ({BUSY!r})",
                   "note": "other users' work shared the machine too; see load_average"},

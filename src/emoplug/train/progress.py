@@ -39,11 +39,10 @@ def stamp(path: Path) -> Stamp:
 
 @dataclass
 class Totals:
-    """The whole run's jobs as recorded on disk: finished by this run, failed, and still open."""
+    """The whole run's jobs recorded on disk while it ran: finished, and failed."""
 
     done: int = 0
     failed: int = 0
-    open: int = 0
 
 
 def job_line(result: dict[str, Any]) -> str:
@@ -77,7 +76,7 @@ class Progress:
         self.results = [output_dir / "jobs" / j.id / "result.json" for j in pending]
         self.watched = {path: stamp(path) for path in [*self.results, *stages]}
         self.seen: set[Path] = set()
-        self.totals = Totals(open=len(pending))
+        self.totals = Totals()
         self.bar = None
         self.postfix_at = 0.0
         self._lock = threading.Lock()
@@ -155,7 +154,6 @@ class Progress:
                 self.seen.add(path)
                 ok = record.get("status") == "done"
                 if path.name == "result.json":
-                    self.totals.open -= 1
                     if ok:
                         self.totals.done += 1
                     else:
