@@ -228,3 +228,20 @@ def test_a_frozen_encoder_pass_shows_a_bar(tmp_path, warm, capsys):
     assert len(summary.done) == 5
     err = capsys.readouterr().err
     assert "frozen bert" in err and "60/60" in err  # today: silent while it encodes
+
+
+def test_a_run_takes_over_the_units_of_a_dead_launch(tmp_path, warm, capsys):
+    """Leases left by a killed launch (its process gone) do not block the next run: their
+    units are taken over at once and said so."""
+    recipe = fresh(tmp_path, warm)
+    out = tmp_path / "out"
+    plan = load_plan(recipe)
+    units = ",".join(job.id for job in plan.jobs[:2])
+    code = ("import sys; from pathlib import Path; from emoplug.train.leases import Leases; "
+            "leases = Leases(Path(sys.argv[1]), 'killed', 0); "
+            "[leases.take(u) for u in sys.argv[2].split(',')]")
+    subprocess.run([sys.executable, "-c", code, str(out), units], check=True)
+    assert len(list((out / "leases").glob("*.json"))) == 2
+    summary = run_plan(plan, out, verbosity=0)
+    assert len(summary.done) == 5 and ua(out) == warm[1]
+    assert "took over 2 units from stopped processes" in capsys.readouterr().err
