@@ -218,16 +218,19 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
             _run_jobs(run, pending)
         finally:
             leases.release_all()
-            summary.totals = progress.close()
+            totals = progress.close()
+            summary.totals = totals if main else None
         if leases.taken_over:
             owners = ", ".join(sorted({str(h) for _, h in leases.taken_over}))
             progress.line(f"took over {len(leases.taken_over)} units from stopped "
                           f"processes ({owners})", level=0)
+    if main and summary.totals is None:  # nothing was left to run
+        summary.totals = Totals()
     summary.seconds = time.perf_counter() - start
     if ddp:
         accelerator.wait_for_everyone()
     if main and verbosity >= 0:
-        totals = summary.totals or Totals()
+        totals = summary.totals
         print(f"run {plan.recipe.name}: {totals.done} done, {totals.failed} failed, "
               f"{len(summary.skipped)} skipped (already finished) in {summary.seconds:.1f}s "
               f"-> {out}", file=sys.stderr)
