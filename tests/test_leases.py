@@ -49,6 +49,7 @@ def test_a_lease_without_heartbeat_is_taken_over_once(tmp_path):
     assert won == [True, False]  # one taker wins; the other sees a fresh lease
     assert takers[0].taken_over[0][0] == "job1"
     assert json.loads(path.read_text())["launch"] == "bbb"
+    assert not owner.owns("job1") and takers[0].owns("job1")  # the old owner writes nothing
     owner.release("job1")  # the old owner's release leaves the new owner's lease alone
     assert path.exists()
     takers[0].release_all()

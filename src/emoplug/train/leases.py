@@ -120,6 +120,12 @@ class Leases:
             return None
         return _holder(record)
 
+    def owns(self, unit: str) -> bool:
+        """Whether this process still holds ``unit``'s lease (not taken over meanwhile)."""
+        if not self.enabled:
+            return True
+        return (_read(self.path(unit)) or {}).get("nonce") == self.nonce
+
     def release(self, unit: str) -> None:
         """Drop this process's lease on ``unit`` (a lease another process took over stays)."""
         with self._lock:

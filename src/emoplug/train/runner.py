@@ -130,8 +130,12 @@ def _execute(run: _Run, jobs: list[Job]) -> None:
 
 def _finish_job(run: _Run, job: Job, outcome: JobOutcome, write: bool) -> None:
     """Write a job's files (a failure's line also to ``failures.log``), tell the plugins
-    and count it."""
+    and count it; unless another process took the job's lease over meanwhile."""
     result = outcome.result
+    if not run.leases.owns(job.id):  # stalled past the timeout: the taker records this job
+        run.progress.line(f"{job.cell.label} fold={job.fold} seed={job.seed}: lease lost to "
+                          "another process while stalled; its result is left to it", level=0)
+        return
     result["launch"] = run.token
     result.setdefault("process", {"index": run.ctx.rank, "count": run.ctx.world}).update(
         host=run.leases.host, pid=run.leases.pid)
