@@ -75,6 +75,20 @@ def test_regeneration_is_byte_identical(tmp_path: Path):
     assert [u.text for u in other.utterances] != [u.text for u in first.utterances]
 
 
+def test_a_damaged_wav_regenerates_the_corpus(tmp_path: Path, capsys):
+    """The demo corpus lives in the cache: a damaged WAV is regenerated like a corrupt
+    cache entry (today the utterance was skipped and every result that used it changed)."""
+    settings = {"utterances_per_speaker": 6}
+    first = build(**settings).load(need_audio=True, cache_dir=tmp_path)
+    wav = Path(first.utterances[0].audio)
+    original = wav.read_bytes()
+    wav.write_bytes(b"not a wav" * 10)
+    again = build(**settings).load(need_audio=True, cache_dir=tmp_path)
+    assert len(again.utterances) == len(first.utterances) and not again.skipped
+    assert wav.read_bytes() == original
+    assert "has damaged audio; regenerating" in capsys.readouterr().err
+
+
 def _audio_features(path: str) -> list[float]:
     """Log RMS and zero-crossing rate of the loud frames, and the share of loud frames."""
     wave, _ = soundfile.read(path, dtype="float32")

@@ -256,9 +256,12 @@ def test_ddp_strategy_runs_each_job_across_both_processes(tmp_path, mode):
     assert {r["process"]["index"] for r in found.values()} == {0}  # the main process writes
 
 
-def test_a_failure_from_an_earlier_launch_counts_as_not_run(tmp_path):
+def test_a_stage_failure_from_an_earlier_launch_counts_as_not_run(tmp_path):
+    """A failure recorded before this launch started is retried; one recorded by this launch,
+    or by another launch while this one runs, stands (it is not fine-tuned twice)."""
     from types import SimpleNamespace
 
+    from emoplug.train.progress import stamp
     from emoplug.train.runner import _current_stage_status
 
     settings = SimpleNamespace(train=SimpleNamespace(save="none"))
@@ -266,8 +269,12 @@ def test_a_failure_from_an_earlier_launch_counts_as_not_run(tmp_path):
     folder = tmp_path / "stages" / "s1"
     folder.mkdir(parents=True)
     (folder / "stage.json").write_text(json.dumps({"status": "failed", "launch": "old"}))
-    assert _current_stage_status(ctx, "s1", "new") is None
-    assert _current_stage_status(ctx, "s1", "old")["status"] == "failed"
+    before = stamp(folder / "stage.json")  # as the new launch found it
+    assert _current_stage_status(ctx, "s1", "new", before) is None
+    assert _current_stage_status(ctx, "s1", "old", before)["status"] == "failed"
+    (folder / "stage.json").unlink()
+    (folder / "stage.json").write_text(json.dumps({"status": "failed", "launch": "beside"}))
+    assert _current_stage_status(ctx, "s1", "new", before)["status"] == "failed"
 
 
 def test_shuffles_of_different_seeds_are_independent():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import ClassVar
@@ -60,6 +61,8 @@ class DemoDataset(Dataset):
         from emoplug_data.demo_synth import CLASSES
 
         folder = self.folder(cache_dir)
+        if (folder / INDEX).is_file() and need_audio and self._damaged(folder):
+            self._discard(folder)
         if not (folder / INDEX).is_file():
             self._generate(folder)
         corpus = Corpus("demo", CLASSES, [], avd_scale=(1.0, 5.0),
@@ -76,6 +79,25 @@ class DemoDataset(Dataset):
                 text=record["text"], audio=str(audio), label=record["label"],
                 avd=tuple(record["avd"]), meta=record["meta"]))
         return corpus
+
+    def _damaged(self, folder: Path) -> bool:
+        """Whether a WAV of the generated corpus is missing or unreadable (a damaged cache:
+        the corpus is regenerated, as a corrupt feature cache entry is recomputed)."""
+        for line in (folder / INDEX).read_text(encoding="utf-8").splitlines():
+            if audio_problem(folder / json.loads(line)["audio"]):
+                return True
+        return False
+
+    def _discard(self, folder: Path) -> None:
+        """Move a damaged corpus aside (one process wins the rename) and delete it."""
+        aside = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".damaged-{folder.name}-"))
+        try:
+            os.rename(folder, aside / folder.name)
+            print(f"emoplug: warning: demo corpus {folder} has damaged audio; regenerating",
+                  file=sys.stderr)
+        except OSError:
+            pass  # another process moved it first
+        shutil.rmtree(aside, ignore_errors=True)
 
     def _generate(self, folder: Path) -> None:
         """Write the corpus into a temporary sibling folder, then rename it into place."""

@@ -122,6 +122,7 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
         "seeds": p.recipe.seeds,
         "jobs": len(p.jobs),
         "counts": p.counts(),
+        "size": p.size(),
         "job_list": [{"id": j.id, "cell": j.cell.id, "label": j.cell.label, "fold": j.fold,
                       "seed": j.seed} for j in p.jobs],
     }
@@ -137,6 +138,11 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     else:
         click.echo(f"recipe {p.recipe.name}: {len(p.cells)} cells x {len(p.folds)} folds x "
                    f"{len(p.recipe.seeds)} seeds = {len(p.jobs)} jobs")
+    size = summary["size"]
+    click.echo(f"  size: {size['feature_extractions']} audio feature extractions and "
+               f"{size['frozen_encoder_passes']} frozen text encoder passes over the corpus "
+               f"(cached), {size['stage_fine_tunings']} text stage fine-tunings, "
+               f"{size['head_jobs']} jobs ({size['fine_tuning_jobs']} fine-tune an encoder)")
     for axis, tally in summary["counts"].items():
         click.echo(f"  {axis:<10} " + ", ".join(f"{k}: {v}" for k, v in tally.items()))
     for j in summary["job_list"]:
@@ -148,38 +154,54 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
 @OVERRIDES
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path),
               help="run folder (default runs/<recipe name>)")
-@click.option("-q", "--quiet", is_flag=True, help="only the final summary")
+@click.option("-q", "--quiet", is_flag=True, help="only failures and the final summary")
 @click.option("-v", "--verbose", is_flag=True, help="per-epoch lines")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="local processes sharing the jobs (e.g. one per CPU core)")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="threads per process [default: $EMOPLUG_THREADS, else 1 on a CPU, "
+                   "else cores / workers]")
 def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bool,
-        verbose: bool, workers: int) -> None:
+        verbose: bool, workers: int, threads: int | None) -> None:
     """Run every job of a recipe (skips finished ones)."""
     from emoplug.recipe import load_plan
+    from emoplug.train.leases import lease_timeout
     from emoplug.train.packed import device_inputs_mode
     from emoplug.train.runner import run_plan
-    from emoplug.train.workers import Worker, run_with_workers
+    from emoplug.train.signals import Stopped, stop_on_signals, watch_parent
+    from emoplug.train.workers import Worker, run_with_workers, threads_per_process, use_threads
 
     # workers started by --workers were checked by the command that started them
     plan_ = (load_plan(recipe, overrides) if Worker.from_env() is not None
              else _checked_plan(recipe, overrides))
     device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops here, before any worker starts
+    lease_timeout()  # so does a bad EMOPLUG_LEASE_TIMEOUT
     verbosity = 0 if quiet else (2 if verbose else 1)
-    launcher = Worker.from_env() is None  # not one of the worker processes of a launch
-    if launcher:  # bad data stops here, before the run folder is written
+    worker = Worker.from_env()
+    if worker is None:  # bad data stops here, before the run folder is written
         from emoplug.data.loading import load_corpus_and_folds
 
         load_corpus_and_folds(plan_.corpus_request(), warn=False)
-    if workers > 1 and launcher:
-        argv = ["run", str(recipe), *overrides, "-q"]
-        if output is not None:
-            argv += ["--output", str(output)]
-        succeeded = run_with_workers(plan_, argv, workers, output, verbosity)
-    else:
-        succeeded = not run_plan(plan_, output, verbosity).failed
-    if launcher:
+    use_threads(threads_per_process(workers, threads))
+    try:
+        if workers > 1 and worker is None:
+            argv = ["run", str(recipe), *overrides, "-q"]
+            if output is not None:
+                argv += ["--output", str(output)]
+            summary = run_with_workers(plan_, argv, workers, output, verbosity)
+        else:
+            if worker is not None:
+                watch_parent(worker.parent)
+            stop_on_signals()
+            summary = run_plan(plan_, output, verbosity)
+    except Stopped as stop:
+        if worker is None:  # the main process speaks for its workers
+            click.echo(f"emoplug: {stop}; finished jobs are kept (run the same command to "
+                       "resume)", err=True)
+        sys.exit(128 + stop.signum)
+    if worker is None:
         _warn_undertrained(plan_.output_dir(output))
-    if not succeeded:
+    if not summary.ok:
         sys.exit(1)
 
 

@@ -96,5 +96,8 @@ def emoplug_run_finished(run: Any) -> None:
     """Called once per process when ``emoplug run`` has gone through its jobs.
 
     ``run`` is a :class:`emoplug.train.runner.RunSummary` (``output_dir``, ``done``,
-    ``failed``, ``skipped``). An exception raised here is reported and ignored.
+    ``failed``, ``skipped``: this process's jobs; on the main process ``totals`` also counts
+    the whole run's, every process's, from disk). Every process of a run (each of
+    ``--workers``, each rank) calls it once, after the run's jobs are all recorded (not when
+    a signal stops it). An exception raised here is reported and ignored.
     """

@@ -235,6 +235,26 @@ class Plan:
             out["modalities"][key] = out["modalities"].get(key, 0) + 1
         return out
 
+    def size(self) -> dict[str, int]:
+        """What running the plan costs, in passes over the corpus and trainings: audio
+        feature extractions (one per featurizer, cached), frozen text encoder passes (one per
+        encoder, cached), staged text encoder fine-tunings (one per encoder, fold, seed and
+        control), jobs fine-tuning an encoder themselves, and head jobs."""
+        def key(config: Any) -> str:
+            return json.dumps(config, sort_keys=True)
+
+        texts = [(job, job.cell.config["text"]) for job in self.jobs
+                 if job.cell.config["text"] is not None]
+        return {
+            "feature_extractions": len({key(c.config["audio"]) for c in self.cells
+                                        if c.config["audio"] is not None}),
+            "frozen_encoder_passes": len({key(t) for _, t in texts if t.get("mode") == "frozen"}),
+            "stage_fine_tunings": len({(key(t), j.fold, j.seed, j.cell.control)
+                                       for j, t in texts if t.get("mode") == "staged"}),
+            "fine_tuning_jobs": sum(t.get("mode") == "finetune" for _, t in texts),
+            "head_jobs": len(self.jobs),
+        }
+
     def corpus_request(self) -> CorpusRequest:
         """What to read and how to split it (``emoplug.data.loading``)."""
         splits = [*([Split(None, self.protocol, self.folds)] if self.folds else []),

@@ -132,6 +132,7 @@ class RunContext:
         #: key -> (the text_outputs dict it was packed from, sequence, pooled)
         self._packed_text: dict[str, tuple[Any, PackedSequences, PackedSequences]] = {}
         self.device_inputs_failed: str | None = None  # why packing was given up, if it was
+        self.show_progress = False  # bars for slow passes (frozen encoders) on this process
 
     @property
     def texts(self) -> list[str]:

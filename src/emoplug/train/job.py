@@ -14,12 +14,12 @@ from emoplug.train.cohort import RngStreams
 from emoplug.train.context import RunContext
 from emoplug.train.evaluate import evaluate_job
 from emoplug.train.inputs import load_inputs, make_loaders, text_mode
-from emoplug.train.loop import CellTrainer, fit, train_cohort
+from emoplug.train.loop import CellTrainer, OnBatch, fit, train_cohort
 from emoplug.train.outcome import JobOutcome, done, failure
 
 
 def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
-            on_epoch=None) -> JobOutcome:
+            on_epoch=None, on_batch: OnBatch | None = None) -> JobOutcome:
     """Train and evaluate ``job`` (exceptions propagate to the caller)."""
     start = time.perf_counter()
     inputs = load_inputs(ctx, job, accelerator.device)
@@ -28,7 +28,7 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
     setup_s = time.perf_counter() - start
     result = fit(built.model, built.approach.loss, loaders["fit"], loaders["dev"],
                  ctx.plan.recipe.train, accelerator, encoder_lr=encoder_lr(job), ddp=ddp,
-                 on_epoch=on_epoch)
+                 on_epoch=on_epoch, on_batch=on_batch)
     eval_start = time.perf_counter()
     evaluated = evaluate_job(ctx, job, inputs, built, loaders, result, accelerator, ddp)
     timings = {"setup_s": setup_s, "train_s": result.seconds,
@@ -38,7 +38,8 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
 
 
 def run_cohort(ctx: RunContext, jobs: list[Job], accelerator: Any,
-               on_epoch: dict[str, Any]) -> dict[str, JobOutcome]:
+               on_epoch: dict[str, Any], on_batch: OnBatch | None = None
+               ) -> dict[str, JobOutcome]:
     """Train the jobs of one cohort (equal ``cohort_key``: the same inputs, no text encoder
     to fine-tune) in lockstep, each on its own random streams, so each result is the one
     ``run_job`` gives. Returns every job's outcome, failures included: a job failing stops
@@ -68,7 +69,8 @@ def run_cohort(ctx: RunContext, jobs: list[Job], accelerator: Any,
             continue
         members.append((job, built, rng, trainer))
     try:
-        train_cohort([m[3] for m in members], loaders["fit"], loaders["dev"], accelerator.device)
+        train_cohort([m[3] for m in members], loaders["fit"], loaders["dev"], accelerator.device,
+                     on_batch=on_batch)
     except Exception as exc:  # the shared batches failed: every member still training fails
         for job, built, _, trainer in members:
             if trainer.error is None:

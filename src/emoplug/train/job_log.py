@@ -20,6 +20,7 @@ class JobLog:
         self.job, self.epochs, self.progress = job, epochs, progress
         self.started = time.perf_counter()
         self.writer = None
+        self.on_batch = progress.batches(f"{job.cell.label} fold={job.fold} seed={job.seed}")
         if write:
             folder = job_dir(output_dir, job)
             folder.mkdir(parents=True, exist_ok=True)
@@ -34,7 +35,6 @@ class JobLog:
             self.writer.add_scalar("loss/train", record["train_loss"], epoch)
             self.writer.add_scalar("loss/dev", record["dev_loss"], epoch)
             self.writer.add_scalar("lr", record["lr"], epoch)
-        progress.epoch(job, epoch, self.epochs)
         if progress.verbosity >= 2:
             progress.line(f"    {job.cell.label} fold={job.fold} seed={job.seed} epoch {epoch}: "
                           f"train {record['train_loss']:.4f} dev {record['dev_loss']:.4f}")

@@ -25,6 +25,8 @@ from emoplug.train.model import parameter_groups
 from emoplug.types import Targets
 
 LossFn = Callable[[torch.Tensor, Targets], torch.Tensor]
+#: told after each training batch: (epoch, epochs, batch, batches of the epoch)
+OnBatch = Callable[[int, int, int, int], None]
 
 
 class TrainingDiverged(EmoplugError):
@@ -289,12 +291,13 @@ def steps_per_epoch(train: Loader, shard: tuple[int, int] | None) -> int:
 
 def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[dict[str, Any]],
                  device: torch.device, shard: tuple[int, int] | None = None,
-                 isolate: bool = True) -> None:
+                 isolate: bool = True, on_batch: OnBatch | None = None) -> None:
     """Train every trainer on each batch of ``train`` (collated once), then score each on
     ``dev``, epoch after epoch until all have stopped. ``shard`` (rank, world): this rank's
     share of each epoch's batches, equal counts on every rank (DDP). With ``isolate`` a
     trainer that raises stops alone (see ``CellTrainer.call``); without, the error
-    propagates. The time spent collating is shared equally by the trainers it served."""
+    propagates. The time spent collating is shared equally by the trainers it served.
+    ``on_batch(epoch, epochs, batch, batches)`` is told after every training batch."""
 
     def each(method: str, *args: Any) -> None:
         for trainer in trainers:
@@ -306,7 +309,7 @@ def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[d
         for trainer in served:
             trainer.seconds += (time.perf_counter() - started) / len(served)
 
-    epoch = 0
+    epoch, epochs = 0, max(t.epochs for t in trainers)
     while any(t.active for t in trainers):
         epoch += 1
         each("start_epoch", epoch)
@@ -317,13 +320,15 @@ def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[d
             batches = [batches[(i * world + rank) % len(batches)]
                        for i in range(steps_per_epoch(train, shard))]
         share(started)
-        for indices in batches:
+        for number, indices in enumerate(batches, 1):
             if not any(t.active for t in trainers):
                 break
             started = time.perf_counter()
             batch = move_to(train.batch(indices), device)
             share(started)
             each("step", batch)
+            if on_batch is not None:
+                on_batch(epoch, epochs, number, len(batches))
         each("start_eval")
         started = time.perf_counter()
         for batch in dev:
@@ -340,11 +345,13 @@ def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[d
 def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
         settings: TrainSettings, accelerator: Any, *, encoder_lr: float | None = None,
         ddp: bool = False, epochs: int | None = None,
-        on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+        on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+        on_batch: OnBatch | None = None) -> FitResult:
     """Train ``model`` until dev loss stops improving; load the best weights back into it."""
     shard = (accelerator.process_index, accelerator.num_processes) if ddp else None
     trainer = CellTrainer(model, loss_fn, settings, accelerator, steps_per_epoch(train, shard),
                           epochs or settings.epochs, encoder_lr=encoder_lr, ddp=ddp,
                           on_epoch=on_epoch)
-    train_cohort([trainer], train, dev, accelerator.device, shard, isolate=False)
+    train_cohort([trainer], train, dev, accelerator.device, shard, isolate=False,
+                 on_batch=on_batch)
     return trainer.finish()

@@ -89,6 +89,7 @@ def done(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel, fitted: 
         "timings": timings,
         "cohort": cohort,
         "device": str(accelerator.device),
+        "threads": _threads(),
         "process": {"index": ctx.rank, "count": ctx.world},
         "mixed_precision": ctx.plan.recipe.train.mixed_precision,
         "versions": versions(),
@@ -106,6 +107,12 @@ def failure(job: Job, exc: BaseException, seconds: float,
         "seed": job.seed, "error": f"{type(exc).__name__}: {exc}".splitlines()[0],
         "traceback": traceback_text or "".join(traceback.format_exception(exc)),
         "timings": {"total_s": seconds}, "versions": versions()})
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
 
 
 def label_counts(examples: list[Example], n_labels: int) -> list[int]:

@@ -1,11 +1,14 @@
-"""``emoplug run``: plan -> feature cache -> text stages -> head jobs, resumable and sharded.
+"""``emoplug run``: plan -> feature cache -> text stages -> head jobs, resumable and shared.
 
 Under ``accelerate launch --num_processes N`` (or ``emoplug run --workers N``, ``workers.py``)
-every process runs :func:`run_plan`. With ``train.strategy: jobs`` (default) processes *claim*
-units of work (a text stage or a job, ``claims.py``), so a process that finishes early takes
-more work instead of idling, and processes on several nodes can share one output folder. With
-``train.strategy: ddp`` all processes run every job together, data-parallel. A finished job
-(its ``result.json`` says ``done``) is never run again; a failed one is retried on the next run.
+every process runs :func:`run_plan`. With ``train.strategy: jobs`` (default) processes take
+units of work (a text stage or a job) by *leases* (``leases.py``) shared by every launch of
+the output folder, so a process that finishes early takes more work instead of idling, and
+processes of several launches, shells or nodes can share one folder: each unit runs once.
+A unit held by another live process is waited for, and taken over when its owner stops
+renewing the lease. With ``train.strategy: ddp`` all processes run every job together,
+data-parallel. A finished job (its ``result.json`` says ``done``) is never run again; a
+failed one is retried on the next run (not by a launch running beside the one that failed it).
 """
 
 from __future__ import annotations
@@ -23,14 +26,14 @@ from emoplug.errors import EmoplugError
 from emoplug.files import read_json, write_json_atomic
 from emoplug.recipe import Job, Plan
 from emoplug.train import text_stage
-from emoplug.train.claims import Claims, launch_token
 from emoplug.train.cohort import group_cohorts
 from emoplug.train.context import RunContext
-from emoplug.train.job_files import job_finished, write_outcome
+from emoplug.train.job_files import job_dir, job_finished, write_outcome
 from emoplug.train.job_log import JobLog
+from emoplug.train.leases import Leases, launch_token
 from emoplug.train.outcome import JobOutcome, failure
 from emoplug.train.packed import device_inputs_mode
-from emoplug.train.progress import Progress
+from emoplug.train.progress import Progress, Stamp, Totals, job_line, stage_line, stamp
 from emoplug.train.warm import warm_feature_cache
 from emoplug.train.workers import Worker
 
@@ -39,7 +42,9 @@ POLL_SECONDS = 2.0
 
 @dataclass
 class RunSummary:
-    """What one process did (``done``/``failed``: job ids it ran; ``skipped``: already done)."""
+    """What one process did (``done``/``failed``: job ids it ran; ``skipped``: already done).
+    On the main process ``totals`` counts the whole run's jobs from disk (every process's);
+    ``workers_ok`` is False when a worker started by ``--workers`` exited with an error."""
 
     output_dir: Path
     done: list[str] = field(default_factory=list)
@@ -47,52 +52,102 @@ class RunSummary:
     skipped: list[str] = field(default_factory=list)
     stages: int = 0
     seconds: float = 0.0
+    totals: Totals | None = None
+    workers_ok: bool = True
+
+    @property
+    def ok(self) -> bool:
+        """No job failed, in this process or (on the main process) in the whole run."""
+        failed = self.totals.failed if self.totals is not None else len(self.failed)
+        return not failed and not self.failed and self.workers_ok
 
 
-def _execute(ctx: RunContext, jobs: list[Job], accelerator: Any, ddp: bool, main: bool,
-             progress: Progress, summary: RunSummary) -> None:
+@dataclass
+class _Run:
+    """One process's share of a run: its context, leases and console, and the stamps of the
+    records as they were when it started (a record replaced since was written by another
+    process of this run)."""
+
+    ctx: RunContext
+    accelerator: Any
+    leases: Leases
+    progress: Progress
+    summary: RunSummary
+    ddp: bool
+    main: bool
+    before: dict[Path, Stamp]
+
+    @property
+    def token(self) -> str:
+        return self.leases.token
+
+    def settled(self, job: Job) -> bool:
+        """Whether ``job`` needs no run here: done, or failed in this launch or by another
+        launch since this one started (a failure from an earlier run is retried)."""
+        path = job_dir(self.ctx.output_dir, job) / "result.json"
+        result = read_json(path)
+        if result is None:
+            return False
+        return (result.get("status") == "done" or result.get("launch") == self.token
+                or stamp(path) != self.before.get(path))
+
+    def stage_status(self, sid: str) -> dict[str, Any] | None:
+        """A stage's status as this launch sees it (like :meth:`settled`)."""
+        path = text_stage.stage_path(self.ctx, sid) / "stage.json"
+        return _current_stage_status(self.ctx, sid, self.token, self.before.get(path))
+
+
+def _execute(run: _Run, jobs: list[Job]) -> None:
     """Run one job, or one cohort of jobs in lockstep; record each (failures included) and
     tell the plugins."""
     from emoplug.train.job import run_cohort, run_job
 
+    ctx, accelerator, progress = run.ctx, run.accelerator, run.progress
     epochs = ctx.plan.recipe.train.epochs
-    logs = [JobLog(ctx.output_dir, job, epochs, main, progress) for job in jobs]
+    write = run.main or not run.ddp
+    for job in jobs:
+        run.leases.note("start", job.id)
+    logs = [JobLog(ctx.output_dir, job, epochs, write, progress) for job in jobs]
     try:
         if len(jobs) == 1:
             try:
-                outcomes = {jobs[0].id: run_job(ctx, jobs[0], accelerator, ddp=ddp,
-                                                on_epoch=logs[0].on_epoch)}
+                outcomes = {jobs[0].id: run_job(ctx, jobs[0], accelerator, ddp=run.ddp,
+                                                on_epoch=logs[0].on_epoch,
+                                                on_batch=logs[0].on_batch)}
             except Exception as exc:  # recorded; the grid goes on
                 spent = time.perf_counter() - logs[0].started
                 outcomes = {jobs[0].id: failure(jobs[0], exc, spent)}
         else:
-            outcomes = run_cohort(ctx, jobs, accelerator, {log.job.id: log.on_epoch
-                                                           for log in logs})
+            outcomes = run_cohort(ctx, jobs, accelerator,
+                                  {log.job.id: log.on_epoch for log in logs},
+                                  logs[0].on_batch)
     finally:
-        if ddp:  # the prepared model and optimizer, on success or failure
+        if run.ddp:  # the prepared model and optimizer, on success or failure
             accelerator.free_memory()
     for log in logs:
         log.close(outcomes[log.job.id].result)
-        _finish_job(ctx, log.job, outcomes[log.job.id], main, progress, summary)
+        _finish_job(run, log.job, outcomes[log.job.id], write)
 
 
-def _finish_job(ctx: RunContext, job: Job, outcome: JobOutcome, main: bool,
-                progress: Progress, summary: RunSummary) -> None:
-    """Write a job's files, tell the plugins, count it and say how it went."""
-    if main:
-        write_outcome(ctx, job, outcome)
-        ctx.registry.notify("emoplug_job_finished", job=job, result=outcome.result)
+def _finish_job(run: _Run, job: Job, outcome: JobOutcome, write: bool) -> None:
+    """Write a job's files (a failure's line also to ``failures.log``), tell the plugins
+    and count it; unless another process took the job's lease over meanwhile."""
     result = outcome.result
-    (summary.done if outcome.ok else summary.failed).append(job.id)
-    progress.advance()
-    if outcome.ok:
-        test = result["metrics"]["test"]
-        scores = " ".join(f"{k.upper()}={test[k]:.3f}" for k in ("ua", "wa") if k in test)
-        progress.line(f"done   {job.cell.label} fold={job.fold} seed={job.seed} {scores} "
-                      f"({result['timings']['total_s']:.1f}s)")
-    else:
-        progress.line(f"FAILED {job.cell.label} fold={job.fold} seed={job.seed}: "
-                      f"{result['error']}")
+    if not run.leases.owns(job.id):  # stalled past the timeout: the taker records this job
+        run.progress.line(f"{job.cell.label} fold={job.fold} seed={job.seed}: lease lost to "
+                          "another process while stalled; its result is left to it", level=0)
+        return
+    result["launch"] = run.token
+    result.setdefault("process", {"index": run.ctx.rank, "count": run.ctx.world}).update(
+        host=run.leases.host, pid=run.leases.pid)
+    if write:
+        write_outcome(run.ctx, job, outcome)  # may turn into a failure (an unsaved model)
+        if result["status"] != "done":
+            run.progress.failure(job_line(result))
+        run.ctx.registry.notify("emoplug_job_finished", job=job, result=result)
+    (run.summary.done if result["status"] == "done" else run.summary.failed).append(job.id)
+    run.leases.note("end", job.id)
+    run.progress.refresh()
 
 
 def _order_jobs(jobs: list[Job], stage_of: Callable[[Job], str | None]) -> list[Job]:
@@ -116,7 +171,8 @@ def _accelerator(mixed_precision: str, kwargs_handlers: list[Any]) -> Any:
 def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
              verbosity: int = 1, worker: Worker | None = None) -> RunSummary:
     """Run every unfinished job of ``plan`` in this process (its share, when launched by
-    ``accelerate launch`` or as one of ``--workers``)."""
+    ``accelerate launch``, as one of ``--workers`` or beside another launch on the same
+    folder). Returns once every job is recorded (by any process) or this process is stopped."""
     from accelerate.utils import DistributedDataParallelKwargs
 
     start = time.perf_counter()
@@ -143,57 +199,106 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
     summary.skipped = [j.id for j in plan.jobs if j.id not in pending_ids]
     if pending:
         ctx = RunContext(plan, out, rank=rank, world=world)
+        ctx.show_progress = main and verbosity >= 1
         if main:
             _write_plan(out, plan, {name: fold.meta["audit"] for name, fold in ctx.folds.items()
                                     if "audit" in fold.meta}, data_record(ctx.corpus))
         token = worker.token if worker else launch_token(accelerator.state)
-        claims = Claims(out, token, enabled=world > 1 and not ddp)
-        if any(j.cell.audio is not None for j in pending):
-            warm_feature_cache(plan, ctx, rank, world, verbose=False)
-        progress = Progress(out, pending, verbosity, main)
-        if summary.skipped:
-            progress.line(f"{len(summary.skipped)} jobs already finished; "
-                          f"{len(pending)} to run")
-        _run_stages(ctx, pending, accelerator, claims, ddp, progress, summary)
-        stage_of = _stage_resolver(ctx)
-        # with several processes claiming jobs, cohorts no larger than a fair share each
-        size = 1 if ddp else min(settings.cohort, -(-len(pending) // world))
-        waiting = _order_jobs(pending, stage_of)
-        while waiting:
-            blocked = []
-            for cohort in group_cohorts(waiting, stage_of, size):
-                sid = stage_of(cohort[0])  # the same stage for the whole cohort
-                status = _current_stage_status(ctx, sid, claims.token) if sid else {
-                    "status": "done"}
-                if status is None and ddp:  # stages are settled for every rank under ddp
-                    status = {"status": "failed", "error": "stage outputs are missing"}
-                if status is None:
-                    blocked.extend(cohort)
-                    continue
-                mine = [job for job in cohort if claims.take(job.id)]
-                if status.get("status") != "done":
-                    for job in mine:
-                        _record_stage_failure(ctx, job, status, main, progress, summary)
-                elif mine:
-                    _execute(ctx, mine, accelerator, ddp, main or claims.enabled, progress,
-                             summary)
-            if blocked and len(blocked) == len(waiting):
-                time.sleep(POLL_SECONDS)  # another process is still fine-tuning the encoder
-            waiting = blocked
-        progress.close()
+        leases = Leases(out, token, rank, enabled=not ddp)
+        stages = _pending_stages(ctx, pending)
+        records = [job_dir(out, j) / "result.json" for j in pending] + [
+            text_stage.stage_path(ctx, sid) / "stage.json" for sid in stages]
+        progress = Progress(out, pending, records[len(pending):], verbosity, main)
+        run = _Run(ctx, accelerator, leases, progress, summary, ddp, main,
+                   {path: stamp(path) for path in records})
+        try:
+            if summary.skipped:
+                progress.line(f"{len(summary.skipped)} jobs already finished; "
+                              f"{len(pending)} to run")
+            _say_who_helps(run, pending, stages)
+            if any(j.cell.audio is not None for j in pending):
+                warm_feature_cache(plan, ctx, rank, world, verbose=False,
+                                   progress=main and verbosity >= 1)
+            _run_stages(run, stages)
+            _run_jobs(run, pending)
+        finally:
+            leases.release_all()
+            totals = progress.close()
+            summary.totals = totals if main else None
+        if leases.taken_over:
+            owners = ", ".join(sorted({str(h) for _, h in leases.taken_over}))
+            progress.line(f"took over {len(leases.taken_over)} units from stopped "
+                          f"processes ({owners})", level=0)
+    if main and summary.totals is None:  # nothing was left to run
+        summary.totals = Totals()
     summary.seconds = time.perf_counter() - start
     if ddp:
         accelerator.wait_for_everyone()
-    if main or world > 1:
-        line = (f"run {plan.recipe.name}: {len(summary.done)} done, {len(summary.failed)} "
-                f"failed, {len(summary.skipped)} skipped (already finished) in "
-                f"{summary.seconds:.1f}s -> {out}")
-        if verbosity >= 0 and (main or not ddp):
-            print(line if world == 1 else f"[rank {rank}] {line}", file=sys.stderr)
+    if main and verbosity >= 0:
+        totals = summary.totals
+        print(f"run {plan.recipe.name}: {totals.done} done, {totals.failed} failed, "
+              f"{len(summary.skipped)} skipped (already finished) in {summary.seconds:.1f}s "
+              f"-> {out}", file=sys.stderr)
     from emoplug.registry import get_registry
 
     get_registry().notify("emoplug_run_finished", run=summary)
     return summary
+
+
+def _say_who_helps(run: _Run, pending: list[Job], stages: dict[str, Job]) -> None:
+    """One line when other live launches hold units of this run: this one helps."""
+    if not run.main:
+        return
+    held = [h for h in (run.leases.holder(unit) for unit in
+                        [*(j.id for j in pending), *(f"stage-{s}" for s in stages)])
+            if h is not None and h.token != run.token]
+    if held:
+        owners = ", ".join(sorted({str(h) for h in held}))
+        run.progress.line(f"{len(held)} units are held by another live launch ({owners}); "
+                          "helping with the rest", level=0)
+
+
+def _run_jobs(run: _Run, pending: list[Job]) -> None:
+    """Take and run the pending jobs cohort by cohort; wait for those whose stage or lease
+    another process holds (taking over a stale one) until every job is recorded."""
+    ctx, settings = run.ctx, run.ctx.plan.recipe.train
+    stage_of = _stage_resolver(ctx)
+    # with several processes taking jobs, cohorts no larger than a fair share each
+    size = 1 if run.ddp else min(settings.cohort, -(-len(pending) // ctx.world))
+    waiting = [j for j in _order_jobs(pending, stage_of) if not run.settled(j)]
+    while waiting:
+        later: list[Job] = []
+        worked = False
+        for cohort in group_cohorts(waiting, stage_of, size):
+            sid = stage_of(cohort[0])  # the same stage for the whole cohort
+            if sid is None:
+                status: dict[str, Any] | None = {"status": "done"}
+            elif run.ddp:  # every rank fine-tuned the stages together, before any job
+                status = run.stage_status(sid) or {"status": "failed",
+                                                   "error": "stage outputs are missing"}
+            else:
+                status = _settle_stage(run, sid, cohort[0])
+            if status is None:
+                later.extend(cohort)
+                continue
+            mine = [job for job in cohort if run.leases.take(job.id)]
+            for job in [job for job in mine if run.settled(job)]:  # recorded meanwhile
+                run.leases.release(job.id)
+                mine.remove(job)
+            later.extend(job for job in cohort if job not in mine and not run.settled(job))
+            try:
+                if status.get("status") != "done":
+                    for job in mine:
+                        _record_stage_failure(run, job, status)
+                elif mine:
+                    _execute(run, mine)
+            finally:
+                for job in mine:
+                    run.leases.release(job.id)
+            worked = worked or bool(mine)
+        if later and not worked:
+            time.sleep(POLL_SECONDS)  # another process holds these jobs or their stage
+        waiting = later
 
 
 def _write_plan(out: Path, plan: Plan, audit: dict[str, Any] | None,
@@ -218,58 +323,86 @@ def _stage_resolver(ctx: RunContext) -> Callable[[Job], str | None]:
     return stage_of
 
 
-def _run_stages(ctx: RunContext, pending: list[Job], accelerator: Any, claims: Claims,
-                ddp: bool, progress: Progress, summary: RunSummary) -> None:
-    """Fine-tune each staged text encoder once per (fold, seed) that pending jobs need."""
+def _pending_stages(ctx: RunContext, pending: list[Job]) -> dict[str, Job]:
+    """The staged text encoders pending jobs read: stage id -> a job reading it, in the
+    order they run (by fold, then seed)."""
     stages: dict[str, Job] = {}
     for job in pending:
         sid = text_stage.job_stage_id(ctx, job)
         if sid is not None:
             stages.setdefault(sid, job)
-    for sid, job in sorted(stages.items(), key=lambda kv: (kv[1].fold, kv[1].seed)):
-        text, fold, seed = job.cell.config["text"], job.fold, job.seed
-        status = text_stage.stage_status(ctx, sid)
-        if status is not None and status.get("status") == "done":
-            continue
-        if not claims.take(f"stage-{sid}"):
-            continue
-        try:
-            info = text_stage.run_text_stage(ctx, text, fold, seed, accelerator, ddp=ddp,
-                                             control=job.cell.control)
-            summary.stages += 1
-            control = f" control={job.cell.control}" if job.cell.control else ""
-            progress.line(f"stage  {text['type']} fold={fold} seed={seed}{control}: encoder "
-                          f"fine-tuned ({info['epochs_run']} epochs, {info['total_s']:.1f}s)")
-        except Exception as exc:
-            if accelerator.is_main_process or not ddp:
-                path = text_stage.stage_path(ctx, sid)
-                path.mkdir(parents=True, exist_ok=True)
-                write_json_atomic(path / "stage.json", {
-                    "status": "failed", "stage": sid, "launch": claims.token,
-                    "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
-            progress.line(f"FAILED stage {text['type']} fold={fold} seed={seed}: {exc}")
-        finally:
-            if ddp:  # release the prepared model; no rank reads a stage before it is saved
-                accelerator.free_memory()
-                accelerator.wait_for_everyone()
+    return dict(sorted(stages.items(), key=lambda kv: (kv[1].fold, kv[1].seed)))
 
 
-def _current_stage_status(ctx: RunContext, sid: str, token: str) -> dict[str, Any] | None:
-    """A stage's status as this launch sees it: a failure recorded by an earlier launch
-    counts as not run yet (this launch retries that stage)."""
-    status = text_stage.stage_status(ctx, sid)
-    if status is not None and status.get("status") != "done" and status.get("launch") != token:
+def _run_stages(run: _Run, stages: dict[str, Job]) -> None:
+    """Fine-tune each staged text encoder once per (fold, seed) that pending jobs need, those
+    no other process holds (the jobs wait for the rest, see :func:`_settle_stage`)."""
+    for sid, job in stages.items():
+        if run.stage_status(sid) is None:
+            _settle_stage(run, sid, job)
+
+
+def _settle_stage(run: _Run, sid: str, job: Job) -> dict[str, Any] | None:
+    """The stage's status, after fine-tuning it here when it has not run and no other live
+    process holds it; None while another process fine-tunes it."""
+    status = run.stage_status(sid)
+    if status is not None:
+        return status
+    unit = f"stage-{sid}"
+    if not run.leases.take(unit):
         return None
+    try:
+        status = run.stage_status(sid)  # finished between the first look and the lease
+        if status is None:
+            _fine_tune(run, sid, job)
+            status = run.stage_status(sid)
+    finally:
+        run.leases.release(unit)
     return status
 
 
-def _record_stage_failure(ctx: RunContext, job: Job, status: dict[str, Any], main: bool,
-                          progress: Progress, summary: RunSummary) -> None:
+def _fine_tune(run: _Run, sid: str, job: Job) -> None:
+    """Fine-tune one stage here; a failure is recorded in its ``stage.json`` (for this
+    launch) and in ``failures.log``."""
+    ctx, accelerator = run.ctx, run.accelerator
+    text, fold, seed = job.cell.config["text"], job.fold, job.seed
+    label = f"{text['type']} fold={fold} seed={seed}"
+    run.leases.note("start", f"stage-{sid}")
+    try:
+        text_stage.run_text_stage(ctx, text, fold, seed, accelerator, ddp=run.ddp,
+                                  control=job.cell.control,
+                                  on_batch=run.progress.batches(f"stage {label}"))
+        run.summary.stages += 1
+    except Exception as exc:
+        if accelerator.is_main_process or not run.ddp:
+            info = {"status": "failed", "stage": sid, "launch": run.token, "text": text,
+                    "fold": fold, "seed": seed, "control": job.cell.control,
+                    "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+            path = text_stage.stage_path(ctx, sid)
+            path.mkdir(parents=True, exist_ok=True)
+            run.progress.failure(stage_line(info))
+            write_json_atomic(path / "stage.json", info)
+    finally:
+        if run.ddp:  # release the prepared model; no rank reads a stage before it is saved
+            accelerator.free_memory()
+            accelerator.wait_for_everyone()
+    run.leases.note("end", f"stage-{sid}")
+    run.progress.refresh()
+
+
+def _current_stage_status(ctx: RunContext, sid: str, token: str,
+                          before: Stamp) -> dict[str, Any] | None:
+    """A stage's status as this launch sees it: a failure recorded by an earlier launch (one
+    whose ``stage.json`` was there, as ``before``, when this launch started) counts as not
+    run yet (this launch retries that stage); one recorded by this launch, or by another
+    launch running beside it, stands."""
+    status = text_stage.stage_status(ctx, sid)
+    if status is None or status.get("status") == "done" or status.get("launch") == token:
+        return status
+    changed = stamp(text_stage.stage_path(ctx, sid) / "stage.json") != before
+    return status if changed else None
+
+
+def _record_stage_failure(run: _Run, job: Job, status: dict[str, Any]) -> None:
     exc = RuntimeError(f"text stage failed: {status.get('error', 'unknown error')}")
-    outcome = failure(job, exc, 0.0)
-    if main:
-        write_outcome(ctx, job, outcome)
-    summary.failed.append(job.id)
-    progress.advance()
-    progress.line(f"FAILED {job.cell.label} fold={job.fold} seed={job.seed}: "
-                  f"{outcome.result['error']}")
+    _finish_job(run, job, failure(job, exc, 0.0), run.main or not run.ddp)

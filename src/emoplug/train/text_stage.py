@@ -31,7 +31,7 @@ from emoplug.recipe import Job, stable_hash
 from emoplug.train.context import RunContext
 from emoplug.train.controls import apply_control
 from emoplug.train.data import Collator, Example, Loader, eval_batches, move_to
-from emoplug.train.loop import fit
+from emoplug.train.loop import OnBatch, fit
 from emoplug.train.model import CellModel
 from emoplug.types import Encoded, Targets
 
@@ -49,13 +49,21 @@ def build_text_module(ctx: RunContext, text_config: dict[str, Any], seed: int) -
 
 
 def encode_texts(module: nn.Module, texts: dict[str, str], batch_size: int,
-                 device: torch.device) -> TextOutputs:
-    """``{id: (sequence [T, H] float16 without padding, pooled [H] float16)}``."""
+                 device: torch.device, progress: str | None = None) -> TextOutputs:
+    """``{id: (sequence [T, H] float16 without padding, pooled [H] float16)}``; with
+    ``progress``, a bar of that name counts the texts."""
     module.eval().to(device)
     ids = list(texts)
     out: TextOutputs = {}
+    bar = None
+    if progress is not None:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(ids), desc=progress, unit="text", leave=False, dynamic_ncols=True)
     with torch.no_grad():
         for batch in eval_batches([len(texts[i]) for i in ids], batch_size):
+            if bar is not None:
+                bar.update(len(batch))
             chosen = [ids[i] for i in batch]
             tokens = move_to({"t": module.tokenize([texts[i] for i in chosen])}, device)["t"]
             encoded: Encoded = module(**tokens)
@@ -63,6 +71,8 @@ def encode_texts(module: nn.Module, texts: dict[str, str], batch_size: int,
                 mask = encoded.mask[row].bool()
                 out[utt_id] = (encoded.sequence[row][mask].half().cpu().numpy(),
                                encoded.pooled[row].half().cpu().numpy())
+    if bar is not None:
+        bar.close()
     return out
 
 
@@ -84,7 +94,8 @@ def frozen_outputs(ctx: RunContext, text_config: dict[str, Any], device: torch.d
             outputs[utt_id] = (seq, pooled)
     if missing:
         module = build_text_module(ctx, text_config, seed=0)
-        fresh = encode_texts(module, missing, ctx.plan.recipe.train.batch_size, device)
+        fresh = encode_texts(module, missing, ctx.plan.recipe.train.batch_size, device,
+                             f"frozen {text_config['type']}" if ctx.show_progress else None)
         for utt_id, (seq, pooled) in fresh.items():
             ctx.cache.put(f"text-{key}-seq", text_digest(missing[utt_id]), seq)
             ctx.cache.put(f"text-{key}-pooled", text_digest(missing[utt_id]), pooled)
@@ -204,7 +215,8 @@ def stage_loss(objective: str, n_classes: int, train: list[Example], where: str)
 
 def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str, seed: int,
                    accelerator: Any, ddp: bool = False,
-                   control: str | None = None) -> dict[str, Any]:
+                   control: str | None = None, on_batch: OnBatch | None = None
+                   ) -> dict[str, Any]:
     """Fine-tune the encoder on the fold's training set (its targets permuted under the
     ``permuted_labels`` control) and save its outputs for the fold (under ``ddp`` all
     processes train it together and the main process saves)."""
@@ -233,7 +245,8 @@ def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str,
     result = fit(model, loss,
                  Loader(train, collate, settings.batch_size, True, seed, settings.bucketing),
                  Loader(dev, collate, settings.batch_size, False), settings, accelerator,
-                 encoder_lr=text_config.get("lr"), ddp=ddp, epochs=settings.stage_epochs)
+                 encoder_lr=text_config.get("lr"), ddp=ddp, epochs=settings.stage_epochs,
+                 on_batch=on_batch)
     texts = {i: ctx.by_id[i].text for i in (*fold.train, *fold.dev, *fold.test)
              if ctx.by_id[i].text}
     outputs = encode_texts(module, texts, settings.batch_size, accelerator.device)

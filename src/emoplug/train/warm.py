@@ -10,9 +10,12 @@ from emoplug.train.context import RunContext
 
 
 def warm_feature_cache(plan: Plan, ctx: RunContext | None = None, rank: int = 0,
-                       world: int = 1, verbose: bool = False) -> dict[str, int]:
+                       world: int = 1, verbose: bool = False,
+                       progress: bool | None = None) -> dict[str, int]:
     """Compute every audio feature the plan needs that the cache lacks (this rank's share of
-    the utterances). Returns ``{featurizer cache key: features computed}``."""
+    the utterances), with a bar (counts, ETA) when ``progress`` (default: ``verbose``) on
+    rank 0. ``verbose`` adds a line per featurizer. Returns ``{featurizer cache key:
+    features computed}``."""
     from emoplug.data.features import featurize_corpus
 
     if ctx is None:
@@ -29,7 +32,8 @@ def warm_feature_cache(plan: Plan, ctx: RunContext | None = None, rank: int = 0,
         store = ctx.features(config)
         before = ctx.cache.stats.writes
         done = featurize_corpus(store.featurizer, utterances, ctx.cache,
-                                progress=verbose and rank == 0)
+                                progress=(verbose if progress is None else progress)
+                                and rank == 0)
         store.failed.update(done.skipped)
         computed[store.featurizer.cache_key()] = ctx.cache.stats.writes - before
         if done.skipped:
