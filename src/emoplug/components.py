@@ -47,7 +47,7 @@ class Component:
 
     def check(self) -> list[SettingError]:
         """Problems that would stop this component from working, found without running it
-        (a checkpoint that is not there, an optional dependency that is not installed): one
+        (a checkpoint that is not there; a missing package is ``unavailable_reason``'s): one
         :class:`emoplug.SettingError` each, naming the setting. ``emoplug validate`` and
         ``emoplug run`` call it before anything runs. Must be quick; none by default."""
         return []

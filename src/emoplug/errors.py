@@ -30,7 +30,8 @@ class SettingError(EmoplugError):
     component, which does not know where the recipe put it. The core adds the recipe key
     holding the component (:func:`emoplug.components.recipe_key`), so the line names what the
     user wrote: ``text.minilm.pretrained: no directory /x``. ``setting`` is ``type`` for a
-    problem of the component as a whole (a missing optional dependency)."""
+    problem of the component as a whole (a missing package is a
+    :class:`ComponentUnavailableError` instead)."""
 
     def __init__(self, setting: str, message: str, key: str | None = None):
         self.setting = setting
