@@ -15,16 +15,18 @@ from emoplug.train import text_stage
 from emoplug.train.context import RunContext
 from emoplug.train.data import targets_of
 from emoplug.train.inputs import JobInputs
-from emoplug.train.model import CellModel
+from emoplug.train.model import CellModel, describe_model
 
 
 @dataclass
 class JobModel:
-    """A job's network and decision approach, built from its seed."""
+    """A job's network and decision approach, built from its seed; ``record`` says what was
+    built (``result.json``'s ``model``, see :func:`emoplug.train.model.describe_model`)."""
 
     model: CellModel
     approach: Any
     seconds: float
+    record: dict[str, Any]
 
 
 def seed_everything(seed: int) -> None:
@@ -35,16 +37,18 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(ctx: RunContext, job: Job, inputs: JobInputs) -> JobModel:
-    """The cell's network and approach, initialised from ``job.seed``."""
+    """The cell's network and approach, initialised from ``job.seed``. Every part is built
+    from the job's own config: the feature store it reads is shared by every featurizer
+    config with the same cache key, so its featurizer may carry another cell's encoder."""
     start = time.perf_counter()
     cfg = job.cell.config
     seed_everything(job.seed)
     text_module = (text_stage.build_text_module(ctx, cfg["text"], job.seed)
                    if inputs.mode == "finetune" else None)
-    audio_module = None
+    audio_module, input_dim = None, None
     if inputs.audio_store is not None:
-        input_dim = inputs.splits["train"][0].audio().shape[1]
-        audio_module = inputs.audio_store.featurizer.build_encoder(input_dim)
+        input_dim = int(inputs.splits["train"][0].audio().shape[1])
+        audio_module = ctx.registry.build("audio", cfg["audio"]).build_encoder(input_dim)
     approach = ctx.registry.build("approach", cfg["approach"])
     out_dim = approach.prepare(ctx.labels, ctx.corpus.avd_scale,
                                targets_of(inputs.splits["train"]))
@@ -55,8 +59,9 @@ def build_model(ctx: RunContext, job: Job, inputs: JobInputs) -> JobModel:
     if audio_module is not None:
         dims["audio"] = audio_module.dim
     fusion = ctx.registry.build("fusion", cfg["fusion"]).build(dims, out_dim)
-    return JobModel(CellModel(fusion, text=text_module, audio=audio_module), approach,
-                    time.perf_counter() - start)
+    model = CellModel(fusion, text=text_module, audio=audio_module)
+    record = describe_model(model, dims, out_dim, input_dim)
+    return JobModel(model, approach, time.perf_counter() - start, record)
 
 
 def encoder_lr(job: Job) -> float | None:

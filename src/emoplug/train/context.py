@@ -45,7 +45,12 @@ class MemoryBudget:
 @dataclass
 class FeatureStore:
     """Features of one featurizer for the corpus: read from the cache on first use and kept
-    in memory while the process's ``budget`` allows (beyond it, read again per batch)."""
+    in memory while the process's ``budget`` allows (beyond it, read again per batch).
+
+    One store serves every featurizer config with the same cache key, so ``featurizer`` is
+    the first such config built: use it to compute features only (which the key covers),
+    never for settings outside the key such as the encoder (build those from the job's
+    own config)."""
 
     featurizer: Any
     cache: FeatureCache

@@ -37,6 +37,22 @@ class CellModel(nn.Module):
         return self.fusion(self.encode(batch))
 
 
+def describe_model(model: CellModel, dims: dict[str, int], out_dim: int,
+                   audio_input_dim: int | None) -> dict[str, Any]:
+    """What a job built, for ``result.json``'s ``model``: each part's class and trainable
+    parameter count, the fused ``dims``, ``out_dim`` and the audio features' width; enough
+    to rebuild the audio encoder and fusion from ``config.json`` and compare
+    (:func:`emoplug.train.model_check.check_job`)."""
+    def part(module: nn.Module | None) -> dict[str, Any] | None:
+        if module is None:
+            return None
+        return {"class": type(module).__name__,
+                "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad)}
+
+    return {"text": part(model.text), "audio": part(model.audio), "fusion": part(model.fusion),
+            "dims": dict(dims), "out_dim": int(out_dim), "audio_input_dim": audio_input_dim}
+
+
 def parameter_groups(model: nn.Module, lr: float, encoder_lr: float,
                      weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: pretrained encoder weights at ``encoder_lr``, the rest at ``lr``;

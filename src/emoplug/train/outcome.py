@@ -79,6 +79,7 @@ def done(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel, fitted: 
                          for name, ex in inputs.splits.items()},
         "avd_scale": list(ctx.corpus.avd_scale),
         "metrics": metrics,
+        "model": built.record,
         "best_epoch": fitted.best_epoch,
         "epochs_run": fitted.epochs_run,
         "dev_loss": fitted.best_dev_loss,
