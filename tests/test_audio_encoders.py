@@ -24,8 +24,24 @@ CASES = [
     ({"type": "attention_pool", "hidden": 16}, 1),
     ({"type": "attention_pool", "hidden": 16}, 3),  # stacked wav2vec layers, learned mix
     ({"type": "cnn", "hidden": 8}, 2),
-    ({"type": "linear", "hidden": 6}, 1),
+    ({"type": "linear"}, 1),
+    ({"type": "mlp", "standardize": True, "hidden": 8}, 1),
 ]
+
+
+def calibrated(encoder: torch.nn.Module, features: torch.Tensor,
+               mask: torch.Tensor) -> torch.nn.Module:
+    """``encoder`` with its standardizer (if any) fitted on ``features``, as training does."""
+    from emoplug.train.loop import calibrated_modules
+
+    modules = calibrated_modules(encoder)
+    for module in modules:
+        module.begin_calibration()
+    with torch.no_grad():
+        encoder(features, mask)
+    for module in modules:
+        module.end_calibration()
+    return encoder
 
 
 def make(settings: dict, n_layers: int) -> torch.nn.Module:
@@ -69,9 +85,10 @@ def test_cnn_stride_shortens_sequence_and_mask():
 @pytest.mark.parametrize(("settings", "n_layers"), CASES)
 def test_backward_reaches_every_parameter(settings, n_layers):
     encoder = make(settings, n_layers).train()
-    features = torch.randn(3, 15, D * n_layers)
+    features = torch.randn(3, 15, D * n_layers, requires_grad=True)
     mask = torch.arange(15)[None, :] < torch.tensor([[15], [8], [1]])
     encoder(features, mask).pooled.pow(2).sum().backward()
+    assert features.grad is not None and features.grad.abs().sum() > 0
     for name, param in encoder.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
         assert param.grad.abs().sum() > 0, name
@@ -100,7 +117,7 @@ def test_float16_features_are_accepted():
      AttentionPoolEncoder, 64),
     ({"type": "mfcc", "level": "functionals"}, MLPEncoder, 128),
     ({"type": "spectrogram", "level": "functionals", "encoder": {"type": "linear"}},
-     LinearEncoder, 128),
+     LinearEncoder, D),  # no trainable layer: the standardised features themselves
 ])
 def test_featurizers_build_their_configured_encoder(settings, cls, dim):
     encoder = get_registry().build("audio", settings).build_encoder(D)
@@ -120,7 +137,7 @@ def test_encoder_config_is_validated():
 def test_trains_under_bf16_autocast_with_padding(settings, n_layers):
     """``mixed_precision: bf16`` runs encoders under autocast: masking must fit bf16."""
     encoder = make(settings, n_layers)
-    features = torch.randn(3, 10, D * n_layers)
+    features = torch.randn(3, 10, D * n_layers, requires_grad=True)
     mask = torch.arange(10)[None, :] < torch.tensor([10, 4, 1])[:, None]
     with torch.autocast("cpu", dtype=torch.bfloat16):
         pooled = encoder(features, mask).pooled
@@ -130,39 +147,64 @@ def test_trains_under_bf16_autocast_with_padding(settings, n_layers):
 
 
 def test_linear_encoder_standardises_with_the_training_statistics():
-    encoder = make({"type": "linear", "hidden": 4, "dropout": 0.0}, 1).train()
+    encoder = make({"type": "linear"}, 1)
+    assert not list(encoder.parameters())  # the head is the only trainable layer
     gen = torch.Generator().manual_seed(2)
-    train = torch.randn(30, 1, D, generator=gen) * torch.linspace(0.01, 100, D) + 7
-    ones = torch.ones(10, 1, dtype=torch.bool)
-    for _ in range(2):  # two epochs: the statistics stay the training fold's
-        for batch in train.split(10):
-            encoder(batch, ones)
-    scaled = encoder.eval().standardize(train[:, 0], torch.ones(30, dtype=torch.bool))
-    torch.testing.assert_close(scaled.mean(0), torch.zeros(D), atol=1e-4, rtol=0)
-    torch.testing.assert_close(scaled.std(0, unbiased=False), torch.ones(D), atol=1e-4, rtol=0)
-    before = encoder.standardize.count.clone()
-    encoder(torch.randn(5, 1, D), torch.ones(5, 1, dtype=torch.bool))  # eval: frozen
-    assert torch.equal(encoder.standardize.count, before)
-    assert {"standardize.count", "standardize.total", "standardize.squares"} <= set(
+    train = torch.randn(30, 1, D, generator=gen) * torch.linspace(0.01, 1e4, D) + 7
+    train[:, 0, 3] = 5.0  # a constant feature
+    ones = torch.ones(30, 1, dtype=torch.bool)
+    calibrated(encoder, train, ones).eval()
+    scaled = encoder(train, ones).pooled
+    varying = [i for i in range(D) if i != 3]
+    torch.testing.assert_close(scaled.mean(0)[varying], torch.zeros(D - 1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(scaled.std(0, unbiased=False)[varying], torch.ones(D - 1),
+                               atol=1e-4, rtol=0)
+    # as scikit-learn's StandardScaler: a constant feature is centred and scaled by 1, so
+    # 6.0 at test (5.0 in training) is 1.0, not 10,000
+    test = train[:1].clone()
+    test[0, 0, 3] = 6.0
+    assert encoder(test, ones[:1]).pooled[0, 3].item() == pytest.approx(1.0)
+    before = encoder.standardize.mean.clone()
+    encoder.train()(torch.randn(5, 1, D), ones[:5])  # outside calibration: frozen
+    assert torch.equal(encoder.standardize.mean, before)
+    assert {"standardize.count", "standardize.mean", "standardize.scale"} <= set(
         encoder.state_dict())
+
+
+def test_standardizer_matches_scikit_learn_over_batches_of_padded_frames():
+    from sklearn.preprocessing import StandardScaler
+
+    gen = torch.Generator().manual_seed(5)
+    frames = torch.randn(40, 6, D, generator=gen) * torch.logspace(-3, 4, D) + 1e3
+    lengths = torch.randint(1, 7, (40,), generator=gen)
+    mask = torch.arange(6)[None, :] < lengths[:, None]
+    encoder = make({"type": "mlp", "standardize": True, "hidden": 4}, 1)
+    from emoplug.train.loop import calibrated_modules
+
+    (standardizer,) = calibrated_modules(encoder)
+    standardizer.begin_calibration()
+    for rows in range(0, 40, 7):  # batches of uneven size
+        standardizer(frames[rows:rows + 7], mask[rows:rows + 7])
+    standardizer.end_calibration()
+    reference = StandardScaler().fit(frames[mask].double().numpy())
+    torch.testing.assert_close(standardizer.mean, torch.from_numpy(reference.mean_))
+    torch.testing.assert_close(standardizer.scale, torch.from_numpy(reference.scale_))
 
 
 def _accuracy_after_training(labels: torch.Tensor, features: torch.Tensor,
                              test: tuple[torch.Tensor, torch.Tensor]) -> float:
-    """Train a linear encoder and a linear head with Adam; accuracy on ``test``."""
+    """Standardise with a linear encoder, train a linear head with Adam; test accuracy."""
     torch.manual_seed(0)
-    encoder = build_audio_encoder(AudioEncoderConfig(type="linear", hidden=8, dropout=0.0), D)
-    head = torch.nn.Linear(8, 2)
-    params = [*encoder.parameters(), *head.parameters()]
-    optimizer = torch.optim.Adam(params, lr=0.05)
+    encoder = build_audio_encoder(AudioEncoderConfig(type="linear"), D)
+    head = torch.nn.Linear(encoder.dim, 2)
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.05)
     mask = torch.ones(len(features), 1, dtype=torch.bool)
-    encoder.train()
+    calibrated(encoder, features, mask)
     for _ in range(100):
         loss = torch.nn.functional.cross_entropy(head(encoder(features, mask).pooled), labels)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    encoder.eval()
     x, y = test
     predicted = head(encoder(x, torch.ones(len(x), 1, dtype=torch.bool)).pooled).argmax(1)
     return float((predicted == y).float().mean())

@@ -14,6 +14,19 @@ from emoplug import Encoded
 from emoplug.audio_encoders import AudioEncoderConfig
 
 
+def floating(features: torch.Tensor) -> torch.Tensor:
+    """Features as the encoders compute on them: float16/bfloat16 storage becomes float32;
+    float64 stays (a full-batch L-BFGS fit runs the model in double precision)."""
+    return features if features.dtype == torch.float64 else features.float()
+
+
+def frame_weights(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """``[B, T, 1]``: 1 for real frames, 0 for padding, in float32 (float64 for a double
+    ``like``), so that multiplying lifts a bf16/fp16 activation under autocast to float32."""
+    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
+    return mask.unsqueeze(-1).to(dtype)
+
+
 def masked_mean(sequence: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the real frames: ``[B, T, H]``, ``[B, T]`` -> ``[B, H]``."""
     weights = mask.unsqueeze(-1).to(sequence.dtype)
@@ -35,6 +48,67 @@ class LayerMix(nn.Module):
         return torch.einsum("btlh,l->bth", layers, self.logits.softmax(0))
 
 
+class TrainingStandardizer(nn.Module):
+    """Standardises each feature with the mean and std of the training fold's real frames,
+    as scikit-learn's ``StandardScaler``: the statistics are gathered in one calibration
+    pass over the training split before the first step (``begin_calibration`` ...
+    ``end_calibration``, driven by :func:`emoplug.train.loop.calibrate`), merged batch by
+    batch in float64 (Chan et al.'s pairwise update), and a feature whose variance is zero
+    up to rounding is scaled by 1, not blown up. The statistics are buffers: saved and
+    restored with the model's weights."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("mean", torch.zeros(dim, dtype=torch.float64))
+        self.register_buffer("scale", torch.ones(dim, dtype=torch.float64))
+        self._m2: torch.Tensor | None = None  # sum of squared deviations while calibrating
+
+    def begin_calibration(self) -> None:
+        self.count.zero_()
+        self.mean.zero_()
+        self._m2 = torch.zeros_like(self.mean)
+
+    def end_calibration(self) -> None:
+        assert self._m2 is not None, "end_calibration without begin_calibration"
+        n = self.count.clamp(min=1.0)
+        var = self._m2 / n
+        eps = torch.finfo(torch.float64).eps
+        constant = var <= n * eps * var + (n * self.mean * eps) ** 2
+        self.scale.copy_(torch.where(constant, torch.ones_like(var), var.sqrt()))
+        self._m2 = None
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self._m2 is not None:  # calibrating: gather, pass through unchanged
+            with torch.no_grad():
+                self._add(features[mask].double())
+            return features
+        scaled = (features.double() - self.mean) / self.scale
+        return scaled.to(features.dtype)
+
+    def _add(self, rows: torch.Tensor) -> None:
+        if rows.shape[0] == 0:
+            return
+        n_b = float(rows.shape[0])
+        mean_b = rows.mean(0)
+        m2_b = ((rows - mean_b) ** 2).sum(0)
+        total = self.count + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * (n_b / total)
+        self._m2 += m2_b + delta * delta * (self.count * n_b / total)
+        self.count.copy_(total)
+
+
+def _standardizer(config: AudioEncoderConfig, input_dim: int) -> TrainingStandardizer | None:
+    return TrainingStandardizer(input_dim) if config.standardize else None
+
+
+def _standardized(standardize: TrainingStandardizer | None, features: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    x = floating(features)
+    return x if standardize is None else standardize(x, mask)
+
+
 class CNNEncoder(nn.Module):
     """A stack of masked 1-D convolutions over time (conv -> GELU -> LayerNorm -> dropout),
     then masked mean pooling. A stride > 1 shortens the sequence and its mask."""
@@ -42,6 +116,7 @@ class CNNEncoder(nn.Module):
     def __init__(self, input_dim: int, config: AudioEncoderConfig):
         super().__init__()
         self.dim = config.hidden
+        self.standardize = _standardizer(config, input_dim)
         self.convs = nn.ModuleList(
             nn.Conv1d(input_dim if i == 0 else config.hidden, config.hidden,
                       config.kernel_size, stride=config.stride, padding=config.kernel_size // 2)
@@ -51,7 +126,7 @@ class CNNEncoder(nn.Module):
         self.stride = config.stride
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> Encoded:
-        x = features.float()
+        x = _standardized(self.standardize, features, mask)
         for conv, norm in zip(self.convs, self.norms, strict=True):
             x = x * mask.unsqueeze(-1).to(x.dtype)
             # back to [B, T, H] in memory: GELU's backward is ~6x slower on a transposed view
@@ -62,6 +137,15 @@ class CNNEncoder(nn.Module):
         return Encoded(sequence=x, mask=mask, pooled=masked_mean(x, mask))
 
 
+def _mlp(input_dim: int, config: AudioEncoderConfig) -> nn.Sequential:
+    """``config.layers`` x (Linear -> GELU -> dropout)."""
+    layers: list[nn.Module] = []
+    for i in range(config.layers):
+        layers += [nn.Linear(input_dim if i == 0 else config.hidden, config.hidden),
+                   nn.GELU(), nn.Dropout(config.dropout)]
+    return nn.Sequential(*layers)
+
+
 class MLPEncoder(nn.Module):
     """The same MLP on every frame (Linear -> GELU -> dropout), then masked mean pooling;
     meant for one-frame utterance-level features."""
@@ -69,14 +153,12 @@ class MLPEncoder(nn.Module):
     def __init__(self, input_dim: int, config: AudioEncoderConfig):
         super().__init__()
         self.dim = config.hidden
-        layers: list[nn.Module] = []
-        for i in range(config.layers):
-            layers += [nn.Linear(input_dim if i == 0 else config.hidden, config.hidden),
-                       nn.GELU(), nn.Dropout(config.dropout)]
-        self.mlp = nn.Sequential(*layers)
+        self.standardize = _standardizer(config, input_dim)
+        self.mlp = _mlp(input_dim, config)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> Encoded:
-        x = self.mlp(features.float()) * mask.unsqueeze(-1).float()
+        x = self.mlp(_standardized(self.standardize, features, mask))
+        x = x * frame_weights(mask, x)
         return Encoded(sequence=x, mask=mask, pooled=masked_mean(x, mask))
 
 
@@ -86,63 +168,35 @@ class AttentionPoolEncoder(nn.Module):
 
     def __init__(self, input_dim: int, config: AudioEncoderConfig):
         super().__init__()
-        self.project = MLPEncoder(input_dim, config).mlp
+        self.standardize = _standardizer(config, input_dim)
+        self.project = _mlp(input_dim, config)
         self.dim = config.hidden
         self.score = nn.Linear(config.hidden, 1)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> Encoded:
-        x = self.project(features.float()) * mask.unsqueeze(-1).float()
+        x = self.project(_standardized(self.standardize, features, mask))
+        x = x * frame_weights(mask, x)
         scores = self.score(x).squeeze(-1)  # bf16/fp16 under autocast: fill with its min
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         weights = scores.softmax(dim=1).unsqueeze(-1)
         return Encoded(sequence=x, mask=mask, pooled=(weights * x).sum(1))
 
 
-class TrainingStandardizer(nn.Module):
-    """Standardises each feature with the mean and std of the real frames it was trained on.
-
-    In training mode the frames of every batch are added to running float64 sums and the
-    batch is standardised with the statistics so far; in eval mode the sums are frozen.
-    After whole epochs (when emoplug evaluates), the statistics are exactly the training
-    fold's: every epoch adds the same frames again. The sums are buffers: saved and
-    restored with the model's weights."""
-
-    def __init__(self, dim: int, eps: float = 1e-8):
-        super().__init__()
-        self.eps = eps
-        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("total", torch.zeros(dim, dtype=torch.float64))
-        self.register_buffer("squares", torch.zeros(dim, dtype=torch.float64))
-
-    def forward(self, features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            with torch.no_grad():
-                real = features[mask].double()
-                self.count += real.shape[0]
-                self.total += real.sum(0)
-                self.squares += (real * real).sum(0)
-        count = self.count.clamp(min=1.0)
-        mean = self.total / count
-        var = (self.squares / count - mean * mean).clamp(min=0.0)
-        scaled = (features.double() - mean) / (var + self.eps).sqrt()
-        return scaled.to(features.dtype)
-
-
 class LinearEncoder(nn.Module):
-    """The classic baseline's front end: :class:`TrainingStandardizer`, one linear layer on
-    every frame, masked mean pooling (meant for one-frame functionals, where the whole model
-    with a linear head is a linear classifier on standardised statistics)."""
+    """The classic baseline's front end: the features standardised with the training
+    fold's statistics (:class:`TrainingStandardizer`, always on), no trainable layer, masked
+    mean pooling. With a linear head (fusion ``none`` with ``hidden: 0``) the whole cell is
+    one linear map of standardised utterance statistics: multinomial logistic regression,
+    fitted exactly as such with ``train.optimizer: lbfgs``."""
 
     def __init__(self, input_dim: int, config: AudioEncoderConfig):
         super().__init__()
-        self.dim = config.hidden
+        self.dim = input_dim
         self.standardize = TrainingStandardizer(input_dim)
-        self.linear = nn.Linear(input_dim, config.hidden)
-        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> Encoded:
-        x = self.dropout(self.linear(self.standardize(features.float(), mask)))
-        x = x * mask.unsqueeze(-1).to(x.dtype)
+        x = self.standardize(floating(features), mask)
+        x = x * frame_weights(mask, x)
         return Encoded(sequence=x, mask=mask, pooled=masked_mean(x, mask))
 
 
@@ -156,7 +210,7 @@ class MixedLayersEncoder(nn.Module):
         self.dim = encoder.dim
 
     def forward(self, features: torch.Tensor, mask: torch.Tensor) -> Encoded:
-        return self.encoder(self.mix(features.float()), mask)
+        return self.encoder(self.mix(floating(features)), mask)
 
 
 ENCODERS: dict[str, type[nn.Module]] = {

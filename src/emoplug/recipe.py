@@ -57,6 +57,21 @@ class TrainSettings(_Strict):
     cohort: int = Field(16, ge=1, description="head jobs sharing their inputs trained in "
                         "lockstep in one process (1 = one job at a time; same results)")
     save: Literal["none", "best"] = Field("none", description="save each job's best model")
+    optimizer: Literal["adamw", "lbfgs"] = Field(
+        "adamw", description="adamw: minibatches, linear warmup/decay, early stopping on dev "
+        "loss; lbfgs: full-batch L-BFGS to convergence, dropout off, no early stopping "
+        "(for cells without a text encoder to fine-tune: on a linear model under "
+        "cross-entropy it is scikit-learn's LogisticRegression)")
+    C: float = Field(1.0, gt=0, description="lbfgs: inverse L2 strength as scikit-learn's C: "
+                     "minimises C * sum(loss) + ||W||^2 / 2 over weight matrices")
+    max_iter: int = Field(1000, ge=1, description="lbfgs: most iterations")
+    tol: float = Field(1e-6, gt=0, description="lbfgs: converged when no entry of the "
+                       "objective's gradient exceeds this (the fit runs in float64)")
+
+
+#: training settings a cell may set for itself (``extra[i].train``); the rest are the run's
+CELL_TRAIN_KEYS = frozenset(TrainSettings.model_fields) - {
+    "strategy", "mixed_precision", "cohort", "save", "stage_epochs"}
 
 
 class GridSpec(_Strict):
@@ -83,6 +98,9 @@ class CellSpec(_Strict):
     control: Literal["none", "permuted_labels"] = Field(
         "none", description="permuted_labels: train on the training fold's targets permuted "
         "among its utterances (dev and test keep theirs), a control that should score chance")
+    train: dict[str, Any] | None = Field(
+        None, description="training settings of this cell's own (its head training; a shared "
+        "text stage keeps the recipe's), over the recipe's `train`")
 
 
 class Recipe(_Strict):
@@ -167,6 +185,11 @@ class Job:
     #: the settings every job of the plan shares (dataset, protocol, train), not copied
     shared_config: dict[str, Any] = field(repr=False, compare=False, hash=False)
 
+    def train_config(self) -> dict[str, Any]:
+        """The training settings that shape the job's results: the run's, with the cell's
+        own on top (:meth:`Plan.train_settings` gives them all, as ``TrainSettings``)."""
+        return {**self.shared_config["train"], **(self.cell.config.get("train") or {})}
+
     def resolved_config(self) -> dict[str, Any]:
         """Everything that defines the job (what ``config.json`` holds)."""
         return {
@@ -201,6 +224,13 @@ class Plan:
     protocol_folds: dict[str, list[str]] = field(default_factory=dict)
     #: the resolved configs of the named protocols
     protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def train_settings(self, cell: Cell) -> TrainSettings:
+        """The settings a cell's jobs train with: the recipe's, with the cell's own on top."""
+        own = cell.config.get("train")
+        if not own:
+            return self.recipe.train
+        return self.recipe.train.model_copy(update=own)
 
     def folds_of(self, cell: Cell) -> list[str]:
         """The fold names a cell runs on: its named protocol's, or the recipe protocol's."""
@@ -477,7 +507,8 @@ def _cell_entries(recipe: Recipe) -> list[tuple[str, dict[str, Any], dict[str, s
                 entries.append(("grid", {"text": t, "audio": a, "fusion": f, "approach": p,
                                          "protocol": protocol}, where))
     for i, spec in enumerate(recipe.extra):
-        where = {axis: f"extra[{i}].{axis}" for axis in (*COMPONENT_SECTIONS, "protocol")}
+        where = {axis: f"extra[{i}].{axis}"
+                 for axis in (*COMPONENT_SECTIONS, "protocol", "train")}
         entries.append(("extra", spec.model_dump(), where))
     return entries
 
@@ -544,6 +575,15 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
             continue
         if names.get("control", "none") != "none":  # absent otherwise: ids stay as they were
             config["control"] = names["control"]
+        if names.get("train"):  # absent otherwise: ids stay as they were
+            own = _cell_train(recipe.train, names["train"], where["train"], resolver.problems)
+            if own is None:
+                continue
+            config["train"] = own
+        problem = _optimizer_problem(recipe.train, config, where)
+        if problem:
+            resolver.problems.append(problem)
+            continue
         under = names.get("protocol")
         if under is not None:  # absent under the recipe's protocol: ids stay as they were
             if under not in recipe.protocols:
@@ -588,6 +628,41 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
                                    "dataset (its description lists no sessions or speakers); "
                                    "nothing to run"])
     return plan
+
+
+def _cell_train(run: TrainSettings, own: dict[str, Any], where: str,
+                problems: list[str]) -> dict[str, Any] | None:
+    """A cell's own training settings, validated over the run's; None after a problem."""
+    before = len(problems)
+    for key in own:
+        if key not in TrainSettings.model_fields:
+            problems.append(f"{where}.{key}: unknown key")
+        elif key not in CELL_TRAIN_KEYS:
+            problems.append(f"{where}.{key}: a setting of the whole run; set it in `train`")
+    if len(problems) > before:
+        return None
+    try:
+        merged = TrainSettings.model_validate({**run.model_dump(), **own})
+    except ValidationError as exc:
+        problems.extend(_pydantic_problems(exc, where))
+        return None
+    return {key: getattr(merged, key) for key in sorted(own)}
+
+
+def _optimizer_problem(run: TrainSettings, config: dict[str, Any],
+                       where: dict[str, str]) -> str | None:
+    """Full-batch L-BFGS cannot fine-tune a text encoder: not in a cell, not in a stage."""
+    text = config.get("text")
+    mode = None if text is None else text.get("mode", "finetune")
+    optimizer = (config.get("train") or {}).get("optimizer", run.optimizer)
+    if mode == "finetune" and optimizer == "lbfgs":
+        return (f"{where['text']}: optimizer lbfgs fits full-batch and cannot fine-tune a text "
+                "encoder; use mode frozen or staged, or optimizer adamw for this cell")
+    if mode == "staged" and run.optimizer == "lbfgs":
+        return (f"{where['text']}: staged text encoders are fine-tuned with the recipe's "
+                "train settings, and train.optimizer lbfgs cannot fine-tune; keep adamw there "
+                "and give lbfgs to cells of their own (extra[i].train)")
+    return None
 
 
 def _ablations(registry: Registry, config: dict[str, Any]) -> dict[str, Any]:

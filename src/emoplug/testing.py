@@ -44,6 +44,42 @@ ComponentArg = str | Mapping[str, Any] | None
 
 # -- inputs ----------------------------------------------------------------------------------
 
+#: utterances per class of a small acted corpus (EmoDB's seven classes: 535 utterances)
+ACTED_CLASS_COUNTS = (127, 81, 46, 69, 71, 62, 79)
+
+
+def utterance_statistics(class_counts: tuple[int, ...] = ACTED_CLASS_COUNTS,
+                         speakers: int = 10, dim: int = 88, separation: float = 0.9,
+                         seed: int = 0) -> tuple[Any, Any, Any]:
+    """A synthetic problem with the statistics of utterance-level acoustic functionals
+    (eGeMAPS-like) of a small acted corpus, for testing a learner against scikit-learn on
+    identical inputs: ``(features [n, dim] float32, labels [n], speakers [n])``.
+
+    Classes overlap heavily (class means ``separation`` noise-stds apart in an
+    8-dimensional latent space, with speaker offsets of half a std), the latent space is
+    mixed into ``dim`` correlated columns whose scales span 1e-3 to 1e4 around means ten
+    times their scale, and one column is constant, as some openSMILE functionals are on
+    short clips. Imbalanced classes follow ``class_counts``; utterances are spread evenly
+    over ``speakers``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    latent_dim = 8
+    labels = np.concatenate([np.full(n, c) for c, n in enumerate(class_counts)])
+    rng.shuffle(labels)
+    speaker = np.arange(len(labels)) % speakers
+    class_means = rng.normal(0.0, separation, (len(class_counts), latent_dim))
+    speaker_offsets = rng.normal(0.0, 0.5, (speakers, latent_dim))
+    latent = (class_means[labels] + speaker_offsets[speaker]
+              + rng.normal(0.0, 1.0, (len(labels), latent_dim)))
+    mixing = rng.normal(0.0, 1.0, (latent_dim, dim)) / np.sqrt(latent_dim)
+    columns = latent @ mixing + rng.normal(0.0, 0.7, (len(labels), dim))
+    scales = 10.0 ** rng.permutation(np.linspace(-3, 4, dim))
+    features = columns * scales + 10.0 * scales
+    features[:, dim // 2] = 5.0
+    return features.astype(np.float32), labels, np.array([f"spk{s:02d}" for s in speaker])
+
+
 def make_encoded(batch: int = 4, length: int = 6, dim: int = 16, *,
                  lengths: list[int] | None = None, seed: int = 0,
                  pad_value: float = 0.0) -> Encoded:

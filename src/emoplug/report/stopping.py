@@ -1,5 +1,6 @@
 """How training ended, per cell: the cells that stopped at the epoch limit while their dev
-loss was still falling (under-trained: raise ``train.epochs``).
+loss was still falling (under-trained: raise ``train.epochs``), and those fitted with L-BFGS
+that hit ``train.max_iter`` before converging.
 
 Read from each finished job's ``result.json`` ``stopping`` record (``stopped_by``,
 ``epoch_limit``, ``dev_loss_improving``; see ``emoplug.train.loop.FitResult``). Jobs written
@@ -12,15 +13,18 @@ from emoplug.report.collect import CellRecord, JobRecord, RunData
 from emoplug.report.select import jobs_cell
 from emoplug.report.tables import Section, Table
 
-FLAG = "stopped by the epoch limit, dev loss still improving"
+FLAG = "stopped by the epoch or iteration limit before converging"
 
 
 def cut_short(job: JobRecord) -> bool | None:
-    """The job ended at the epoch limit with its dev loss still improving; None when its
-    result has no stopping record."""
+    """The job ended at the epoch limit with its dev loss still improving, or its L-BFGS
+    fit at the iteration limit before converging; None when its result has no stopping
+    record."""
     stopping = (job.result or {}).get("stopping")
     if not isinstance(stopping, dict):
         return None
+    if stopping.get("stopped_by") == "iteration_limit":
+        return True
     return stopping.get("stopped_by") == "epoch_limit" and bool(
         stopping.get("dev_loss_improving"))
 
@@ -53,9 +57,11 @@ def stopping_section(run: RunData) -> Section:
                       "Per cell, the folds whose training ended at the epoch limit while the "
                       "dev loss was still improving (a new best in the last tenth of the "
                       "epochs, at least in the last one), "
-                      "rather than by early stopping. A cell where that happened in at least "
-                      f"half of its folds is flagged \"{FLAG}\": it is under-trained; raise "
-                      "train.epochs.")
+                      "rather than by early stopping, and the folds whose L-BFGS fit "
+                      "(train.optimizer: lbfgs) reached train.max_iter before converging. A "
+                      "cell where that happened in at least half of its folds is flagged "
+                      f"\"{FLAG}\": it is under-trained; raise train.epochs or "
+                      "train.max_iter.")
     rows = []
     for cell in run.cells:
         short, recorded = fold_counts(cell)

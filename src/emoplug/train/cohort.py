@@ -22,16 +22,20 @@ from emoplug.recipe import Job
 
 
 def cohort_key(job: Job, stage_of: Callable[[Job], str | None]) -> tuple[Any, ...] | None:
-    """What a job's inputs are made of; jobs with equal keys can share a cohort. None for
-    jobs that fine-tune a text encoder (nothing worth sharing: the encoder dominates)."""
+    """What a job's inputs and batches are made of; jobs with equal keys can share a cohort.
+    None for jobs that fine-tune a text encoder (nothing worth sharing: the encoder
+    dominates) and for full-batch (``lbfgs``) jobs, which take no minibatch steps."""
     text = job.cell.config["text"]
     if text is not None and text.get("mode", "finetune") == "finetune":
+        return None
+    if job.train_config()["optimizer"] == "lbfgs":
         return None
     text_part = (None if text is None else
                  stage_of(job) or json.dumps(text, sort_keys=True))
     audio = job.cell.config["audio"]
     return (text_part, None if audio is None else json.dumps(audio, sort_keys=True),
-            job.fold, job.seed, job.cell.control)  # a control trains on targets of its own
+            job.fold, job.seed, job.cell.control,  # a control trains on targets of its own
+            json.dumps(job.cell.config.get("train"), sort_keys=True))  # its own batch size...
 
 
 def group_cohorts(jobs: list[Job], stage_of: Callable[[Job], str | None],

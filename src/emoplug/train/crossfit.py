@@ -80,7 +80,8 @@ def out_of_fold_outputs(ctx: RunContext, job: Job, inputs: JobInputs, approach: 
         model = build_model(ctx, inner_job, inner).model  # its own approach goes unused
         loaders = make_loaders(ctx, inner_job, inner, model.text, accelerator.device)
         fitted = fit(model, approach.loss, loaders["fit"], loaders["dev"],
-                     ctx.plan.recipe.train, accelerator, encoder_lr=encoder_lr(job), ddp=ddp)
+                     ctx.plan.train_settings(job.cell), accelerator, encoder_lr=encoder_lr(job),
+                     ddp=ddp)
         predicted = predict(model, loaders["test"], accelerator.device, accelerator.autocast)
         if outputs is None:
             outputs = torch.full((len(train), predicted.outputs.shape[1]), float("nan"))

@@ -95,7 +95,7 @@ def _examples(ctx: RunContext, job: Job, ids: tuple[str, ...], text_cache, audio
 def make_loaders(ctx: RunContext, job: Job, inputs: JobInputs, text_module: Any,
                  device: torch.device) -> dict[str, Loader]:
     """Training (bucketed, shuffled by ``job.seed``) and evaluation loaders of the splits."""
-    settings = ctx.plan.recipe.train
+    settings = ctx.plan.train_settings(job.cell)
     collate = Collator(text_module.tokenize if text_module is not None else None,
                        _device_inputs(ctx, inputs.splits, inputs.text_key, inputs.audio_store,
                                       device))

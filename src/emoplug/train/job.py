@@ -27,8 +27,8 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
     loaders = make_loaders(ctx, job, inputs, built.model.text, accelerator.device)
     setup_s = time.perf_counter() - start
     result = fit(built.model, built.approach.loss, loaders["fit"], loaders["dev"],
-                 ctx.plan.recipe.train, accelerator, encoder_lr=encoder_lr(job), ddp=ddp,
-                 on_epoch=on_epoch, on_batch=on_batch)
+                 ctx.plan.train_settings(job.cell), accelerator, encoder_lr=encoder_lr(job),
+                 ddp=ddp, on_epoch=on_epoch, on_batch=on_batch)
     eval_start = time.perf_counter()
     evaluated = evaluate_job(ctx, job, inputs, built, loaders, result, accelerator, ddp)
     timings = {"setup_s": setup_s, "train_s": result.seconds,
@@ -60,8 +60,9 @@ def run_cohort(ctx: RunContext, jobs: list[Job], accelerator: Any,
         try:
             built = build_model(ctx, job, inputs)
             rng = RngStreams(accelerator.device)  # the job's streams as they are after building
-            trainer = CellTrainer(built.model, built.approach.loss, ctx.plan.recipe.train,
-                                  accelerator, len(loaders["fit"]), ctx.plan.recipe.train.epochs,
+            settings = ctx.plan.train_settings(job.cell)
+            trainer = CellTrainer(built.model, built.approach.loss, settings,
+                                  accelerator, len(loaders["fit"]), settings.epochs,
                                   encoder_lr=encoder_lr(job), on_epoch=on_epoch.get(job.id),
                                   rng=rng)
         except Exception as exc:

@@ -51,7 +51,8 @@ class FitResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     dev_outputs: Outputs | None = None  # the best epoch's dev predictions, for reuse
-    #: ``early_stopping`` (patience ran out) or ``epoch_limit``; None while training
+    #: ``early_stopping`` (patience ran out) or ``epoch_limit``; ``converged`` or
+    #: ``iteration_limit`` for a full-batch L-BFGS fit; None while training
     stopped_by: str | None = None
     epoch_limit: int = 0
 
@@ -61,8 +62,9 @@ class FitResult:
         ``dev_loss_improving``: a new best dev loss in the last tenth of the epochs run (at
         least in the last epoch), i.e. the loss was still falling when training ended."""
         window = max(1, self.epochs_run // 10)
+        epochs = self.stopped_by in ("early_stopping", "epoch_limit")
         return {"stopped_by": self.stopped_by, "epoch_limit": self.epoch_limit,
-                "dev_loss_improving": self.best_epoch > self.epochs_run - window}
+                "dev_loss_improving": epochs and self.best_epoch > self.epochs_run - window}
 
 
 class _Collected:
@@ -284,6 +286,37 @@ class CellTrainer:
         return self.result
 
 
+def calibrated_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules of ``model`` that gather statistics of the training split before training
+    (``begin_calibration`` / ``end_calibration``, e.g. the audio encoders' standardizers)."""
+    return [m for m in model.modules() if hasattr(m, "begin_calibration")]
+
+
+def calibrate(models: Sequence[nn.Module], train: Loader, device: torch.device) -> None:
+    """One pass over the training split, in order and without gradients, for the calibrated
+    modules of ``models`` (those with none are left alone, and their random streams are not
+    touched); each then fixes its statistics."""
+    modules = [m for model in models for m in calibrated_modules(model)]
+    if not modules:
+        return
+    for module in modules:
+        module.begin_calibration()
+    chosen = [model for model in models if calibrated_modules(model)]
+    modes = [model.training for model in chosen]
+    for model in chosen:
+        model.eval()
+    with torch.no_grad():
+        for start in range(0, len(train.examples), train.batch_size):
+            batch = move_to(train.batch(list(range(
+                start, min(start + train.batch_size, len(train.examples))))), device)
+            for model in chosen:
+                model(batch)
+    for model, mode in zip(chosen, modes, strict=True):
+        model.train(mode)
+    for module in modules:
+        module.end_calibration()
+
+
 def steps_per_epoch(train: Loader, shard: tuple[int, int] | None) -> int:
     """Optimizer steps per epoch: every batch, or a rank's equal share of them (DDP)."""
     return len(train) if shard is None else math.ceil(len(train) / shard[1])
@@ -309,6 +342,7 @@ def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[d
         for trainer in served:
             trainer.seconds += (time.perf_counter() - started) / len(served)
 
+    calibrate([t.model for t in trainers], train, device)
     epoch, epochs = 0, max(t.epochs for t in trainers)
     while any(t.active for t in trainers):
         epoch += 1
@@ -347,7 +381,11 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
         ddp: bool = False, epochs: int | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
         on_batch: OnBatch | None = None) -> FitResult:
-    """Train ``model`` until dev loss stops improving; load the best weights back into it."""
+    """Train ``model`` until dev loss stops improving and load the best weights back into
+    it (``adamw``); or, with ``settings.optimizer: lbfgs``, fit it to convergence
+    (:func:`fit_lbfgs`)."""
+    if settings.optimizer == "lbfgs":
+        return fit_lbfgs(model, loss_fn, train, dev, settings, accelerator, on_epoch=on_epoch)
     shard = (accelerator.process_index, accelerator.num_processes) if ddp else None
     trainer = CellTrainer(model, loss_fn, settings, accelerator, steps_per_epoch(train, shard),
                           epochs or settings.epochs, encoder_lr=encoder_lr, ddp=ddp,
@@ -355,3 +393,82 @@ def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
     train_cohort([trainer], train, dev, accelerator.device, shard, isolate=False,
                  on_batch=on_batch)
     return trainer.finish()
+
+
+def fit_lbfgs(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
+              settings: TrainSettings, accelerator: Any, *,
+              on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FitResult:
+    """Fit ``model`` to convergence with full-batch L-BFGS (strong Wolfe line search): the
+    objective is the mean training loss plus ``||W||^2 / (2 C n)`` over the weight matrices
+    (biases and norms unpenalised), which for a linear model under cross-entropy is
+    scikit-learn's ``LogisticRegression(C=C)`` objective exactly. Dropout is off (the model
+    runs in eval mode, so the objective is deterministic); the dev split is scored once, at
+    the end. Converged when the largest gradient entry is at most ``settings.tol``."""
+    start = time.perf_counter()
+    device = accelerator.device
+    model.to(device)
+    calibrate([model], train, device)
+    model.eval().double()  # float32 rounding would stop the search short of the optimum
+    batches = [_in_double(move_to(train.batch(list(range(
+        i, min(i + train.batch_size, len(train.examples))))), device))
+        for i in range(0, len(train.examples), train.batch_size)]
+    n = len(train.examples)
+    params = [p for p in model.parameters() if p.requires_grad]
+    weights = [p for p in params if p.ndim >= 2]
+    optimizer = torch.optim.LBFGS(params, lr=1.0, max_iter=settings.max_iter,
+                                  max_eval=settings.max_iter * 2,
+                                  tolerance_grad=settings.tol, tolerance_change=0.0,
+                                  history_size=10, line_search_fn="strong_wolfe")
+    penalty_scale = 1.0 / (2.0 * settings.C * n)
+
+    def objective() -> torch.Tensor:
+        optimizer.zero_grad(set_to_none=False)
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        for batch in batches:
+            loss = loss_fn(model(batch), batch["targets"]) * (len(batch["ids"]) / n)
+            loss.backward()
+            total += loss.detach()
+        penalty = penalty_scale * sum((w * w).sum() for w in weights)
+        if weights:
+            penalty.backward()
+        value = total + penalty.detach()
+        if not torch.isfinite(value):
+            raise TrainingDiverged(f"the L-BFGS objective became {value.item()}; check the "
+                                   "inputs or raise train.C")
+        return value
+
+    final = float(optimizer.step(objective))
+    iterations = int(optimizer.state[params[0]].get("n_iter", 0)) if params else 0
+    objective()  # gradients at the solution, for the convergence check
+    gradient = max((float(p.grad.abs().max()) for p in params if p.grad is not None),
+                   default=0.0)
+    optimizer.zero_grad(set_to_none=True)
+    model.float()
+    dev_out = predict(model, dev, device, accelerator.autocast)
+    dev_loss = loss_fn(dev_out.outputs, dev_out.targets).item()
+    if not math.isfinite(dev_loss):
+        raise TrainingDiverged(f"dev loss became {dev_loss} after L-BFGS")
+    converged = gradient <= settings.tol
+    record = {"epoch": 1, "train_loss": final, "dev_loss": dev_loss, "lr": 1.0,
+              "iterations": iterations, "gradient": gradient}
+    if on_epoch is not None:
+        on_epoch(1, record)
+    result = FitResult(best_epoch=1, best_dev_loss=dev_loss, epochs_run=1, steps=iterations,
+                       seconds=time.perf_counter() - start, history=[record],
+                       dev_outputs=dev_out,
+                       stopped_by="converged" if converged else "iteration_limit",
+                       epoch_limit=1)
+    return result
+
+
+def _in_double(value: Any) -> Any:
+    """``value`` (a batch) with every floating tensor in float64; masks and labels as they are."""
+    if isinstance(value, torch.Tensor):
+        return value.double() if value.is_floating_point() else value
+    if isinstance(value, dict):
+        return {k: _in_double(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(_in_double(v) for v in value)
+    if isinstance(value, Targets):
+        return Targets(_in_double(value.labels), _in_double(value.avd))
+    return value

@@ -103,11 +103,11 @@ def _execute(run: _Run, jobs: list[Job]) -> None:
     from emoplug.train.job import run_cohort, run_job
 
     ctx, accelerator, progress = run.ctx, run.accelerator, run.progress
-    epochs = ctx.plan.recipe.train.epochs
     write = run.main or not run.ddp
     for job in jobs:
         run.leases.note("start", job.id)
-    logs = [JobLog(ctx.output_dir, job, epochs, write, progress) for job in jobs]
+    logs = [JobLog(ctx.output_dir, job, ctx.plan.train_settings(job.cell).epochs, write,
+                   progress) for job in jobs]
     try:
         if len(jobs) == 1:
             try:

@@ -133,7 +133,7 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
             "dims": dims,
             "audio_input_dim": _audio_input_dim(ctx, job) if cfg["audio"] is not None else None,
             "out_dim": _out_dim(model.fusion, dims),
-            "batch_size": ctx.plan.recipe.train.batch_size,
+            "batch_size": ctx.plan.train_settings(job.cell).batch_size,
             "approach_state": approach.state_dict(),
             "config": job.resolved_config(),
             "versions": versions(),
