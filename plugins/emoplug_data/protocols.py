@@ -3,7 +3,9 @@
 Every protocol filters the corpus (``subset``), chooses each fold's test set in its own way,
 trains on the rest, and carves the dev set out of the training part (``dev: random`` = a
 seeded, label-stratified ``dev_fraction``; ``dev: speaker`` = one held-out training speaker;
-``dev: session`` = one whole training session, rotating with the fold).
+``dev: session`` = one whole training session, rotating with the fold; ``dev: inner_folds`` =
+no fixed dev set: settings and the early-stopping epoch are chosen on ``inner_folds``
+speaker-grouped folds of the training part, then the model is refitted on all of it).
 Utterances are sorted by id first, so folds depend only on the corpus and the seed.
 """
 
@@ -31,11 +33,15 @@ if TYPE_CHECKING:
 class SplitConfig(ComponentConfig):
     subset: Literal["all", "improvised", "scripted"] = Field(
         "all", description="dialog type kept (Utterance.meta['improvised'])")
-    dev: Literal["random", "speaker", "session"] = Field(
+    dev: Literal["random", "speaker", "session", "inner_folds"] = Field(
         "random", description="random: a fraction of the training utterances (shares "
                               "speakers with train); speaker: one held-out training speaker; "
                               "session: one whole training session, rotating with the fold "
-                              "(disjoint from train in speakers and dialogs)")
+                              "(disjoint from train in speakers and dialogs); inner_folds: "
+                              "nested selection on speaker-grouped folds of the training "
+                              "part, then one refit on all of it")
+    inner_folds: int = Field(3, ge=2, description="inner_folds: how many speaker-grouped "
+                             "folds the training part is split into")
     dev_fraction: float = Field(0.2, gt=0, lt=1, description="share of training in dev (random)")
     seed: int = 0
 
@@ -93,6 +99,12 @@ class SplitProtocol(Protocol):
                   ) -> tuple[list[str], dict[str, str]]:
         """The dev ids taken from ``train`` (of fold number ``index``) and what to record
         about them in Fold.meta."""
+        if self.config.dev == "inner_folds":
+            speakers = len({u.speaker for u in train})
+            if speakers < 2:
+                raise EmoplugError(f"protocol {self.name}: dev: inner_folds needs at least two "
+                                   f"training speakers, found {speakers}")
+            return [], {"inner_folds": min(self.config.inner_folds, speakers)}
         if self.config.dev == "session":
             sessions = sorted({u.session for u in train})
             if len(sessions) < 2:

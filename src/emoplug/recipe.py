@@ -74,6 +74,46 @@ CELL_TRAIN_KEYS = frozenset(TrainSettings.model_fields) - {
     "strategy", "mixed_precision", "cohort", "save", "stage_epochs"}
 
 
+class SearchRange(_Strict):
+    """A numeric range to search: ``low``..``high``, on a log scale with ``log``; integers
+    when both bounds are written as integers (write ``0.0`` for a float range from 0)."""
+
+    low: float | int
+    high: float | int
+    log: bool = False
+
+    @field_validator("high")
+    @classmethod
+    def _above_low(cls, value: float, info: Any) -> float:
+        low = info.data.get("low")
+        if low is not None and value <= low:
+            raise ValueError(f"high must be above low ({low})")
+        return value
+
+    @property
+    def integer(self) -> bool:
+        return isinstance(self.low, int) and isinstance(self.high, int)
+
+
+class TuneSpec(_Strict):
+    """Tuning on dev with Optuna (``tune:`` in a recipe): per job (cell, fold, seed), a study
+    of ``trials`` over ``space``, scored on the fold's dev split (or its inner folds),
+    never on test; the job is then trained with the best trial's settings."""
+
+    trials: int = Field(20, ge=1, description="trials per job (failed and pruned ones count)")
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPE or random "
+                                              "search, seeded with the job's seed")
+    pruner: Literal["none", "successive_halving", "median"] = Field(
+        "successive_halving", description="stop unpromising trials early: after each epoch "
+        "(fixed dev; the dev loss) or each inner fold (inner_folds; the objective)")
+    objective: Literal["dev_ua", "dev_loss"] = Field(
+        "dev_ua", description="maximise dev UA, or minimise the best dev loss")
+    space: dict[str, SearchRange | list[Any]] = Field(
+        min_length=1, description="setting -> range {low, high, log} or a list of choices; "
+        "settings are train.<key> or <section>.<key>[.<key>...] of a component (text, audio, "
+        "fusion, approach), e.g. train.lr, audio.encoder.hidden, fusion.dropout")
+
+
 class GridSpec(_Strict):
     """Cartesian product of component names; ``null`` in text/audio = modality absent."""
 
@@ -124,6 +164,7 @@ class Recipe(_Strict):
     approach: dict[str, dict[str, Any]] = Field(default_factory=dict)
     grid: GridSpec | None = None
     extra: list[CellSpec] = Field(default_factory=list)
+    tune: TuneSpec | None = Field(None, description="tune every cell's settings on dev")
 
     @field_validator("dataset", "protocol")
     @classmethod
@@ -269,12 +310,16 @@ class Plan:
         """What running the plan costs, in passes over the corpus and trainings: audio
         feature extractions (one per featurizer, cached), frozen text encoder passes (one per
         encoder, cached), staged text encoder fine-tunings (one per encoder, fold, seed and
-        control), jobs fine-tuning an encoder themselves, and head jobs."""
+        control), jobs fine-tuning an encoder themselves, head jobs, tuning trials, and the
+        network trainings all jobs make (one each; with ``tune``, one per trial more; under
+        ``dev: inner_folds``, k per selection plus the refit, k at most the configured
+        ``inner_folds``)."""
         def key(config: Any) -> str:
             return json.dumps(config, sort_keys=True)
 
         texts = [(job, job.cell.config["text"]) for job in self.jobs
                  if job.cell.config["text"] is not None]
+        trials = self.recipe.tune.trials if self.recipe.tune is not None else 0
         return {
             "feature_extractions": len({key(c.config["audio"]) for c in self.cells
                                         if c.config["audio"] is not None}),
@@ -283,7 +328,14 @@ class Plan:
                                        for j, t in texts if t.get("mode") == "staged"}),
             "fine_tuning_jobs": sum(t.get("mode") == "finetune" for _, t in texts),
             "head_jobs": len(self.jobs),
+            "tuning_trials": len(self.jobs) * trials,
+            "trainings": sum(self._trainings(job, trials) for job in self.jobs),
         }
+
+    def _trainings(self, job: Job, trials: int) -> int:
+        protocol = self.protocol_of(job.cell)
+        inner = protocol.get("inner_folds", 0) if protocol.get("dev") == "inner_folds" else 0
+        return trials * max(inner, 1) + inner + 1
 
     def corpus_request(self) -> CorpusRequest:
         """What to read and how to split it (``emoplug.data.loading``)."""
@@ -549,6 +601,8 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
         "train": {k: v for k, v in recipe.train.model_dump(mode="json").items()
                   if k not in NON_RESULT_TRAIN_KEYS},
     }
+    if recipe.tune is not None:  # absent otherwise: ids stay as they were
+        identity["tune"] = recipe.tune.model_dump(mode="json")
     cells: dict[str, Cell] = {}
     for source_kind, names, where in entries:
         text, audio = names["text"], names["audio"]
@@ -580,7 +634,8 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
             if own is None:
                 continue
             config["train"] = own
-        problem = _optimizer_problem(recipe.train, config, where)
+        problem = (_optimizer_problem(recipe.train, config, where)
+                   or _inner_folds_problem(config.get("protocol") or protocol, config, where))
         if problem:
             resolver.problems.append(problem)
             continue
@@ -598,6 +653,8 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
         if cell_id not in cells:
             cells[cell_id] = Cell(text, audio, fusion, names["approach"], config, cell_id,
                                   source_kind, under, _ablations(registry, config))
+    if recipe.tune is not None:
+        resolver.problems.extend(_tune_problems(recipe.tune, list(cells.values()), registry))
     if resolver.problems:
         raise RecipeError(source, resolver.problems)
 
@@ -628,6 +685,58 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
                                    "dataset (its description lists no sessions or speakers); "
                                    "nothing to run"])
     return plan
+
+
+def _tune_problems(tune: TuneSpec, cells: list[Cell], registry: Registry) -> list[str]:
+    """Each searched setting applies to some cell, and its bounds or choices are settings the
+    cell's component accepts; staged text encoders (shared by cells) are not tuned."""
+    from emoplug.search_space import applies, apply_values, boundary_values, split_key
+
+    problems = []
+    for key, dimension in tune.space.items():
+        where = f"tune.space.{key}"
+        section, path = split_key(key)
+        if section == "train" and (len(path) != 1 or path[0] not in CELL_TRAIN_KEYS):
+            problems.append(f"{where}: not a training setting a cell may set (one of "
+                            f"{', '.join(sorted(CELL_TRAIN_KEYS))})")
+            continue
+        if section not in ("train", *COMPONENT_SECTIONS) or not path:
+            problems.append(f"{where}: a setting is train.<key> or "
+                            f"<{'|'.join(COMPONENT_SECTIONS)}>.<key>[.<key>...]")
+            continue
+        tuned = [cell for cell in cells if applies(key, cell.config)]
+        if not tuned:
+            problems.append(f"{where}: no cell has a {section} component")
+            continue
+        if section == "text" and any(c.config["text"].get("mode") == "staged" for c in tuned):
+            problems.append(f"{where}: staged text encoders are fine-tuned once and shared by "
+                            "cells, so their settings cannot be tuned per job")
+            continue
+        for value in boundary_values(dimension):
+            if section == "train":
+                if _cell_train(TrainSettings(), {path[0]: value}, where, problems) is None:
+                    break
+                continue
+            try:
+                for cell in tuned:
+                    apply_values(registry, cell.config, {key: value}, CELL_TRAIN_KEYS)
+            except EmoplugError as exc:
+                problems.append(f"{where}: {value!r}: {str(exc).split(': ', 1)[-1]}")
+                break
+    return problems
+
+
+def _inner_folds_problem(protocol: dict[str, Any] | None, config: dict[str, Any],
+                         where: dict[str, str]) -> str | None:
+    """Staged text encoders early-stop on the fold's dev split, which inner folds do not
+    have."""
+    text = config.get("text")
+    if protocol and protocol.get("dev") == "inner_folds" and text is not None \
+            and text.get("mode") == "staged":
+        return (f"{where['text']}: a staged text encoder is fine-tuned once per fold on its dev "
+                "split, and dev: inner_folds has none; use mode frozen or finetune, or "
+                "another dev")
+    return None
 
 
 def _cell_train(run: TrainSettings, own: dict[str, Any], where: str,

@@ -24,11 +24,15 @@ from emoplug.recipe import Job
 def cohort_key(job: Job, stage_of: Callable[[Job], str | None]) -> tuple[Any, ...] | None:
     """What a job's inputs and batches are made of; jobs with equal keys can share a cohort.
     None for jobs that fine-tune a text encoder (nothing worth sharing: the encoder
-    dominates) and for full-batch (``lbfgs``) jobs, which take no minibatch steps."""
+    dominates), for full-batch (``lbfgs``) jobs, which take no minibatch steps, and for
+    jobs that tune or select on inner folds (many trainings of their own)."""
     text = job.cell.config["text"]
     if text is not None and text.get("mode", "finetune") == "finetune":
         return None
-    if job.train_config()["optimizer"] == "lbfgs":
+    if job.train_config()["optimizer"] == "lbfgs" or "tune" in job.shared_config:
+        return None
+    protocol = job.cell.config.get("protocol") or job.shared_config["protocol"]
+    if protocol.get("dev") == "inner_folds":
         return None
     text_part = (None if text is None else
                  stage_of(job) or json.dumps(text, sort_keys=True))

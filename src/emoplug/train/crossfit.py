@@ -79,9 +79,10 @@ def out_of_fold_outputs(ctx: RunContext, job: Job, inputs: JobInputs, approach: 
             "dev": inputs.splits["dev"], "test": [train[i] for i in held_out]})
         model = build_model(ctx, inner_job, inner).model  # its own approach goes unused
         loaders = make_loaders(ctx, inner_job, inner, model.text, accelerator.device)
-        fitted = fit(model, approach.loss, loaders["fit"], loaders["dev"],
+        dev = loaders["dev"] if inner.splits["dev"] else None  # none: epochs chosen before
+        fitted = fit(model, approach.loss, loaders["fit"], dev,
                      ctx.plan.train_settings(job.cell), accelerator, encoder_lr=encoder_lr(job),
-                     ddp=ddp)
+                     ddp=ddp, epochs=inputs.epochs)
         predicted = predict(model, loaders["test"], accelerator.device, accelerator.autocast)
         if outputs is None:
             outputs = torch.full((len(train), predicted.outputs.shape[1]), float("nan"))

@@ -20,10 +20,10 @@ from emoplug.types import Decoded
 
 def evaluate_job(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel,
                  loaders: dict[str, Loader], fitted: FitResult, accelerator: Any,
-                 ddp: bool = False) -> Evaluated:
+                 ddp: bool = False, splits: tuple[str, ...] = ("dev", "test")) -> Evaluated:
     """Fit the approach's second stage if it has one (on out-of-fold outputs of the training
     split where it asks for them: ``metrics["crossfit"]`` records those trainings), predict
-    dev and test, score them."""
+    ``splits`` (dev: the fit's kept dev outputs when it has them), score them."""
     device, autocast = accelerator.device, accelerator.autocast
     model, approach = built.model, built.approach
     crossfit = None
@@ -37,8 +37,8 @@ def evaluate_job(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel,
         approach.fit(train_out.outputs, train_out.targets)
     elif type(approach).fit is not Approach.fit:  # a second stage fitted on targets alone
         approach.fit(None, loaders["train"].targets())
-    outputs = {"dev": fitted.dev_outputs or predict(model, loaders["dev"], device, autocast),
-               "test": predict(model, loaders["test"], device, autocast)}
+    outputs = {name: (fitted.dev_outputs if name == "dev" and fitted.dev_outputs is not None
+                      else predict(model, loaders[name], device, autocast)) for name in splits}
     decoded = {name: approach.decode(o.outputs, o.targets) for name, o in outputs.items()}
     metrics = {name: split_metrics(o, decoded[name], ctx.labels) for name, o in outputs.items()}
     if crossfit is not None:

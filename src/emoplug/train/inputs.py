@@ -34,6 +34,8 @@ class JobInputs:
     audio_store: Any
     splits: dict[str, list[Example]]
     dropped: dict[str, int]
+    #: epochs chosen beforehand (on inner folds): a fit without a dev split trains this many
+    epochs: int | None = None
 
 
 def text_mode(job: Job) -> str | None:
@@ -59,7 +61,7 @@ def load_inputs(ctx: RunContext, job: Job, device: torch.device) -> JobInputs:
     splits = {name: _examples(ctx, job, ids, text_cache, audio_store, dropped)
               for name, ids in (("train", fold.train), ("dev", fold.dev), ("test", fold.test))}
     for name, examples in splits.items():
-        if not examples:
+        if not examples and not (name == "dev" and fold.meta.get("dev") == "inner_folds"):
             raise EmoplugError(f"fold {job.fold}: the {name} split has no utterances "
                                f"with {' and '.join(job.cell.modalities)}")
     splits["train"] = apply_control(job.cell.control, splits["train"], job.seed, job.fold)

@@ -16,25 +16,50 @@ from emoplug.train.evaluate import evaluate_job
 from emoplug.train.inputs import load_inputs, make_loaders, text_mode
 from emoplug.train.loop import CellTrainer, OnBatch, fit, train_cohort
 from emoplug.train.outcome import JobOutcome, done, failure
+from emoplug.train.selection import inner_folds_of, select_on_inner_folds
 
 
 def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
             on_epoch=None, on_batch: OnBatch | None = None) -> JobOutcome:
-    """Train and evaluate ``job`` (exceptions propagate to the caller)."""
+    """Train and evaluate ``job`` (exceptions propagate to the caller): tuned first when the
+    recipe has ``tune:``; under ``dev: inner_folds``, its epochs chosen on inner folds and
+    then refitted on the whole training split."""
     start = time.perf_counter()
+    tuning = None
+    if ctx.plan.recipe.tune is not None:
+        from emoplug.train.job_files import job_dir
+        from emoplug.train.tuning import tune_job
+
+        job, tuning = tune_job(ctx, job, accelerator, job_dir(ctx.output_dir, job))
+    tuning_s = time.perf_counter() - start
     inputs = load_inputs(ctx, job, accelerator.device)
+    k = inner_folds_of(ctx, job)
+    selection = (select_on_inner_folds(ctx, job, inputs, accelerator, k) if k is not None
+                 else None)
+    if selection is not None:
+        inputs.epochs = selection.epochs
     built = build_model(ctx, job, inputs)
     loaders = make_loaders(ctx, job, inputs, built.model.text, accelerator.device)
-    setup_s = time.perf_counter() - start
-    result = fit(built.model, built.approach.loss, loaders["fit"], loaders["dev"],
-                 ctx.plan.train_settings(job.cell), accelerator, encoder_lr=encoder_lr(job),
-                 ddp=ddp, on_epoch=on_epoch, on_batch=on_batch)
+    setup_s = time.perf_counter() - start - tuning_s
+    result = fit(built.model, built.approach.loss, loaders["fit"],
+                 None if selection else loaders["dev"], ctx.plan.train_settings(job.cell),
+                 accelerator, encoder_lr=encoder_lr(job), ddp=ddp, on_epoch=on_epoch,
+                 on_batch=on_batch, epochs=inputs.epochs)
     eval_start = time.perf_counter()
-    evaluated = evaluate_job(ctx, job, inputs, built, loaders, result, accelerator, ddp)
+    evaluated = evaluate_job(ctx, job, inputs, built, loaders, result, accelerator, ddp,
+                             splits=("test",) if selection else ("dev", "test"))
+    if selection is not None:
+        evaluated[2]["dev"] = selection.dev
     timings = {"setup_s": setup_s, "train_s": result.seconds,
                "eval_s": time.perf_counter() - eval_start,
-               "total_s": time.perf_counter() - start}
-    return done(ctx, job, inputs, built, result, evaluated, timings, accelerator, 1)
+               "total_s": time.perf_counter() - start,
+               **({"tuning_s": tuning_s} if tuning is not None else {})}
+    outcome = done(ctx, job, inputs, built, result, evaluated, timings, accelerator, 1)
+    if selection is not None:
+        outcome.result["selection"] = selection.record
+    if tuning is not None:
+        outcome.result["tuning"] = {**tuning, "config": job.cell.config}
+    return outcome
 
 
 def run_cohort(ctx: RunContext, jobs: list[Job], accelerator: Any,

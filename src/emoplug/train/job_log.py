@@ -31,13 +31,16 @@ class JobLog:
 
     def on_epoch(self, epoch: int, record: dict[str, float]) -> None:
         job, progress = self.job, self.progress
+        dev = record.get("dev_loss")  # none for a refit without dev (inner folds)
         if self.writer is not None:
             self.writer.add_scalar("loss/train", record["train_loss"], epoch)
-            self.writer.add_scalar("loss/dev", record["dev_loss"], epoch)
+            if dev is not None:
+                self.writer.add_scalar("loss/dev", dev, epoch)
             self.writer.add_scalar("lr", record["lr"], epoch)
         if progress.verbosity >= 2:
             progress.line(f"    {job.cell.label} fold={job.fold} seed={job.seed} epoch {epoch}: "
-                          f"train {record['train_loss']:.4f} dev {record['dev_loss']:.4f}")
+                          f"train {record['train_loss']:.4f}"
+                          + (f" dev {dev:.4f}" if dev is not None else ""))
 
     def close(self, result: dict[str, Any]) -> None:
         """Log the hyperparameters and test metrics, and close the event file."""

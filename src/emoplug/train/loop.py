@@ -51,8 +51,9 @@ class FitResult:
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
     dev_outputs: Outputs | None = None  # the best epoch's dev predictions, for reuse
-    #: ``early_stopping`` (patience ran out) or ``epoch_limit``; ``converged`` or
-    #: ``iteration_limit`` for a full-batch L-BFGS fit; None while training
+    #: ``early_stopping`` (patience ran out) or ``epoch_limit``; ``fixed_epochs`` for a
+    #: refit without dev (epochs chosen beforehand); ``converged`` or ``iteration_limit``
+    #: for a full-batch L-BFGS fit; None while training
     stopped_by: str | None = None
     epoch_limit: int = 0
 
@@ -167,19 +168,21 @@ class _LossLog:
 class CellTrainer:
     """One model's training: AdamW, linear warmup/decay, clipping, early stopping on dev loss,
     the best weights kept. :func:`fit` drives one; :func:`train_cohort` drives several on the
-    same batches, each on its own random streams (``rng``, see ``cohort.py``)."""
+    same batches, each on its own random streams (``rng``, see ``cohort.py``). Without
+    ``scored`` there is no dev split: it trains exactly ``epochs`` epochs and keeps the
+    last weights (a refit whose epoch count was chosen beforehand)."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, settings: TrainSettings,
                  accelerator: Any, steps_per_epoch: int, epochs: int, *,
                  encoder_lr: float | None = None, ddp: bool = False,
                  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                 rng: Any = None):
+                 rng: Any = None, scored: bool = True):
         from transformers import get_linear_schedule_with_warmup
 
         start = time.perf_counter()
         self.model, self.loss_fn, self.settings = model, loss_fn, settings
         self.accelerator, self.epochs, self.ddp = accelerator, epochs, ddp
-        self.on_epoch, self.rng = on_epoch, rng
+        self.on_epoch, self.rng, self.scored = on_epoch, rng, scored
         model.to(accelerator.device)  # before the optimizer: fused AdamW needs its parameters there
         optimizer = torch.optim.AdamW(
             parameter_groups(model, settings.lr, encoder_lr or settings.encoder_lr,
@@ -258,6 +261,9 @@ class CellTrainer:
     def end_epoch(self, epoch: int) -> None:
         """Score the epoch on dev, keep the weights if best, stop when patience runs out."""
         train_loss = self.losses.mean()
+        if not self.scored:
+            self._end_unscored_epoch(epoch, train_loss)
+            return
         dev_out = self.dev.outputs()
         dev_loss = self.loss_fn(dev_out.outputs, dev_out.targets).item()
         if not math.isfinite(dev_loss):
@@ -279,9 +285,21 @@ class CellTrainer:
         elif epoch >= self.epochs:
             self.active, best.stopped_by = False, "epoch_limit"
 
+    def _end_unscored_epoch(self, epoch: int, train_loss: float) -> None:
+        record = {"epoch": epoch, "train_loss": train_loss,
+                  "lr": self.scheduler.get_last_lr()[0]}
+        self.result.history.append(record)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, record)
+        self.result.best_epoch = self.result.epochs_run = epoch
+        if epoch >= self.epochs:
+            self.active, self.result.stopped_by = False, "fixed_epochs"
+
     def finish(self) -> FitResult:
-        """Load the best weights back into the model; the fit's record."""
-        self.model.load_state_dict(self.best_state)
+        """Load the best weights back into the model (the last ones without dev); the
+        fit's record."""
+        if self.scored:
+            self.model.load_state_dict(self.best_state)
         self.result.seconds = self.seconds
         return self.result
 
@@ -322,14 +340,16 @@ def steps_per_epoch(train: Loader, shard: tuple[int, int] | None) -> int:
     return len(train) if shard is None else math.ceil(len(train) / shard[1])
 
 
-def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[dict[str, Any]],
+def train_cohort(trainers: Sequence[CellTrainer], train: Loader,
+                 dev: Iterable[dict[str, Any]] | None,
                  device: torch.device, shard: tuple[int, int] | None = None,
                  isolate: bool = True, on_batch: OnBatch | None = None) -> None:
     """Train every trainer on each batch of ``train`` (collated once), then score each on
-    ``dev``, epoch after epoch until all have stopped. ``shard`` (rank, world): this rank's
-    share of each epoch's batches, equal counts on every rank (DDP). With ``isolate`` a
-    trainer that raises stops alone (see ``CellTrainer.call``); without, the error
-    propagates. The time spent collating is shared equally by the trainers it served.
+    ``dev`` (None: trainers without a dev split), epoch after epoch until all have stopped.
+    ``shard`` (rank, world): this rank's share of each epoch's batches, equal counts on
+    every rank (DDP). With ``isolate`` a trainer that raises stops alone (see
+    ``CellTrainer.call``); without, the error propagates. The time spent collating is
+    shared equally by the trainers it served.
     ``on_batch(epoch, epochs, batch, batches)`` is told after every training batch."""
 
     def each(method: str, *args: Any) -> None:
@@ -365,7 +385,7 @@ def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[d
                 on_batch(epoch, epochs, number, len(batches))
         each("start_eval")
         started = time.perf_counter()
-        for batch in dev:
+        for batch in dev or ():
             if not any(t.active for t in trainers):
                 break
             batch = move_to(batch, device)
@@ -376,20 +396,20 @@ def train_cohort(trainers: Sequence[CellTrainer], train: Loader, dev: Iterable[d
         each("end_epoch", epoch)
 
 
-def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
+def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader | None,
         settings: TrainSettings, accelerator: Any, *, encoder_lr: float | None = None,
         ddp: bool = False, epochs: int | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
         on_batch: OnBatch | None = None) -> FitResult:
     """Train ``model`` until dev loss stops improving and load the best weights back into
-    it (``adamw``); or, with ``settings.optimizer: lbfgs``, fit it to convergence
-    (:func:`fit_lbfgs`)."""
+    it (``adamw``), or for exactly ``epochs`` without a ``dev`` loader; or, with
+    ``settings.optimizer: lbfgs``, fit it to convergence (:func:`fit_lbfgs`)."""
     if settings.optimizer == "lbfgs":
         return fit_lbfgs(model, loss_fn, train, dev, settings, accelerator, on_epoch=on_epoch)
     shard = (accelerator.process_index, accelerator.num_processes) if ddp else None
     trainer = CellTrainer(model, loss_fn, settings, accelerator, steps_per_epoch(train, shard),
                           epochs or settings.epochs, encoder_lr=encoder_lr, ddp=ddp,
-                          on_epoch=on_epoch)
+                          on_epoch=on_epoch, scored=dev is not None)
     train_cohort([trainer], train, dev, accelerator.device, shard, isolate=False,
                  on_batch=on_batch)
     return trainer.finish()
@@ -444,12 +464,15 @@ def fit_lbfgs(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader,
                    default=0.0)
     optimizer.zero_grad(set_to_none=True)
     model.float()
-    dev_out = predict(model, dev, device, accelerator.autocast)
-    dev_loss = loss_fn(dev_out.outputs, dev_out.targets).item()
-    if not math.isfinite(dev_loss):
-        raise TrainingDiverged(f"dev loss became {dev_loss} after L-BFGS")
+    dev_out, dev_loss = None, math.nan
+    if dev is not None:
+        dev_out = predict(model, dev, device, accelerator.autocast)
+        dev_loss = loss_fn(dev_out.outputs, dev_out.targets).item()
+        if not math.isfinite(dev_loss):
+            raise TrainingDiverged(f"dev loss became {dev_loss} after L-BFGS")
     converged = gradient <= settings.tol
-    record = {"epoch": 1, "train_loss": final, "dev_loss": dev_loss, "lr": 1.0,
+    record = {"epoch": 1, "train_loss": final, "lr": 1.0,
+              **({"dev_loss": dev_loss} if dev_out is not None else {}),
               "iterations": iterations, "gradient": gradient}
     if on_epoch is not None:
         on_epoch(1, record)

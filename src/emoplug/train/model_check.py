@@ -42,6 +42,9 @@ def check_job(job_folder: Path, registry: Registry | None = None) -> list[str]:
     if config is None or result is None or result.get("status") != "done":
         return []
     record = result.get("model")
+    tuned = (result.get("tuning") or {}).get("config")
+    if tuned is not None:  # the job trained with its best trial's settings
+        config = {**config, **tuned}
     if record is None:
         return [f"{job_folder.name}: result.json records no model (written before it did)"]
     problems = []
