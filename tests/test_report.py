@@ -590,8 +590,9 @@ def test_protocol_section_shows_the_audit_and_the_dev_test_gap(report):
     assert row[2:7] == ["40", "0 (0.0%)", "0 (0.0%)", "—", "7 (17.5%)"]
     assert row[10] == "2 (5.0%)"
     gap = row_with(protocol, "| " + labelled("c_multi_early") + " |")
-    assert gap[4] == "5.0 ± 0.0"  # the synthetic dev UA is test UA + 0.05 in every fold
-    assert row_with(protocol, "| " + labelled("c_text_direct") + " |")[4] == "0.0 ± 0.0"
+    assert gap[5] == "5.0 ± 0.0"  # the synthetic dev UA is test UA + 0.05 in every fold
+    assert gap[2] == "random"  # the dev each job chose on, from its protocol record
+    assert row_with(protocol, "| " + labelled("c_text_direct") + " |")[5] == "0.0 ± 0.0"
 
 
 def test_protocols_compared_cell_by_cell_with_their_audits(tmp_path):

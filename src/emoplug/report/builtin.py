@@ -14,7 +14,7 @@ from emoplug import hookimpl
 
 @hookimpl
 def emoplug_register_report_sections(register: Any) -> None:
-    from emoplug.report import comparisons, data, leakage, sections, stopping
+    from emoplug.report import comparisons, data, leakage, sections, stopping, tuning
 
     grouped = comparisons.grouped_section
     for order, key, build in (
@@ -41,5 +41,6 @@ def emoplug_register_report_sections(register: Any) -> None:
             (130, "ablation", comparisons.ablation_section),
             (140, "confusion", sections.confusion_section),
             (150, "stopping", stopping.stopping_section),
+            (160, "tuning", tuning.tuning_section),
             (900, "compute", sections.compute_section)):
         register(key, build, order=order)

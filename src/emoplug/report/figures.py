@@ -116,7 +116,32 @@ class ConfusionGrid:
         fig.suptitle(self.title)
 
 
-Chart = BarChart | ForestPlot | ConfusionGrid
+@dataclass
+class LineChart:
+    """Lines over a shared integer x axis (e.g. the best objective after each tuning trial),
+    one per series."""
+
+    title: str
+    series: dict[str, list[float]]
+    xlabel: str
+    ylabel: str
+
+    def size(self) -> tuple[float, float]:
+        return 7.0, 3.8 + 0.2 * len(self.series)
+
+    def draw(self, fig: Any) -> None:
+        ax = fig.add_subplot()
+        for name, values in self.series.items():
+            ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3,
+                    label=name)
+        ax.set_xlabel(self.xlabel)
+        ax.set_ylabel(self.ylabel)
+        ax.grid(alpha=0.3)
+        fig.suptitle(self.title)
+        fig.legend(loc="outside lower center", ncols=1, fontsize="small")
+
+
+Chart = BarChart | ForestPlot | ConfusionGrid | LineChart
 
 
 def save_chart(chart: Chart, folder: Path, stem: str) -> dict[str, Path]:

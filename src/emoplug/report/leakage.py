@@ -68,16 +68,23 @@ def protocol_section(run: RunData) -> Section:
     else:
         section.notes.append("No job recorded a leakage audit (results written before the "
                              "audit existed).")
-    gaps = [[c.label, jobs_cell(c), fmt_summary(cell_summary(c, "ua", "dev"), "ua"),
+    gaps = [[c.label, jobs_cell(c), dev_kind(c), fmt_summary(cell_summary(c, "ua", "dev"), "ua"),
              fmt_summary(cell_summary(c, "ua"), "ua"), fmt_summary(dev_test_gap(c), "ua")]
             for c in run.cells if c.done]
     if gaps:
-        section.tables.append(Table(["Cell", "Jobs", "Dev UA", "Test UA", "Dev − test UA"],
-                                    gaps, "Dev − test gap (mean ± std over folds)"))
+        section.tables.append(Table(["Cell", "Jobs", "Dev", "Dev UA", "Test UA",
+                                     "Dev − test UA"], gaps,
+                                    "Dev − test gap (mean ± std over folds)"))
     _protocols_compared(run, section)
     if not section.tables:
         section.empty = "No finished job."
     return section
+
+
+def dev_kind(cell: CellRecord) -> str:
+    """The dev the cell's jobs chose on (``session``, ``inner_folds`` ...), as recorded."""
+    kinds = sorted({str((j.result.get("protocol") or {}).get("dev", DASH)) for j in cell.done})
+    return ", ".join(kinds) or DASH
 
 
 def dev_test_gap(cell: CellRecord) -> Summary:
