@@ -343,23 +343,45 @@ def test_majority_class_floors_by_hand(report):
         f"{100 * np.mean([0.25, 0.25, 1 / 3]):.1f} ± ")
 
 
-def test_direct_vs_two_stage_paired_at_the_fold_level(report):
+def corrected_p(a, b, test_train=400 / 800):
+    """Nadeau–Bengio's corrected resampled t-test, written out (every synthetic job trains on
+    800 utterances and tests on 400)."""
+    diff = np.subtract(a, b)
+    se = diff.std(ddof=1) * math.sqrt(1 / len(diff) + test_train)
+    return 2 * stats.t.sf(abs(diff.mean()) / se, len(diff) - 1), se
+
+
+@pytest.mark.parametrize("kind", ["corrected", "plain"])
+def test_direct_vs_two_stage_paired_at_the_fold_level(report, tmp_path, kind):
     _, written = report
+    if kind == "plain":
+        written = write_report(report[0], tmp_path, ["md"], stats="plain")
     markdown = section(written["md"].read_text(), "Approach comparison")
     a, b = fold_values("c_multi_direct"), fold_values("c_multi_two")
     diff = np.subtract(a, b)
-    half = stats.t.ppf(0.975, 2) * diff.std(ddof=1) / math.sqrt(3)  # n = 3 folds, 2 df
+    se = diff.std(ddof=1) / math.sqrt(3) if kind == "plain" else corrected_p(a, b)[1]
+    half = stats.t.ppf(0.975, 2) * se  # n = 3 folds, 2 df
     row = row_with(markdown, "roberta+mfcc/attention: direct vs two_stage", "| UA |")
     assert row[2] == "3"
     assert row[5] == (f"{100 * diff.mean():+.1f} [{100 * (diff.mean() - half):.1f}, "
                       f"{100 * (diff.mean() + half):.1f}]")
+    assert f"t-test p ({kind})" in markdown
 
     def p(value):
         return "<0.001" if value < 0.001 else f"{value:.3f}"
 
-    text_p = stats.ttest_rel(fold_values("c_text_direct"), fold_values("c_text_two")).pvalue
-    multi_p = stats.ttest_rel(a, b).pvalue
+    def test_p(x, y):
+        return stats.ttest_rel(x, y).pvalue if kind == "plain" else corrected_p(x, y)[0]
+
+    text_p = test_p(fold_values("c_text_direct"), fold_values("c_text_two"))
+    multi_p = test_p(a, b)
     assert row[6] == p(multi_p)
+    if kind == "corrected":
+        assert multi_p > stats.ttest_rel(a, b).pvalue
+        assert "Nadeau–Bengio corrected resampled t-test" in markdown
+        assert "n_test/n_train = 0.500" in markdown
+    else:
+        assert "the plain paired t-test (uncorrected" in markdown
     # Holm over the two UA comparisons of this table
     low, high = sorted([text_p, multi_p])
     holm = {low: min(1, 2 * low), high: max(min(1, 2 * low), high)}

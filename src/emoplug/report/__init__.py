@@ -18,17 +18,22 @@ from pathlib import Path
 from emoplug.errors import EmoplugError
 
 FORMATS = ("md", "html", "csv")
+#: the paired t-tests (``emoplug.report.stats.STATS``, kept here so importing stays cheap)
+STATS = ("corrected", "plain")
 
 
 def write_report(run_dir: Path, output_dir: Path | None = None,
-                 formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+                 formats: Sequence[str] = FORMATS, stats: str = "corrected"
+                 ) -> dict[str, Path]:
     """Write the report of ``run_dir`` into ``output_dir`` (default ``run_dir/report``).
 
     ``formats`` is a subset of ``md`` (``report.md`` + ``figures/``), ``html`` (one
     self-contained ``report.html``) and ``csv`` (``results.csv``, one row per job, and
     ``cells.csv``, one row per cell). Returns ``{"md" | "html" | "csv" | "cells_csv" |
-    "figures": path}`` for what was written. Raises ``EmoplugError`` for a folder that is
-    not a run or an unknown format.
+    "figures": path}`` for what was written. ``stats`` picks the paired t-test of every
+    comparison: ``corrected`` (Nadeau–Bengio's corrected resampled t-test, the default) or
+    ``plain`` (uncorrected). Raises ``EmoplugError`` for a folder that is not a run or an
+    unknown format or test.
     """
     from emoplug.report import render
     from emoplug.report.collect import load_run
@@ -39,7 +44,10 @@ def write_report(run_dir: Path, output_dir: Path | None = None,
     if unknown or not formats:
         raise EmoplugError(f"report format {', '.join(unknown) or '(none)'}: choose from "
                            f"{', '.join(FORMATS)}")
+    if stats not in STATS:
+        raise EmoplugError(f"report stats '{stats}': choose from {', '.join(STATS)}")
     run = load_run(Path(run_dir))
+    run.stats = stats
     output = Path(output_dir) if output_dir is not None else run.path / "report"
     output.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}

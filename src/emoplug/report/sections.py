@@ -32,7 +32,7 @@ from emoplug.report.select import (
     protocol_names,
     ranked,
 )
-from emoplug.report.stats import MIN_WILCOXON, seed_spread, summarize
+from emoplug.report.stats import MIN_WILCOXON, PLAIN, seed_spread, summarize
 from emoplug.report.tables import (
     CLASS_METRICS,
     DASH,
@@ -120,11 +120,19 @@ def summary_lines(run: RunData) -> list[str]:
                  "spread over seeds, shown on its own. WA, UA and F1 in %, their differences in "
                  "percentage points; RMSE, MAE and CCC on the corpus scale. Paired comparisons "
                  "match cells on folds: mean difference with its 95% confidence interval "
-                 "(t-distribution, n − 1 degrees of freedom), paired t-test with Holm's "
+                 f"(t-distribution, n − 1 degrees of freedom), {_test_name(run)} with Holm's "
                  "correction over the comparisons of one table and metric, and the Wilcoxon "
                  f"signed-rank test only with at least {MIN_WILCOXON} folds. Micro-F1 is not "
                  "shown: for single-label classification it equals WA.")
     return lines
+
+
+def _test_name(run: RunData) -> str:
+    if run.stats == PLAIN:
+        return ("the plain paired t-test (uncorrected, as `--stats plain` asked: "
+                "anti-conservative under cross-validation)")
+    return ("the Nadeau–Bengio corrected resampled t-test (variance × (1/n + n_test/n_train): "
+            "cross-validation training sets overlap, so fold differences are correlated)")
 
 
 # -- results ----------------------------------------------------------------------------------

@@ -23,9 +23,15 @@ DASH = "—"
 
 @dataclass
 class Table:
+    """A table of text cells. ``note`` is its footnote in the LaTeX tables (what n counts,
+    which test); ``best`` maps a column title to ``max`` or ``min``: the LaTeX tables set that
+    column's best value in bold."""
+
     columns: list[str]
     rows: list[list[str]]
     caption: str = ""
+    note: str = ""
+    best: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
