@@ -686,3 +686,42 @@ def test_a_plugin_adds_report_sections_and_a_failing_one_is_contained(tmp_path, 
     assert "Results" in markdown and "Compute" in markdown  # the others are unaffected
     assert "report section 'broken_section' of plugin 'sections' failed" in \
         capsys.readouterr().err
+
+
+# -- rankings on shared folds ----------------------------------------------------------------
+
+def ranked_cell(cell_id: str, dev_ua: dict[str, float]):
+    """A finished audio-only cell whose jobs (seed 0) have the given dev UA per fold."""
+    from emoplug.report.collect import CellRecord, JobRecord
+
+    names = {"text": None, "audio": "mfcc", "fusion": "none", "approach": "direct",
+             "protocol": None}
+    jobs = [JobRecord(f"{cell_id}-{fold}", cell_id, cell_id, fold, 0, config={}, result={
+        "status": "done", "metrics": {"dev": {"ua": ua}, "test": {"ua": ua, "wa": ua}}})
+        for fold, ua in dev_ua.items()]
+    return CellRecord(cell_id, cell_id, jobs, names, {"audio": {"type": cell_id}})
+
+
+def test_rankings_use_only_the_folds_every_candidate_finished(tmp_path):
+    """B misses the hardest fold f5: over the folds each finished B (0.58) beats A (0.54);
+    over the folds both finished A (0.60) wins. C shares no fold with them and is left out,
+    and the report says so."""
+    from emoplug.report.collect import RunData
+    from emoplug.report.comparisons import modality_section
+    from emoplug.report.select import best, rank
+
+    a = ranked_cell("a", {"f1": 0.6, "f2": 0.6, "f3": 0.6, "f4": 0.6, "f5": 0.3})
+    b = ranked_cell("b", {"f1": 0.58, "f2": 0.58, "f3": 0.58, "f4": 0.58})
+    c = ranked_cell("c", {"f6": 0.9})
+    ranking = rank([b, c, a])
+    assert [x.id for x in ranking.cells] == ["a", "b"]
+    assert ranking.folds == ["f1", "f2", "f3", "f4"] and ranking.left_out == [c]
+    assert best([a, b]) is a
+    complete = ranked_cell("d", {f: 0.5 for f in ("f1", "f2", "f3", "f4", "f5")})
+    assert rank([a, complete]).note("x") is None  # every candidate on every fold
+    run = RunData(tmp_path, None, [a, b, c], [])
+    section = modality_section(run)
+    note = next(n for n in section.notes if n.startswith("Best audio only cell"))
+    assert "over the 4 of 6 folds every candidate finished (f1, f2, f3, f4)" in note
+    assert note.endswith("left out of the ranking (no fold in common with the others): c.")
+    assert section.tables[0].rows[0][1] == "a"

@@ -18,7 +18,6 @@ from emoplug.report.collect import CellRecord, RunData
 from emoplug.report.figures import BarChart, ForestPlot
 from emoplug.report.select import (
     CHOSEN,
-    best,
     cell_summary,
     comparable,
     dims_present,
@@ -27,6 +26,7 @@ from emoplug.report.select import (
     fold_floors,
     is_ablation,
     jobs_cell,
+    rank,
     reference_protocol,
     twin_of,
 )
@@ -216,7 +216,10 @@ def modality_section(run: RunData) -> Section:
     metrics = [m for m, _ in CLASS_METRICS]
     rows, series, chosen = [], {}, {}
     for modalities, title in MODALITY_GROUPS:
-        cell = best(c for c in cells if c.modalities == modalities)
+        ranking = rank(c for c in cells if c.modalities == modalities)
+        cell = ranking.cells[0] if ranking.cells else None
+        if ranking.note(f"Best {title.lower()} cell"):
+            section.notes.append(ranking.note(f"Best {title.lower()} cell"))
         if cell is None:
             section.notes.append(f"No {title.lower()} cell with dev results in this run.")
             continue
@@ -298,7 +301,10 @@ def grouped_section(run: RunData, axis: str, key: str, title: str, text: str) ->
     for name, group in groups.items():
         kinds = {c.type_of(axis) for c in group} - {None, name}
         label = f"{name} ({', '.join(sorted(kinds))})" if kinds else name
-        winner = best(group)
+        ranking = rank(group)
+        winner = ranking.cells[0] if ranking.cells else None
+        if ranking.note(f"Best {label} cell"):
+            section.notes.append(ranking.note(f"Best {label} cell"))
         summaries = {m: _group_summary(group, m) for m in [*metrics, *dims]}
         rows.append([label, str(len(group)), str(summaries["ua"].n),
                      *[fmt_summary(summaries[m], m) for m in [*metrics, *dims]],

@@ -30,7 +30,7 @@ from emoplug.report.select import (
     has_metric,
     jobs_cell,
     protocol_names,
-    ranked,
+    rank,
 )
 from emoplug.report.stats import MIN_WILCOXON, PLAIN, seed_spread, summarize
 from emoplug.report.tables import (
@@ -283,7 +283,10 @@ def confusion_section(run: RunData) -> Section:
                       "summed over their finished jobs and normalised per gold row (% of the "
                       "gold class).")
     panels, labels = [], None
-    for cell in ranked(comparable(run)):
+    ranking = rank(comparable(run))
+    if ranking.note("The best cells"):
+        section.notes.append(ranking.note("The best cells"))
+    for cell in ranking.cells:
         total, cell_labels = _summed_confusion(cell)
         if total is None or (labels is not None and cell_labels != labels):
             continue
