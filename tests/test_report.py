@@ -176,9 +176,13 @@ def make_run(root: Path, cells=CELLS, failed=(FAILED_JOB,), missing=(MISSING_JOB
                                      "test": LABEL_COUNTS[fold][1]},
                     "avd_scale": [1.0, 5.0],
                     "audit": {"test": 40, "train": {"speaker": 0, "session": 0, "dialog": None,
-                                                    "transcript": 6 + FOLDS.index(fold)},
+                                                    "transcript": 6 + FOLDS.index(fold),
+                                                    "short_transcript": 9},
                               "dev": {"speaker": 0, "session": 0, "dialog": None,
-                                      "transcript": 2}},
+                                      "transcript": 2, "short_transcript": 1},
+                              "dev_vs_train": {"dev": 20, "speaker": 20, "session": 20,
+                                               "dialog": None, "transcript": 3,
+                                               "short_transcript": 4}},
                     "best_epoch": 1, "epochs_run": 2, "dev_loss": 0.5, "history": [],
                     "sizes": {"train": 800, "dev": 200, "test": 400},
                     "timings": {"setup_s": 1.0, "train_s": 10.0 + seed, "eval_s": 0.5,
@@ -607,10 +611,21 @@ def test_confusion_figure_has_no_band_under_its_title():
 def test_protocol_section_shows_the_audit_and_the_dev_test_gap(report):
     _, written = report
     protocol = section(written["md"].read_text(), "Protocol and leakage")
-    row = row_with(protocol, "| s2 |")
-    # test 40; train: speaker 0, session 0, dialog unknown, transcript 7 (17.5%)
-    assert row[2:7] == ["40", "0 (0.0%)", "0 (0.0%)", "—", "7 (17.5%)"]
-    assert row[10] == "2 (5.0%)"
+    assert "| Protocol | Fold | Test | speaker | session | dialog | transcript (≥ 4 words) | " \
+           "short transcript (< 4 words) |" in protocol
+
+    def table(caption):
+        return protocol[protocol.index(f"**Leakage audit: {caption}**"):]
+
+    # test 40; train: speaker 0, session 0, dialog unknown, transcript 7 (17.5%), short 9
+    row = row_with(table("test utterances sharing each with train"), "| s2 |")
+    assert row[2:8] == ["40", "0 (0.0%)", "0 (0.0%)", "—", "7 (17.5%)", "9 (22.5%)"]
+    row = row_with(table("test utterances sharing each with dev"), "| s2 |")
+    assert row[6:8] == ["2 (5.0%)", "1 (2.5%)"]
+    # dev against train: 20 dev utterances, all of training speakers (dev: random)
+    row = row_with(table("dev utterances sharing each with train"), "| s2 |")
+    assert row[2:8] == ["20", "20 (100.0%)", "20 (100.0%)", "—", "3 (15.0%)", "4 (20.0%)"]
+    assert "counts from 4 words after normalisation" in protocol
     gap = row_with(protocol, "| " + labelled("c_multi_early") + " |")
     assert gap[4] == "5.0 ± 0.0"  # the synthetic dev UA is test UA + 0.05 in every fold
     assert row_with(protocol, "| " + labelled("c_text_direct") + " |")[4] == "0.0 ± 0.0"
@@ -634,7 +649,9 @@ def test_protocols_compared_cell_by_cell_with_their_audits(tmp_path):
     assert row[1].startswith(f"{100 * loso:.1f} ± ")
     assert row[2].startswith(f"{100 * random:.1f} ± ")
     assert row_with(protocol, "| mfcc/none/direct |")[2] == "—"  # not run under random
-    assert row_with(protocol, "| train: transcript |")[1].startswith("17.5 ± ")  # 6, 7, 8 of 40
+    # 6, 7, 8 of 40
+    assert row_with(protocol, "| test ~ train: transcript (≥ 4 words) |")[1].startswith("17.5 ± ")
+    assert row_with(protocol, "| dev ~ train: speaker |")[1] == "100.0 ± 0.0"
     assert "Every other section compares the cells of loso only" in protocol
     # the other sections compare the reference protocol's cells: random's leak stays out
     modality = section(markdown, "Modality importance")

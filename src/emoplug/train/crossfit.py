@@ -4,8 +4,9 @@ fitted on them (``Approach.out_of_fold_splits`` > 0).
 The training split is divided into k folds grouped by speaker. For each fold, a fresh network
 of the job's cell (seeded from the job's seed and the fold's index) trains on the other folds,
 with the recipe's train settings and early stopping on the job's dev utterances of speakers
-outside the held-out fold (``inner_dev``), then predicts the held-out fold. Each training utterance thus gets one prediction from a network that never saw
-its speaker, as the job's own network never saw its test speakers.
+outside the held-out fold (``inner_dev``), then predicts the held-out fold. Each training
+utterance thus gets one prediction from a network that never saw its speaker, as the job's
+own network never saw its test speakers.
 """
 
 from __future__ import annotations
