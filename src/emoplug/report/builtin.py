@@ -14,7 +14,7 @@ from emoplug import hookimpl
 
 @hookimpl
 def emoplug_register_report_sections(register: Any) -> None:
-    from emoplug.report import comparisons, data, leakage, sections, stopping
+    from emoplug.report import comparisons, data, leakage, sections, speakers, stopping
 
     grouped = comparisons.grouped_section
     for order, key, build in (
@@ -26,6 +26,7 @@ def emoplug_register_report_sections(register: Any) -> None:
             (50, "stage1", sections.stage1_section),
             (60, "approach", comparisons.approach_section),
             (70, "modality", comparisons.modality_section),
+            (75, "speakers", speakers.speakers_section),
             (80, "text_encoders", partial(
                 grouped, axis="text", key="text_encoders", title="Transformer comparison",
                 text="Cells with text (text only and multimodal), grouped by text encoder.")),

@@ -56,6 +56,9 @@ from emoplug.report.tables import (
 PAIRED_METRICS = ("ua", "wa")
 PAIRED_COLUMNS = ["Metric", "n (folds)", "Mean A", "Mean B", "A − B [95% CI]", "t-test p",
                   "Holm p", "Wilcoxon p"]
+#: the footnote of a table of cells' scores
+CELL_NOTE = ("n = folds; test scores as mean ± sample std over the fold means (a fold's seeds "
+             "averaged first); best cells chosen on dev UA.")
 #: text settings that make a cell staged or end to end (compared in their own section)
 TEXT_TRAINING_KEYS = frozenset({"mode", "stage_objective"})
 #: a comparison: its name, and the per-fold values of A and B by metric
@@ -239,7 +242,8 @@ def modality_section(run: RunData) -> Section:
                      str(len(floors)), DASH, *floor_cells(floors, metrics)])
     section.tables.append(Table(["Modalities", f"Best cell ({CHOSEN})", "Jobs", "n (folds)",
                                  "Dev UA", *[f"{metric_title(m)} (test)" for m in metrics]],
-                                rows))
+                                rows, note=CELL_NOTE,
+                                best={f"{metric_title(m)} (test)": "max" for m in metrics}))
     section.charts.append(BarChart("Best cell per modality (chosen on dev UA), test scores",
                                    [metric_title(m) for m in metrics], series,
                                    "test score (%, mean ± std over folds)"))
@@ -315,7 +319,10 @@ def grouped_section(run: RunData, axis: str, key: str, title: str, text: str) ->
             series[metric_title(m)].append(Summary(100 * s.mean, 100 * s.std, s.n))
     section.tables.append(Table([axis.capitalize(), "Cells", "n (folds)",
                                  *[metric_title(m) for m in [*metrics, *dims]],
-                                 f"Best cell ({CHOSEN})", "Its test UA"], rows))
+                                 f"Best cell ({CHOSEN})", "Its test UA"], rows,
+                                note=CELL_NOTE + " A group's row averages its cells per fold.",
+                                best={**{metric_title(m): "max" for m in metrics},
+                                      **{metric_title(m): "min" for m in dims}}))
     section.charts.append(BarChart(title, list(groups), series,
                                    "test score (%, mean ± std over folds)"))
     if len(groups) > 1:

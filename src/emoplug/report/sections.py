@@ -18,6 +18,7 @@ import numpy as np
 from emoplug.registry import Registry, get_registry
 from emoplug.report.collect import DONE, FAILED, NOT_STARTED, STARTED, CellRecord, RunData
 from emoplug.report.figures import BarChart, ConfusionGrid
+from emoplug.report.predictions import BOOTSTRAP_RESAMPLES, bootstrap_ua
 from emoplug.report.select import (
     CHOSEN,
     INCOMPLETE_MARK,
@@ -140,13 +141,14 @@ def _test_name(run: RunData) -> str:
 def results_section(run: RunData) -> Section:
     section = Section("results", "Results per cell",
                       "Test-set scores of every cell: mean ± std over folds (n = folds; a "
-                      "fold's seeds averaged first), the within-fold seed SD of UA, and the "
-                      "dev UA that every choice of a best cell uses. The last row is the "
-                      "protocol's majority-class floor.")
+                      "fold's seeds averaged first), the within-fold seed SD of UA, a 95% "
+                      f"bootstrap interval of UA ({BOOTSTRAP_RESAMPLES} resamples of the test "
+                      "utterances within each fold, seeded), and the dev UA that every choice "
+                      "of a best cell uses. The last row is the protocol's majority-class floor.")
     metrics = [m for m, _ in CLASS_METRICS]
     rows = [[c.label, jobs_cell(c), str(cell_summary(c, "ua").n), protocol_text(c.protocol),
              *[fmt_summary(cell_summary(c, m), m) for m in metrics],
-             fmt_value(seed_spread(c.values("ua")), "ua"),
+             fmt_value(seed_spread(c.values("ua")), "ua"), _bootstrap_cell(run, c),
              fmt_summary(cell_summary(c, "ua", "dev"), "ua")] for c in run.cells]
     names = protocol_names(run)
     floors = {name: fold_floors(run, name) for name in names}
@@ -155,10 +157,15 @@ def results_section(run: RunData) -> Section:
             title = "Majority-class floor" + (f" ({name or 'recipe protocol'})"
                                               if len(names) > 1 else "")
             rows.append([title, DASH, str(len(under)), DASH, *floor_cells(under, metrics),
-                         DASH, DASH])
-    section.tables.append(Table(["Cell", "Jobs", "n (folds)", "Protocol",
-                                 *[metric_title(m) for m in metrics], "Seed SD (UA)",
-                                 "Dev UA"], rows, "Categorical emotion recognition"))
+                         DASH, DASH, DASH])
+    section.tables.append(Table(
+        ["Cell", "Jobs", "n (folds)", "Protocol", *[metric_title(m) for m in metrics],
+         "Seed SD (UA)", "UA 95% bootstrap CI", "Dev UA"], rows,
+        "Categorical emotion recognition",
+        note=("n = folds; mean ± sample std over the fold means (a fold's seeds averaged "
+              "first); bootstrap CI: percentile interval over "
+              f"{BOOTSTRAP_RESAMPLES} resamples of the test utterances within each fold."),
+        best={metric_title(m): "max" for m in metrics}))
     every = [f for under in floors.values() for f in under]
     if every:
         section.tables.append(_floor_table(every))
@@ -175,12 +182,24 @@ def results_section(run: RunData) -> Section:
                                      *[metric_title(m) for m in dim_metrics]], rows,
                                     "Dimensional prediction (valence, arousal, dominance, on "
                                     f"the corpus scale {avd_scale_text(run)}; protocol as "
-                                    "above)"))
+                                    "above)",
+                                    note="n = folds; mean ± sample std over the fold means.",
+                                    best={metric_title(m): "max" if m.endswith("_ccc")
+                                          else "min" for m in dim_metrics}))
     else:
         section.notes.append("No cell predicts valence/arousal/dominance (no dimensional table).")
     if any(c.incomplete for c in run.cells):
         section.notes.append(f"{INCOMPLETE_MARK} fewer finished jobs than planned.")
     return section
+
+
+def _bootstrap_cell(run: RunData, cell: CellRecord) -> str:
+    """``[68.1, 72.3]``: the cell's 95% bootstrap interval of test UA; a dash without
+    per-utterance predictions."""
+    interval = bootstrap_ua(run, cell) if cell.done else None
+    if interval is None:
+        return DASH
+    return f"[{fmt_value(interval.low, 'ua')}, {fmt_value(interval.high, 'ua')}]"
 
 
 def _floor_table(floors: list[FoldFloor]) -> Table:
