@@ -243,7 +243,8 @@ def modality_section(run: RunData) -> Section:
     section.tables.append(Table(["Modalities", f"Best cell ({CHOSEN})", "Jobs", "n (folds)",
                                  "Dev UA", *[f"{metric_title(m)} (test)" for m in metrics]],
                                 rows, note=CELL_NOTE,
-                                best={f"{metric_title(m)} (test)": "max" for m in metrics}))
+                                best={f"{metric_title(m)} (test)": "max" for m in metrics},
+                                summary_rows=1 if floors else 0))
     section.charts.append(BarChart("Best cell per modality (chosen on dev UA), test scores",
                                    [metric_title(m) for m in metrics], series,
                                    "test score (%, mean ± std over folds)"))

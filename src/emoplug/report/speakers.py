@@ -99,7 +99,7 @@ def speakers_section(run: RunData) -> Section:
                                 note="UA per test speaker; a speaker is tested in one fold, "
                                      "its seeds averaged (± their SD); the last row: mean ± "
                                      "SD over speakers.",
-                                best={c: "max" for c in columns[2:]}))
+                                summary_rows=1))
     section.charts.append(BarChart(
         "Test UA per speaker (best cells, chosen on dev UA)", speakers,
         {f"{title}: {cell.label}": [_percent(summaries[cell.id].get(s)) for s in speakers]
