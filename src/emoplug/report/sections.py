@@ -113,8 +113,8 @@ def summary_lines(run: RunData) -> list[str]:
     if run.unplanned:
         lines.append(f"{run.unplanned} job folders that are not in plan.json (an earlier plan) "
                      "are left out.")
-    lines.append("Selection: every 'best' cell is chosen on dev UA (mean over folds; ties "
-                 "broken by label) and reported on test.")
+    lines.append("Selection: every 'best' cell is chosen on dev UA (mean over the folds every "
+                 "candidate finished; ties broken by label) and reported on test.")
     lines.append("Statistics: the independent unit is the fold. A cell's seeds are averaged "
                  "within each fold; each value is the mean ± sample standard deviation "
                  "(ddof=1) over those fold means, n = folds; 'Seed SD' is the within-fold "
