@@ -129,7 +129,8 @@ def _hardest(speakers: list[str], chosen: list, summaries: dict[str, dict[str, S
     order = sorted(speakers, key=lambda s: (average[s], s))
     named = ", ".join(f"{s} ({fmt_value(average[s], 'ua')})" for s in order[:HARDEST])
     easiest = order[-1]
-    return (f"Hardest speakers (lowest test UA averaged over the {len(chosen)} cells shown): "
+    cells = f"{len(chosen)} cells" if len(chosen) > 1 else "1 cell"
+    return (f"Hardest speakers (lowest test UA averaged over the {cells} shown): "
             f"{named}; easiest: {easiest} ({fmt_value(average[easiest], 'ua')}). Spread over "
             f"speakers: {fmt_value(max(average.values()) - min(average.values()), 'ua')} "
             "points from the hardest to the easiest.")
