@@ -33,7 +33,7 @@ from emoplug.report.select import (
     protocol_names,
     rank,
 )
-from emoplug.report.stats import MIN_WILCOXON, PLAIN, seed_spread, summarize
+from emoplug.report.stats import MIN_WILCOXON, PLAIN, fold_means, seed_spread, summarize
 from emoplug.report.tables import (
     CLASS_METRICS,
     DASH,
@@ -262,31 +262,44 @@ def stage1_section(run: RunData) -> Section:
     section = Section("stage1", "Stage-1 dimensional error",
                       "Test RMSE per dimension of the cells that predict valence, arousal and "
                       "dominance (two_stage, joint), by modality, mean ± std over folds. Rows "
-                      "and the chart's cell per modality are ordered by mean dev RMSE (the "
-                      "chart shows the lowest: chosen on dev, reported on test).")
+                      "and the chart's cell per modality are ordered by mean dev RMSE over the "
+                      "folds every cell of the modality finished (the chart shows the lowest: "
+                      "chosen on dev, reported on test).")
     cells = [c for c in comparable(run) if any(has_metric(c, f"{d}_rmse") for d in AVD_NAMES)]
     if not cells:
         section.empty = "No cell predicts valence/arousal/dominance (no two_stage or joint cell)."
         return section
     dims = dims_present(cells)
 
-    def dev_rmse(cell: CellRecord) -> tuple[float, str]:
+    def dev_rmse(cell: CellRecord) -> float:
         values = [cell_summary(cell, f"{d}_rmse", "dev").mean for d in dims]
         finite = [v for v in values if not math.isnan(v)]
-        return (float(np.mean(finite)) if finite else math.inf), cell.label
+        return float(np.mean(finite)) if finite else math.inf
+
+    def dev_rmse_by_fold(cell: CellRecord) -> dict[str, float]:
+        """Per fold with every dimension's dev RMSE, their mean."""
+        per_dim = [fold_means(cell.values(f"{d}_rmse", "dev")) for d in dims]
+        folds = set.intersection(*(set(p) for p in per_dim))
+        return {f: float(np.mean([p[f] for p in per_dim])) for f in sorted(folds)}
 
     rows, series = [], {}
     for modalities, title in (((("text",), "Text only"), (("audio",), "Audio only"),
                                (("text", "audio"), "Text + audio"))):
-        group = sorted((c for c in cells if c.modalities == modalities), key=dev_rmse)
-        for cell in group:
-            mean_dev = dev_rmse(cell)[0]
+        members = [c for c in cells if c.modalities == modalities]
+        ranking = rank(members, dev_rmse_by_fold, lower_is_better=True,
+                       measure="mean dev RMSE")
+        if ranking.note(f"Lowest {title.lower()} dev RMSE"):
+            section.notes.append(ranking.note(f"Lowest {title.lower()} dev RMSE"))
+        unranked = sorted((c for c in members if c not in ranking.cells),
+                          key=lambda c: (dev_rmse(c), c.label))
+        for cell in [*ranking.cells, *unranked]:
+            mean_dev = dev_rmse(cell)
             rows.append([title, cell.label, jobs_cell(cell),
                          DASH if math.isinf(mean_dev) else fmt_value(mean_dev, "rmse"),
                          *[fmt_summary(cell_summary(cell, f"{d}_rmse"), "rmse") for d in dims]])
-        if group and not math.isinf(dev_rmse(group[0])[0]):
-            series[f"{title}: {group[0].label}"] = [
-                cell_summary(group[0], f"{d}_rmse") for d in dims]
+        if ranking.cells:
+            series[f"{title}: {ranking.cells[0].label}"] = [
+                cell_summary(ranking.cells[0], f"{d}_rmse") for d in dims]
     section.tables.append(Table(["Modality", "Cell", "Jobs", "Dev RMSE (mean of dims)",
                                  *[f"{d} RMSE (test)" for d in dims]], rows))
     if series:

@@ -12,7 +12,7 @@ Ablation cells (an ablation switch set, see ``CellRecord.ablations``) and learni
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from emoplug.report.collect import CellRecord, RunData
@@ -84,13 +84,15 @@ class Ranking:
     folds: list[str]
     finished: list[str]
     left_out: list[CellRecord]
+    measure: str = "dev UA"
 
     def note(self, what: str) -> str | None:
         """One line when the ranking of ``what`` did not use every finished fold or left a
         cell out; None when it ranked every candidate on every fold."""
         if not self.cells or (self.folds == self.finished and not self.left_out):
             return None
-        text = (f"{what}: ranked on dev UA over the {len(self.folds)} of {len(self.finished)} "
+        text = (f"{what}: ranked on {self.measure} over the {len(self.folds)} of "
+                f"{len(self.finished)} "
                 f"folds every candidate finished ({', '.join(self.folds)}), not over whatever "
                 "folds each finished")
         if self.left_out:
@@ -99,11 +101,19 @@ class Ranking:
         return text + "."
 
 
-def rank(cells: Iterable[CellRecord]) -> Ranking:
-    """Rank ``cells`` by mean dev UA over the folds all of them finished (best first; ties:
-    label, then id). Cells without dev UA are not candidates."""
+def dev_ua_by_fold(cell: CellRecord) -> dict[str, float]:
+    """A cell's dev UA per fold (seeds averaged within each fold)."""
+    return fold_means(cell.values(RANK_METRIC, SELECTION_SPLIT))
+
+
+def rank(cells: Iterable[CellRecord],
+         fold_scores: Callable[[CellRecord], dict[str, float]] = dev_ua_by_fold,
+         lower_is_better: bool = False, measure: str = "dev UA") -> Ranking:
+    """Rank ``cells`` by the mean of ``fold_scores`` (default: dev UA) over the folds all of
+    them finished (best first; ties: label, then id). Cells without a score are not
+    candidates."""
     cells = list(cells)
-    scores = {c.id: fold_means(c.values(RANK_METRIC, SELECTION_SPLIT)) for c in cells}
+    scores = {c.id: fold_scores(c) for c in cells}
     candidates = [c for c in cells if scores[c.id]]
     finished = sorted({f for c in candidates for f in scores[c.id]})
     kept = sorted(candidates, key=lambda c: (-len(scores[c.id]), c.label, c.id))
@@ -112,8 +122,9 @@ def rank(cells: Iterable[CellRecord]) -> Ranking:
         left_out.insert(0, kept.pop())
     folds = sorted(set.intersection(*(set(scores[c.id]) for c in kept))) if kept else []
     mean = {c.id: sum(scores[c.id][f] for f in folds) / len(folds) for c in kept}
-    order = sorted(kept, key=lambda c: (-mean[c.id], c.label, c.id))
-    return Ranking(order, folds, finished, left_out)
+    sign = 1 if lower_is_better else -1
+    order = sorted(kept, key=lambda c: (sign * mean[c.id], c.label, c.id))
+    return Ranking(order, folds, finished, left_out, measure)
 
 
 def ranked(cells: Iterable[CellRecord]) -> list[CellRecord]:
