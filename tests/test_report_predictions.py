@@ -3,6 +3,7 @@ bootstrap interval of a cell's UA, on synthetic predictions with known answers."
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
@@ -128,6 +129,11 @@ def test_bootstrap_interval_resamples_utterances_within_folds(run, tmp_path):
     row = row_with(section(markdown, "Results per cell"), "roberta[staged]/none/direct")
     assert row[8] == f"[{100 * interval.low:.1f}, {100 * interval.high:.1f}]"
     assert "UA 95% bootstrap CI" in markdown
+    written = write_report(run, tmp_path / "csv", ["csv"])
+    with open(written["cells_csv"], newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["cell"] == "c_text_direct")
+    assert (float(row["ua_boot_low"]), float(row["ua_boot_high"])) == (interval.low,
+                                                                       interval.high)
 
 
 def test_a_perfect_cell_has_a_degenerate_interval(tmp_path):
