@@ -94,7 +94,7 @@ def paired_cells(run: RunData, a: CellRecord, b: CellRecord, metric: str) -> Pai
     return run_test(run, mean_a, mean_b, (a, b), folds)
 
 
-def test_note(run: RunData, tests: Sequence[PairedTest]) -> str:
+def tests_footnote(run: RunData, tests: Sequence[PairedTest]) -> str:
     """The footnote of a table of paired tests: n, which t-test, Holm, Wilcoxon."""
     text = "n counts folds (each cell's seeds averaged within a fold). "
     if run.stats == PLAIN:
@@ -137,7 +137,7 @@ def _tests_table(run: RunData, section: Section, names: list[str],
     kind = "plain" if run.stats == PLAIN else "corrected"
     columns = [first, *(["Cell pairs"] if extra else []),
                *[f"t-test p ({kind})" if c == "t-test p" else c for c in PAIRED_COLUMNS]]
-    note = test_note(run, [t for m in PAIRED_METRICS for t in tests[m]])
+    note = tests_footnote(run, [t for m in PAIRED_METRICS for t in tests[m]])
     section.tables.append(Table(columns, rows, note=note))
     section.notes.append(note)
     lead = tests[PAIRED_METRICS[0]]

@@ -127,15 +127,10 @@ def rank(cells: Iterable[CellRecord],
     return Ranking(order, folds, finished, left_out, measure)
 
 
-def ranked(cells: Iterable[CellRecord]) -> list[CellRecord]:
-    """Cells with a dev score, best first, ranked on the folds all of them finished."""
-    return rank(cells).cells
-
-
 def best(cells: Iterable[CellRecord]) -> CellRecord | None:
     """The cell with the highest mean dev UA on the folds every candidate finished, or None
     when no cell has dev metrics."""
-    order = ranked(cells)
+    order = rank(cells).cells
     return order[0] if order else None
 
 
