@@ -26,9 +26,10 @@ BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Predictions:
-    """One job's test predictions with a gold label, in file order (sorted by id)."""
+    """One job's test predictions with a gold label, in file order (sorted by id); compared
+    by identity (one object per unchanged file, see ``read_predictions``)."""
 
     ids: tuple[str, ...]
     speakers: tuple[str, ...] | None  # None: a file written before the speaker column
@@ -71,17 +72,24 @@ def unweighted_accuracy(gold: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean(recalls)) if recalls else math.nan
 
 
-def _resampled_ua(gold: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """UA of each resample, given each utterance's count in it (``weights``: resamples ×
-    utterances): per class present, the weighted recall; classes a resample lacks are left
-    out of its mean."""
-    classes = np.unique(gold)
-    members = (gold[:, None] == classes[None, :]).astype(float)  # utterances × classes
-    hits = members * (predicted == gold)[:, None]
-    support, correct = weights @ members, weights @ hits  # resamples × classes
-    with np.errstate(invalid="ignore", divide="ignore"):
-        recall = np.where(support > 0, correct / np.maximum(support, 1), np.nan)
-    return np.nanmean(recall, axis=1)
+def _fold_resamples(gold: np.ndarray, predicted: list[np.ndarray], drawn: np.ndarray
+                    ) -> np.ndarray:
+    """A fold's UA in each resample, averaged over its seeds: ``gold`` and each seed's
+    ``predicted`` labels of the fold's test utterances, ``drawn`` the utterances each resample
+    drew (resamples × utterances, indices). A resample's UA is the mean recall over the
+    classes it holds."""
+    classes, codes = np.unique(gold, return_inverse=True)
+    k, resamples = len(classes), drawn.shape[0]
+    slots = (np.arange(resamples)[:, None] * k + codes[drawn]).ravel()  # (resample, class)
+    support = np.bincount(slots, minlength=resamples * k).reshape(resamples, k)
+    per_seed = []
+    for labels in predicted:
+        right = (labels == gold)[drawn].ravel()
+        correct = np.bincount(slots[right], minlength=resamples * k).reshape(resamples, k)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            recall = np.where(support > 0, correct / np.maximum(support, 1), np.nan)
+        per_seed.append(np.nanmean(recall, axis=1))
+    return np.mean(per_seed, axis=0)
 
 
 @dataclass(frozen=True)
@@ -96,7 +104,6 @@ def bootstrap_ua(run: RunData, cell: CellRecord, resamples: int = BOOTSTRAP_RESA
     """The 95% percentile bootstrap interval of the cell's test UA (mean over folds of the
     seed-averaged fold UA), resampling each fold's test utterances within the fold; the
     seeds of a fold are scored on the same resample. None without predictions."""
-    rng = np.random.default_rng(seed)
     by_fold: dict[str, list[Predictions]] = {}
     for job in sorted(cell.done, key=lambda j: (j.fold, j.seed)):
         predictions = read_predictions(run, job)
@@ -104,18 +111,24 @@ def bootstrap_ua(run: RunData, cell: CellRecord, resamples: int = BOOTSTRAP_RESA
             by_fold.setdefault(job.fold, []).append(predictions)
     if not by_fold:
         return None
+    return _interval(tuple((fold, tuple(by_fold[fold])) for fold in sorted(by_fold)),
+                     resamples, seed)
+
+
+@lru_cache(maxsize=1024)
+def _interval(folds: tuple[tuple[str, tuple[Predictions, ...]], ...], resamples: int,
+              seed: int) -> Interval:
+    """``bootstrap_ua`` of the folds' predictions (cached: the Markdown table and cells.csv
+    ask for the same intervals)."""
+    rng = np.random.default_rng(seed)
     total = np.zeros(resamples)
-    for fold in sorted(by_fold):
-        jobs = by_fold[fold]
+    for _, jobs in folds:
         shared = sorted(set.intersection(*(set(p.ids) for p in jobs)))
-        n = len(shared)
-        weights = rng.multinomial(n, np.full(n, 1 / n), size=resamples).astype(float)
-        per_seed = []
-        for p in jobs:
-            row = {i: k for k, i in enumerate(p.ids)}
-            keep = [row[i] for i in shared]
-            per_seed.append(_resampled_ua(p.gold[keep], p.predicted[keep], weights))
-        total += np.mean(per_seed, axis=0)
-    means = total / len(by_fold)
-    low, high = np.nanpercentile(means, [2.5, 97.5])
+        positions = [{i: k for k, i in enumerate(p.ids)} for p in jobs]
+        rows = [[where[i] for i in shared] for where in positions]
+        drawn = rng.integers(0, len(shared), size=(resamples, len(shared)))
+        total += _fold_resamples(jobs[0].gold[rows[0]],
+                                 [p.predicted[r] for p, r in zip(jobs, rows, strict=True)],
+                                 drawn)
+    low, high = np.nanpercentile(total / len(folds), [2.5, 97.5])
     return Interval(float(low), float(high), resamples)
