@@ -146,16 +146,23 @@ def test_crossfit_fits_the_mapper_on_out_of_fold_outputs_grouped_by_speaker(tmp_
         assert record["speakers"] == len(set(speaker.values())) == 8
         assert record["folds"] == len(folds) == min(requested, 8)
         assert len(record["epochs_run"]) == len(record["best_epoch"]) == len(folds)
+        assert record["dev_size"] == [len(fold["dev"]) for fold in folds]
         held_out = [i for fold in folds for i in fold["held_out"].ids]
         assert sorted(held_out) == sorted(train)  # every training utterance exactly once
         for fold in folds:
             ids = fold["held_out"].ids
             assert sorted(fold["train"] + ids) == sorted(train)
             assert not {speaker[i] for i in fold["train"]} & {speaker[i] for i in ids}
-            assert fold["dev"] == [e.id for e in inputs.splits["dev"]]
+            # early stopping sees dev utterances of the inner training speakers only
+            held_speakers = {speaker[i] for i in ids}
+            job_dev = [e.id for e in inputs.splits["dev"]]
+            assert fold["dev"] == [i for i in job_dev
+                                   if ctx.by_id[i].speaker not in held_speakers]
             rows = [train.index(i) for i in ids]
             assert torch.equal(outputs.outputs[rows], fold["held_out"].outputs)
         assert outputs.ids == train
+        # dev: random holds utterances of the held-out speakers, which the inner dev drops
+        assert any(len(fold["dev"]) < len(inputs.splits["dev"]) for fold in folds)
 
     fitted = [f for f in Recording.fitted if f[0] == "crossfit"]
     assert len(fitted) == 2

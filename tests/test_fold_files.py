@@ -212,9 +212,10 @@ def test_emobox_folds_with_exc_and_a_label_map_are_read(tree, tmp_path):
     root = write_emobox(tmp_path / "joy", joyful, {**EMOBOX_MAP, "joy": "Happy"})
     assert len(read_folds(corpus, "emobox", root)) == 5
     without_map = write_emobox(tmp_path / "nomap", joyful, label_map=None)
-    with pytest.raises(EmoplugError, match=r"fold_1: 1 ids have another label in the fold "
-                                           r"files than in the corpus \(Ses02F_impro01_M000: "
-                                           r"'joy' vs 'happy'\)"):
+    train = without_map / "fold_1" / "iemocap_train_fold_1.jsonl"
+    with pytest.raises(EmoplugError, match=re.escape(
+            f"fold_1: 1 ids have another label in the fold files than in the corpus ({train}: "
+            "Ses02F_impro01_M000: 'joy' vs 'happy')")):
         read_folds(corpus, "emobox", without_map)
 
 
@@ -295,3 +296,72 @@ def test_fold_names_come_from_the_files_at_plan_time(tree, tmp_path):
     missing = invoke("validate", recipe, *fold_files("s3prl", tmp_path / "nowhere"))
     assert missing.exit_code == 2
     assert f"fold_files: {tmp_path / 'nowhere'} is not a folder" in missing.stderr
+
+
+def test_an_id_listed_twice_in_one_list_names_file_and_ids(tree, tmp_path):
+    root = write_emobox(tmp_path, four_class_codes())
+    train = root / "fold_2" / "iemocap_train_fold_2.jsonl"
+    lines = train.read_text().splitlines()
+    train.write_text("\n".join([*lines, lines[3], lines[0], lines[3]]) + "\n")
+    ids = sorted(json.loads(lines[i])["key"].removeprefix("iemocap-") for i in (0, 3))
+    with pytest.raises(EmoplugError) as error:
+        read_folds(corpus_of(tree, tmp_path), "emobox", root)
+    assert str(error.value) == (f"fold_files: {train}: 2 ids are listed more than once "
+                                f"({ids[0]}, {ids[1]})")
+    root = write_s3prl(tmp_path / "meta_data", four_class_codes())
+    test = root / "Session3" / "test_meta_data.json"
+    data = json.loads(test.read_text())
+    data["meta_data"].append(data["meta_data"][1])
+    test.write_text(json.dumps(data))
+    stem = Path(data["meta_data"][1]["path"]).stem
+    with pytest.raises(EmoplugError, match=re.escape(
+            f"fold_files: {test}: 1 ids are listed more than once ({stem})")):
+        read_folds(corpus_of(tree, tmp_path), "s3prl", root)
+
+
+def test_s3prl_files_sharing_a_stem_in_different_folders_are_an_error(tree, tmp_path):
+    root = write_s3prl(tmp_path / "meta_data", four_class_codes())
+    train = root / "Session1" / "train_meta_data.json"
+    data = json.loads(train.read_text())
+    first = data["meta_data"][0]["path"]
+    data["meta_data"].append({"path": f"elsewhere/{Path(first).name}", "label": "neu"})
+    train.write_text(json.dumps(data))
+    with pytest.raises(EmoplugError) as error:
+        read_folds(corpus_of(tree, tmp_path), "s3prl", root)
+    index = len(data["meta_data"]) - 1
+    assert str(error.value) == (
+        f"fold_files: {train}: meta_data[{index}]: 'elsewhere/{Path(first).name}' has the file "
+        f"name of '{first}' in another folder (s3prl's utterance id is the file's stem: "
+        f"{Path(first).stem} is ambiguous)")
+
+
+def test_test_ids_the_subset_filter_removes_are_an_error(tree, tmp_path):
+    """subset: improvised drops the scripted dialogs' utterances; the published test lists
+    hold them, so the scores would not be on the published test set."""
+    root = write_emobox(tmp_path, four_class_codes())
+    corpus = corpus_of(tree, tmp_path)
+    scripted = sorted(i for i in four_class_codes() if i.startswith("Ses01M_script"))
+    test = root / "fold_1" / "iemocap_test_fold_1.jsonl"
+    with pytest.raises(EmoplugError) as error:
+        read_folds(corpus, "emobox", root, subset="improvised")
+    message = str(error.value)
+    assert message.startswith(
+        f"fold_files: fold_1: subset 'improvised' removes {len(scripted)} test ids of {test} "
+        f"({', '.join(scripted[:3])}")
+    assert "\n" not in message
+    assert len(read_folds(corpus, "emobox", root)) == 5  # subset: all keeps them
+
+
+def test_a_label_the_corpus_cannot_confirm_is_an_error(tree, tmp_path):
+    import dataclasses
+
+    corpus = corpus_of(tree, tmp_path)
+    unlabelled = "Ses04F_impro01_F000"
+    corpus = dataclasses.replace(corpus, utterances=[
+        dataclasses.replace(u, label=None) if u.id == unlabelled else u
+        for u in corpus.utterances])
+    root = write_emobox(tmp_path, four_class_codes())
+    with pytest.raises(EmoplugError, match=re.escape(
+            "fold_1: 1 ids have a label in the fold files but none in the corpus, which cannot "
+            f"confirm it ({root / 'fold_1' / 'iemocap_train_fold_1.jsonl'}: {unlabelled})")):
+        read_folds(corpus, "emobox", root)

@@ -6,7 +6,12 @@ from __future__ import annotations
 import pytest
 
 from emoplug import Corpus, EmoplugError, Fold, Utterance
-from emoplug.data.audit import audit_fold, normalise_transcript, speaker_leak_warning
+from emoplug.data.audit import (
+    MIN_TRANSCRIPT_WORDS,
+    audit_fold,
+    normalise_transcript,
+    speaker_leak_warning,
+)
 from emoplug.data.summary import format_summary, summarize
 from emoplug.registry import get_registry
 
@@ -20,34 +25,58 @@ def utt(uid: str, speaker: str, session: str, text: str | None, dialog: str | No
 
 
 def test_normalised_transcripts():
-    assert normalise_transcript("Oh,  I can't   BELIEVE it!") == "oh i cant believe it"
+    assert normalise_transcript("Oh,  I can't   BELIEVE it!") == "oh i can't believe it"
     assert normalise_transcript("Well... okay.") == normalise_transcript("well okay")
     assert normalise_transcript("?!") is None and normalise_transcript(None) is None
+    # apostrophes inside words stay: "we'll" is not "well"; curly ones are the same
+    assert normalise_transcript("We'll see.") != normalise_transcript("Well, see.")
+    assert normalise_transcript("We\u2019ll see") == "we'll see"
+    assert normalise_transcript("'So' he said") == "so he said"  # quotes go
+    # bracketed events are dropped, not turned into words
+    assert normalise_transcript("[LAUGHTER]") is None
+    assert normalise_transcript("Yeah. [BREATHING] <sil>") == "yeah"
 
 
 def test_audit_counts_known_overlaps():
+    """A shared transcript counts from MIN_TRANSCRIPT_WORDS words; a shared backchannel is a
+    short overlap, counted on its own; dev is audited against train too."""
+    assert MIN_TRANSCRIPT_WORDS == 4
     by_id = {u.id: u for u in [
         # train: speakers A and B, session 1, dialogs d1 and d2
-        utt("t1", "A", "S1", "Hello there.", "d1"), utt("t2", "B", "S1", "I am sad", "d2"),
-        # dev: speaker C, session 2, dialog d3
-        utt("v1", "C", "S2", "we did it", "d3"),
+        utt("t1", "A", "S1", "Hello there, how are you?", "d1"),
+        utt("t2", "B", "S1", "Yeah.", "d2"),
+        utt("t3", "B", "S1", "[LAUGHTER] Okay.", "d2"),
+        # dev: speaker C, session 2, dialog d3; one line repeats train's, one is a backchannel
+        utt("v1", "C", "S2", "we did it at last", "d3"),
+        utt("v2", "C", "S2", "how are you", "d3"),
+        utt("v3", "C", "S2", "Hello there, how are you!", "d3"),
+        utt("v4", "C", "S2", "yeah [LAUGHTER]", "d3"),
         # test: A again (speaker + session + dialog + transcript leak), a new speaker whose
-        # line repeats a dev line, and a clean one
-        utt("x1", "A", "S1", "hello THERE", "d1"), utt("x2", "D", "S3", "We did it!", "d4"),
-        utt("x3", "E", "S3", "something new", "d4"),
+        # line repeats a dev line, a backchannel also said in train, a clean one
+        utt("x1", "A", "S1", "hello THERE how are you", "d1"),
+        utt("x2", "D", "S3", "We did it at last!", "d4"), utt("x3", "E", "S3", "yeah", "d4"),
+        utt("x4", "E", "S3", "something new entirely here", "d4"),
+        utt("x5", "E", "S3", "[LAUGHTER]", "d4"),  # an event alone: no transcript
     ]}
-    fold = Fold("f", train=("t1", "t2"), dev=("v1",), test=("x1", "x2", "x3"))
+    fold = Fold("f", train=("t1", "t2", "t3"), dev=("v1", "v2", "v3", "v4"),
+                test=("x1", "x2", "x3", "x4", "x5"))
     audit = audit_fold(fold, by_id)
-    assert audit == {"test": 3,
-                     "train": {"speaker": 1, "session": 1, "dialog": 1, "transcript": 1},
-                     "dev": {"speaker": 0, "session": 0, "dialog": 0, "transcript": 1}}
+    assert audit == {"test": 5,
+                     "train": {"speaker": 1, "session": 1, "dialog": 1, "transcript": 1,
+                               "short_transcript": 1},
+                     "dev": {"speaker": 0, "session": 0, "dialog": 0, "transcript": 2,
+                             "short_transcript": 1},
+                     "dev_vs_train": {"dev": 4, "speaker": 0, "session": 0, "dialog": 0,
+                                      "transcript": 1, "short_transcript": 1}}
 
 
 def test_dialog_unknown_is_none_not_zero():
     by_id = {u.id: u for u in [utt("a", "A", "S1", "x"), utt("b", "B", "S2", "x")]}
     audit = audit_fold(Fold("f", ("a",), (), ("b",)), by_id)
-    assert audit["train"]["dialog"] is None and audit["train"]["transcript"] == 1
-    assert audit["dev"] == {"speaker": 0, "session": 0, "dialog": None, "transcript": 0}
+    assert audit["train"]["dialog"] is None and audit["train"]["transcript"] == 0
+    assert audit["train"]["short_transcript"] == 1
+    assert audit["dev"] == {"speaker": 0, "session": 0, "dialog": None, "transcript": 0,
+                            "short_transcript": 0}
 
 
 def speakers_corpus() -> Corpus:
@@ -73,8 +102,10 @@ def test_random_split_leaks_speakers_and_warns_loso_does_not():
     loso = audited(corpus, type="loso")
     assert all(f.meta["audit"]["train"]["speaker"] == 0 for f in loso)
     assert all(f.meta["audit"]["train"]["session"] == 0 for f in loso)
-    # "line i" recurs in every session: LOSO removes speakers, not repeated transcripts
-    assert all(f.meta["audit"]["train"]["transcript"] == 16 for f in loso)
+    # "line i" recurs in every session: LOSO removes speakers, not repeated transcripts (two
+    # words: a short overlap, not counted as a shared transcript)
+    assert all(f.meta["audit"]["train"]["short_transcript"] == 16 for f in loso)
+    assert all(f.meta["audit"]["train"]["transcript"] == 0 for f in loso)
     assert speaker_leak_warning("loso", loso) is None
     random = audited(corpus, type="random", k=4)
     assert sum(f.meta["audit"]["train"]["speaker"] for f in random) == 64

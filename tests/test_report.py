@@ -176,9 +176,13 @@ def make_run(root: Path, cells=CELLS, failed=(FAILED_JOB,), missing=(MISSING_JOB
                                      "test": LABEL_COUNTS[fold][1]},
                     "avd_scale": [1.0, 5.0],
                     "audit": {"test": 40, "train": {"speaker": 0, "session": 0, "dialog": None,
-                                                    "transcript": 6 + FOLDS.index(fold)},
+                                                    "transcript": 6 + FOLDS.index(fold),
+                                                    "short_transcript": 9},
                               "dev": {"speaker": 0, "session": 0, "dialog": None,
-                                      "transcript": 2}},
+                                      "transcript": 2, "short_transcript": 1},
+                              "dev_vs_train": {"dev": 20, "speaker": 20, "session": 20,
+                                               "dialog": None, "transcript": 3,
+                                               "short_transcript": 4}},
                     "best_epoch": 1, "epochs_run": 2, "dev_loss": 0.5, "history": [],
                     "sizes": {"train": 800, "dev": 200, "test": 400},
                     "timings": {"setup_s": 1.0, "train_s": 10.0 + seed, "eval_s": 0.5,
@@ -316,7 +320,8 @@ def test_cell_statistics_are_over_fold_means(report):
     assert row[1:4] == ["6/6", "3", "loso, speaker-independent"]
     assert row[5] == f"{100 * np.mean(expected):.1f} ± {100 * np.std(expected, ddof=1):.1f}"
     assert row[7] == f"{100 * spread_of('c_multi_direct'):.1f}"
-    assert row[8].startswith(f"{100 * np.mean(fold_values('c_multi_direct', split='dev')):.1f}")
+    assert row[8] == "—"  # the synthetic predictions.csv files hold no rows: no bootstrap
+    assert row[9].startswith(f"{100 * np.mean(fold_values('c_multi_direct', split='dev')):.1f}")
     assert "| Micro-F1 |" not in markdown and "equals WA" in markdown
 
 
@@ -343,23 +348,45 @@ def test_majority_class_floors_by_hand(report):
         f"{100 * np.mean([0.25, 0.25, 1 / 3]):.1f} ± ")
 
 
-def test_direct_vs_two_stage_paired_at_the_fold_level(report):
+def corrected_p(a, b, test_train=400 / 800):
+    """Nadeau–Bengio's corrected resampled t-test, written out (every synthetic job trains on
+    800 utterances and tests on 400)."""
+    diff = np.subtract(a, b)
+    se = diff.std(ddof=1) * math.sqrt(1 / len(diff) + test_train)
+    return 2 * stats.t.sf(abs(diff.mean()) / se, len(diff) - 1), se
+
+
+@pytest.mark.parametrize("kind", ["corrected", "plain"])
+def test_direct_vs_two_stage_paired_at_the_fold_level(report, tmp_path, kind):
     _, written = report
+    if kind == "plain":
+        written = write_report(report[0], tmp_path, ["md"], stats="plain")
     markdown = section(written["md"].read_text(), "Approach comparison")
     a, b = fold_values("c_multi_direct"), fold_values("c_multi_two")
     diff = np.subtract(a, b)
-    half = stats.t.ppf(0.975, 2) * diff.std(ddof=1) / math.sqrt(3)  # n = 3 folds, 2 df
+    se = diff.std(ddof=1) / math.sqrt(3) if kind == "plain" else corrected_p(a, b)[1]
+    half = stats.t.ppf(0.975, 2) * se  # n = 3 folds, 2 df
     row = row_with(markdown, "roberta+mfcc/attention: direct vs two_stage", "| UA |")
     assert row[2] == "3"
     assert row[5] == (f"{100 * diff.mean():+.1f} [{100 * (diff.mean() - half):.1f}, "
                       f"{100 * (diff.mean() + half):.1f}]")
+    assert f"t-test p ({kind})" in markdown
 
     def p(value):
         return "<0.001" if value < 0.001 else f"{value:.3f}"
 
-    text_p = stats.ttest_rel(fold_values("c_text_direct"), fold_values("c_text_two")).pvalue
-    multi_p = stats.ttest_rel(a, b).pvalue
+    def test_p(x, y):
+        return stats.ttest_rel(x, y).pvalue if kind == "plain" else corrected_p(x, y)[0]
+
+    text_p = test_p(fold_values("c_text_direct"), fold_values("c_text_two"))
+    multi_p = test_p(a, b)
     assert row[6] == p(multi_p)
+    if kind == "corrected":
+        assert multi_p > stats.ttest_rel(a, b).pvalue
+        assert "Nadeau–Bengio corrected resampled t-test" in markdown
+        assert "n_test/n_train = 0.500" in markdown
+    else:
+        assert "the plain paired t-test (uncorrected" in markdown
     # Holm over the two UA comparisons of this table
     low, high = sorted([text_p, multi_p])
     holm = {low: min(1, 2 * low), high: max(min(1, 2 * low), high)}
@@ -585,10 +612,21 @@ def test_confusion_figure_has_no_band_under_its_title():
 def test_protocol_section_shows_the_audit_and_the_dev_test_gap(report):
     _, written = report
     protocol = section(written["md"].read_text(), "Protocol and leakage")
-    row = row_with(protocol, "| s2 |")
-    # test 40; train: speaker 0, session 0, dialog unknown, transcript 7 (17.5%)
-    assert row[2:7] == ["40", "0 (0.0%)", "0 (0.0%)", "—", "7 (17.5%)"]
-    assert row[10] == "2 (5.0%)"
+    assert "| Protocol | Fold | Test | speaker | session | dialog | transcript (≥ 4 words) | " \
+           "short transcript (< 4 words) |" in protocol
+
+    def table(caption):
+        return protocol[protocol.index(f"**Leakage audit: {caption}**"):]
+
+    # test 40; train: speaker 0, session 0, dialog unknown, transcript 7 (17.5%), short 9
+    row = row_with(table("test utterances sharing each with train"), "| s2 |")
+    assert row[2:8] == ["40", "0 (0.0%)", "0 (0.0%)", "—", "7 (17.5%)", "9 (22.5%)"]
+    row = row_with(table("test utterances sharing each with dev"), "| s2 |")
+    assert row[6:8] == ["2 (5.0%)", "1 (2.5%)"]
+    # dev against train: 20 dev utterances, all of training speakers (dev: random)
+    row = row_with(table("dev utterances sharing each with train"), "| s2 |")
+    assert row[2:8] == ["20", "20 (100.0%)", "20 (100.0%)", "—", "3 (15.0%)", "4 (20.0%)"]
+    assert "counts from 4 words after normalisation" in protocol
     gap = row_with(protocol, "| " + labelled("c_multi_early") + " |")
     assert gap[5] == "5.0 ± 0.0"  # the synthetic dev UA is test UA + 0.05 in every fold
     assert gap[2] == "random"  # the dev each job chose on, from its protocol record
@@ -613,7 +651,9 @@ def test_protocols_compared_cell_by_cell_with_their_audits(tmp_path):
     assert row[1].startswith(f"{100 * loso:.1f} ± ")
     assert row[2].startswith(f"{100 * random:.1f} ± ")
     assert row_with(protocol, "| mfcc/none/direct |")[2] == "—"  # not run under random
-    assert row_with(protocol, "| train: transcript |")[1].startswith("17.5 ± ")  # 6, 7, 8 of 40
+    # 6, 7, 8 of 40
+    assert row_with(protocol, "| test ~ train: transcript (≥ 4 words) |")[1].startswith("17.5 ± ")
+    assert row_with(protocol, "| dev ~ train: speaker |")[1] == "100.0 ± 0.0"
     assert "Every other section compares the cells of loso only" in protocol
     # the other sections compare the reference protocol's cells: random's leak stays out
     modality = section(markdown, "Modality importance")
@@ -665,3 +705,42 @@ def test_a_plugin_adds_report_sections_and_a_failing_one_is_contained(tmp_path, 
     assert "Results" in markdown and "Compute" in markdown  # the others are unaffected
     assert "report section 'broken_section' of plugin 'sections' failed" in \
         capsys.readouterr().err
+
+
+# -- rankings on shared folds ----------------------------------------------------------------
+
+def ranked_cell(cell_id: str, dev_ua: dict[str, float]):
+    """A finished audio-only cell whose jobs (seed 0) have the given dev UA per fold."""
+    from emoplug.report.collect import CellRecord, JobRecord
+
+    names = {"text": None, "audio": "mfcc", "fusion": "none", "approach": "direct",
+             "protocol": None}
+    jobs = [JobRecord(f"{cell_id}-{fold}", cell_id, cell_id, fold, 0, config={}, result={
+        "status": "done", "metrics": {"dev": {"ua": ua}, "test": {"ua": ua, "wa": ua}}})
+        for fold, ua in dev_ua.items()]
+    return CellRecord(cell_id, cell_id, jobs, names, {"audio": {"type": cell_id}})
+
+
+def test_rankings_use_only_the_folds_every_candidate_finished(tmp_path):
+    """B misses the hardest fold f5: over the folds each finished B (0.58) beats A (0.54);
+    over the folds both finished A (0.60) wins. C shares no fold with them and is left out,
+    and the report says so."""
+    from emoplug.report.collect import RunData
+    from emoplug.report.comparisons import modality_section
+    from emoplug.report.select import best, rank
+
+    a = ranked_cell("a", {"f1": 0.6, "f2": 0.6, "f3": 0.6, "f4": 0.6, "f5": 0.3})
+    b = ranked_cell("b", {"f1": 0.58, "f2": 0.58, "f3": 0.58, "f4": 0.58})
+    c = ranked_cell("c", {"f6": 0.9})
+    ranking = rank([b, c, a])
+    assert [x.id for x in ranking.cells] == ["a", "b"]
+    assert ranking.folds == ["f1", "f2", "f3", "f4"] and ranking.left_out == [c]
+    assert best([a, b]) is a
+    complete = ranked_cell("d", {f: 0.5 for f in ("f1", "f2", "f3", "f4", "f5")})
+    assert rank([a, complete]).note("x") is None  # every candidate on every fold
+    run = RunData(tmp_path, None, [a, b, c], [])
+    section = modality_section(run)
+    note = next(n for n in section.notes if n.startswith("Best audio only cell"))
+    assert "over the 4 of 6 folds every candidate finished (f1, f2, f3, f4)" in note
+    assert note.endswith("left out of the ranking (no fold in common with the others): c.")
+    assert section.tables[0].rows[0][1] == "a"

@@ -55,6 +55,25 @@ def test_paired_folds_by_hand():
     assert math.isnan(test.wilcoxon_p)  # fewer than 6 folds
 
 
+def test_corrected_resampled_t_test_by_hand():
+    """Nadeau & Bengio (2003): the same differences 0.1, 0.0, 0.2 (mean 0.1, sd 0.1, n 3)
+    with n_test/n_train = 0.5 (3-fold CV: a third tested, two thirds trained on). The
+    variance of the mean becomes sd² (1/3 + 1/2) = 0.01 · 5/6 instead of sd²/3."""
+    test = paired_folds(A, B, test_train=0.5)
+    se = 0.1 * math.sqrt(5 / 6)  # 0.0912871
+    assert test.corrected and test.test_train == 0.5
+    assert test.mean_diff == pytest.approx(0.1) and test.std_diff == pytest.approx(0.1)
+    # t = 0.1 / 0.0912871 = 1.095445 = sqrt(1.2); with 2 df the two-sided p has the closed
+    # form 1 - t / sqrt(t² + 2) = 1 - sqrt(1.2 / 3.2) = 0.387628
+    assert test.t_p == pytest.approx(1 - math.sqrt(1.2 / 3.2), abs=1e-9)
+    assert test.t_p == pytest.approx(0.387628, abs=1e-6)
+    half = 4.302653 * se  # t(0.975, 2 df) · corrected standard error = 0.392775
+    assert (test.ci_low, test.ci_high) == pytest.approx((0.1 - half, 0.1 + half), abs=1e-6)
+    plain = paired_folds(A, B)  # the same closed form gives the plain p: 1 - sqrt(3 / 5)
+    assert not plain.corrected and plain.t_p == pytest.approx(1 - math.sqrt(3 / 5))
+    assert test.t_p > plain.t_p and test.ci_high - test.ci_low > plain.ci_high - plain.ci_low
+
+
 def test_wilcoxon_only_from_six_folds():
     a = {(f"f{i}", 0): 0.7 + 0.01 * i for i in range(6)}
     b = {(f"f{i}", 0): 0.65 + 0.013 * i for i in range(6)}

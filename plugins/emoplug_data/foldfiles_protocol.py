@@ -3,9 +3,12 @@
 Each fold's test set is its test list; train is the rest of the (``subset``-filtered) corpus,
 which the files' train list must match; dev is carved out of train like every protocol's
 (:mod:`emoplug_data.protocols`). The files are checked against the corpus first: ids the
-corpus lacks, utterances no list of a fold names, ids in both lists and labels that disagree
-are one error line per fold. The formats themselves live in the core (``emoplug.foldfiles``),
-which also writes emoplug's folds the other way (``emoplug folds export``).
+corpus lacks, utterances no list of a fold names, ids in both lists, test ids the ``subset``
+filter would remove, labels that disagree and labels of utterances the corpus has no label
+for are one error line per fold, naming the file and the first ids (an id listed twice in one
+file is an error when the file is read). The formats themselves live in the core
+(``emoplug.foldfiles``), which also writes emoplug's folds the other way (``emoplug folds
+export``).
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class FoldFilesProtocol(SplitProtocol):
         by_id = corpus.by_id()
         kept = {u.id for u in corpus.utterances if self.keep(u)}
         for fold in self.files.folds:
-            problems = fold_problems(fold, by_id, kept, self.files.label_map)
+            problems = fold_problems(fold, by_id, kept, self.files.label_map,
+                                     self.config.subset)
             if problems:
                 raise EmoplugError(f"fold_files: {fold.name}: {'; '.join(problems)}")
         return [dataclasses.replace(f, meta={**f.meta, "fold_files": self.config.format,
@@ -71,16 +75,14 @@ class FoldFilesProtocol(SplitProtocol):
 
 
 def fold_problems(fold: foldfiles.FoldList, by_id: dict[str, Utterance], kept: set[str],
-                  label_map: dict[str, str]) -> list[str]:
+                  label_map: dict[str, str], subset: str = "all") -> list[str]:
     """What is wrong with one fold's lists against the corpus (``kept``: the ids the subset
-    filter keeps), each as a short phrase with a count and the first few ids."""
+    filter keeps), each as a short phrase with a count, the file and the first few ids."""
     codes = {**fold.train, **fold.test}
     unknown = sorted(codes.keys() - by_id.keys())
     missing = sorted(kept - codes.keys())
     both = sorted(fold.train.keys() & fold.test.keys())
-    disagree = sorted(f"{i}: '{codes[i]}' vs '{by_id[i].label}'"
-                      for i in codes.keys() & by_id.keys()
-                      if not label_agrees(codes[i], by_id[i], label_map))
+    removed = sorted((fold.test.keys() & by_id.keys()) - kept)
     problems = []
     if unknown:
         problems.append(f"{len(unknown)} ids in the fold files are not in the corpus "
@@ -90,19 +92,41 @@ def fold_problems(fold: foldfiles.FoldList, by_id: dict[str, Utterance], kept: s
                         f"({few(missing)})")
     if both:
         problems.append(f"{len(both)} ids are in both its train and test lists ({few(both)})")
-    if disagree:
-        problems.append(f"{len(disagree)} ids have another label in the fold files than in "
-                        f"the corpus ({few(disagree)})")
+    if removed:
+        problems.append(f"subset '{subset}' removes {len(removed)} test ids of "
+                        f"{_file(fold, 'test')} ({few(removed)}): the scores would not be on "
+                        "the published test set (write fold files of that subset with "
+                        "`emoplug folds export`, or use subset: all)")
+    for part, listed in (("train", fold.train), ("test", fold.test)):
+        known = sorted(listed.keys() & by_id.keys())
+        unlabelled = [i for i in known if listed[i] is not None and by_id[i].label is None]
+        disagree = [f"{i}: '{listed[i]}' vs '{by_id[i].label}'" for i in known
+                    if by_id[i].label is not None
+                    and not label_agrees(listed[i], by_id[i], label_map)]
+        if disagree:
+            problems.append(f"{len(disagree)} ids have another label in the fold files than in "
+                            f"the corpus ({_file(fold, part)}: {few(disagree)})")
+        if unlabelled:
+            problems.append(f"{len(unlabelled)} ids have a label in the fold files but none in "
+                            f"the corpus, which cannot confirm it ({_file(fold, part)}: "
+                            f"{few(unlabelled)})")
     return problems
+
+
+def _file(fold: foldfiles.FoldList, part: str) -> str:
+    """The file a fold's ``part`` list was read from (its name when unknown)."""
+    return str(fold.files.get(part, f"{fold.name} {part} list"))
 
 
 def label_agrees(code: str | None, utterance: Utterance, label_map: dict[str, str]) -> bool:
     """Whether a file's label code names the utterance's label: mapped through the label map,
     it is the label or its three-letter code (case-insensitive), or it is the corpus's own
-    code (IEMOCAP's ``meta.code``: ``exc`` is happy under four_class). True when either side
-    has no label."""
-    if code is None or utterance.label is None:
+    code (IEMOCAP's ``meta.code``: ``exc`` is happy under four_class). True when the file
+    gives no label; False when it gives one and the corpus has none to confirm it."""
+    if code is None:
         return True
+    if utterance.label is None:
+        return False
     named, label = label_map.get(code, code).casefold(), utterance.label.casefold()
     return named in (label, label[:3]) or code == utterance.meta.get("code")
 
@@ -113,6 +137,4 @@ def shares_speakers(fold: Fold, by_id: dict[str, Utterance]) -> bool:
     return any(by_id[i].speaker in seen for i in fold.test)
 
 
-def few(items: list[str], n: int = 3) -> str:
-    """The first ``n`` items, then an ellipsis when there are more."""
-    return ", ".join(items[:n]) + (", …" if len(items) > n else "")
+few = foldfiles.first_ids

@@ -236,17 +236,20 @@ def featurize(recipe: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--output", type=click.Path(file_okay=False, path_type=Path),
               help="report folder (default RUN_DIR/report)")
 @click.option("--format", "formats", default="md,html,csv", show_default=True,
-              help="comma-separated: md, html, csv")
-def report(run_dir: Path, output: Path | None, formats: str) -> None:
+              help="comma-separated: md, html, csv, latex")
+@click.option("--stats", type=click.Choice(["corrected", "plain"]), default="corrected",
+              show_default=True,
+              help="paired t-test: Nadeau-Bengio corrected resampled, or plain (uncorrected)")
+def report(run_dir: Path, output: Path | None, formats: str, stats: str) -> None:
     """Tables and figures from a run's finished jobs (works while it is still running)."""
-    from emoplug.report import write_report
+    from emoplug.report import FORMATS, write_report
 
     chosen = [f.strip() for f in formats.split(",") if f.strip()]
-    unknown = sorted(set(chosen) - {"md", "html", "csv"})
+    unknown = sorted(set(chosen) - set(FORMATS))
     if unknown:
-        raise click.BadParameter(f"unknown format(s) {', '.join(unknown)}; use md, html, csv",
-                                 param_hint="--format")
-    for kind, path in write_report(run_dir, output, chosen).items():
+        raise click.BadParameter(f"unknown format(s) {', '.join(unknown)}; use "
+                                 f"{', '.join(FORMATS)}", param_hint="--format")
+    for kind, path in write_report(run_dir, output, chosen, stats).items():
         click.echo(f"{kind}: {path}")
 
 

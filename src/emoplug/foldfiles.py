@@ -19,7 +19,7 @@ import json
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -34,11 +34,13 @@ _SESSION_FOLD = re.compile(r"^Ses0*(\d+)$")
 
 @dataclass(frozen=True)
 class FoldList:
-    """One fold's lists: utterance id -> label code as the file gives it (None when absent)."""
+    """One fold's lists: utterance id -> label code as the file gives it (None when absent),
+    and the file each list was read from (``files``: part -> path)."""
 
     name: str
     train: dict[str, str | None]
     test: dict[str, str | None]
+    files: dict[str, Path] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -73,21 +75,41 @@ def read_fold_files(fmt: str, path: Path, corpus: str | None = None) -> FoldFile
     folder's name)."""
     folders = fold_folders(fmt, path)
     if fmt == "s3prl":
-        return FoldFiles([FoldList(f.name, *(read_s3prl(f / f"{part}_meta_data.json")
-                                              for part in PARTS)) for f in folders], {})
+        folds = []
+        for folder in folders:
+            files = {part: folder / f"{part}_meta_data.json" for part in PARTS}
+            folds.append(FoldList(folder.name, *(read_s3prl(files[part]) for part in PARTS),
+                                  files))
+        return FoldFiles(folds, {})
     name = corpus or path.name
     folds = []
     for folder in folders:
         k = folder.name.removeprefix("fold_")
-        folds.append(FoldList(folder.name, *(
-            read_emobox(folder / f"{name}_{part}_fold_{k}.jsonl", f"{name}-")
-            for part in PARTS)))
+        files = {part: folder / f"{name}_{part}_fold_{k}.jsonl" for part in PARTS}
+        folds.append(FoldList(folder.name, *(read_emobox(files[part], f"{name}-")
+                                             for part in PARTS), files))
     return FoldFiles(folds, read_label_map(path / LABEL_MAP))
 
 
+def first_ids(items: Sequence[str], n: int = 3) -> str:
+    """The first ``n`` items, then an ellipsis when there are more."""
+    return ", ".join(items[:n]) + (", …" if len(items) > n else "")
+
+
+def _refuse_repeats(path: Path, repeated: list[str]) -> None:
+    """One error line when a list names an utterance more than once: the fold would hold a
+    silently de-duplicated list where the benchmark meant something else."""
+    if repeated:
+        unique = sorted(set(repeated))
+        raise EmoplugError(f"fold_files: {path}: {len(unique)} ids are listed more than once "
+                           f"({first_ids(unique)})")
+
+
 def read_emobox(path: Path, prefix: str) -> dict[str, str | None]:
-    """``utterance id -> emo`` from one EmoBox JSON-lines file (keys are ``prefix + id``)."""
+    """``utterance id -> emo`` from one EmoBox JSON-lines file (keys are ``prefix + id``); an
+    id listed twice is an error."""
     entries: dict[str, str | None] = {}
+    repeated: list[str] = []
     for line_no, line in enumerate(_text(path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -103,12 +125,17 @@ def read_emobox(path: Path, prefix: str) -> dict[str, str | None]:
         if not key.startswith(prefix):
             raise EmoplugError(f"fold_files: {where}: key '{key}' does not start with "
                                f"'{prefix}' (set the protocol's corpus)")
+        if key.removeprefix(prefix) in entries:
+            repeated.append(key.removeprefix(prefix))
         entries[key.removeprefix(prefix)] = _code(record.get("emo"))
+    _refuse_repeats(path, repeated)
     return entries
 
 
 def read_s3prl(path: Path) -> dict[str, str | None]:
-    """``utterance id (the WAV's stem) -> label`` from one s3prl meta-data file."""
+    """``utterance id (the WAV's stem) -> label`` from one s3prl meta-data file. A path
+    listed twice, or two paths with one stem in different folders (two utterances the id
+    cannot tell apart), is an error."""
     try:
         data = json.loads(_text(path))
     except json.JSONDecodeError as exc:
@@ -117,10 +144,21 @@ def read_s3prl(path: Path) -> dict[str, str | None]:
     if not isinstance(items, list):
         raise EmoplugError(f"fold_files: {path}: no 'meta_data' list")
     entries: dict[str, str | None] = {}
+    where: dict[str, str] = {}  # id -> the path that named it first
+    repeated: list[str] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict) or not isinstance(item.get("path"), str):
             raise EmoplugError(f"fold_files: {path}: meta_data[{index}] has no 'path'")
-        entries[PurePosixPath(item["path"]).stem] = _code(item.get("label"))
+        stem = PurePosixPath(item["path"]).stem
+        if stem in where and where[stem] != item["path"]:
+            raise EmoplugError(f"fold_files: {path}: meta_data[{index}]: '{item['path']}' has "
+                               f"the file name of '{where[stem]}' in another folder (s3prl's "
+                               f"utterance id is the file's stem: {stem} is ambiguous)")
+        if stem in where:
+            repeated.append(stem)
+        where.setdefault(stem, item["path"])
+        entries[stem] = _code(item.get("label"))
+    _refuse_repeats(path, repeated)
     return entries
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from emoplug.data.audit import AUDIT_KEYS
+from emoplug.data.audit import AUDIT_KEYS, MIN_TRANSCRIPT_WORDS
 from emoplug.types import AVD_NAMES, Corpus, Fold, Utterance
 
 UNLABELLED = "(none)"
@@ -134,15 +134,20 @@ def _audit_lines(folds: list[dict[str, Any]]) -> list[str]:
     if not any(audit for _, audit in audits):
         return []
     header = ["fold", "test", *(f"train:{k}" for k in AUDIT_KEYS),
-              *(f"dev:{k}" for k in AUDIT_KEYS)]
+              *(f"dev:{k}" for k in AUDIT_KEYS), "dev", *(f"dev~train:{k}" for k in AUDIT_KEYS)]
     rows = [header]
     for name, audit in audits:
         audit = audit or {}
         rows.append([name, str(audit.get("test", "-")),
                      *(_count(audit.get(part, {}).get(k)) for part in ("train", "dev")
-                       for k in AUDIT_KEYS)])
+                       for k in AUDIT_KEYS),
+                     _count((audit.get("dev_vs_train") or {}).get("dev")),
+                     *(_count((audit.get("dev_vs_train") or {}).get(k)) for k in AUDIT_KEYS)])
     return ["leakage audit (test utterances whose speaker, session, dialog or normalised "
-            "transcript also occurs in train / in dev):", *_table(rows)]
+            "transcript also occurs in train / in dev; dev~train: dev utterances sharing it "
+            f"with train; transcript: at least {MIN_TRANSCRIPT_WORDS} words, "
+            "short_transcript: shorter):",
+            *_table(rows)]
 
 
 def _count(value: int | None) -> str:

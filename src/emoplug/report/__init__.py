@@ -17,18 +17,25 @@ from pathlib import Path
 
 from emoplug.errors import EmoplugError
 
-FORMATS = ("md", "html", "csv")
+FORMATS = ("md", "html", "csv", "latex")
+DEFAULT_FORMATS = ("md", "html", "csv")
+#: the paired t-tests (``emoplug.report.stats.STATS``, kept here so importing stays cheap)
+STATS = ("corrected", "plain")
 
 
 def write_report(run_dir: Path, output_dir: Path | None = None,
-                 formats: Sequence[str] = FORMATS) -> dict[str, Path]:
+                 formats: Sequence[str] = DEFAULT_FORMATS, stats: str = "corrected"
+                 ) -> dict[str, Path]:
     """Write the report of ``run_dir`` into ``output_dir`` (default ``run_dir/report``).
 
     ``formats`` is a subset of ``md`` (``report.md`` + ``figures/``), ``html`` (one
-    self-contained ``report.html``) and ``csv`` (``results.csv``, one row per job, and
-    ``cells.csv``, one row per cell). Returns ``{"md" | "html" | "csv" | "cells_csv" |
-    "figures": path}`` for what was written. Raises ``EmoplugError`` for a folder that is
-    not a run or an unknown format.
+    self-contained ``report.html``), ``csv`` (``results.csv``, one row per job, and
+    ``cells.csv``, one row per cell) and ``latex`` (``latex/<section>.tex`` tables and the
+    standalone ``latex/report_tables.tex``). Returns ``{"md" | "html" | "csv" | "cells_csv" |
+    "latex" | "figures": path}`` for what was written. ``stats`` picks the paired t-test of every
+    comparison: ``corrected`` (Nadeau–Bengio's corrected resampled t-test, the default) or
+    ``plain`` (uncorrected). Raises ``EmoplugError`` for a folder that is not a run or an
+    unknown format or test.
     """
     from emoplug.report import render
     from emoplug.report.collect import load_run
@@ -39,12 +46,20 @@ def write_report(run_dir: Path, output_dir: Path | None = None,
     if unknown or not formats:
         raise EmoplugError(f"report format {', '.join(unknown) or '(none)'}: choose from "
                            f"{', '.join(FORMATS)}")
+    if stats not in STATS:
+        raise EmoplugError(f"report stats '{stats}': choose from {', '.join(STATS)}")
     run = load_run(Path(run_dir))
+    run.stats = stats
     output = Path(output_dir) if output_dir is not None else run.path / "report"
     output.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    if "md" in formats or "html" in formats:
+    if "latex" in formats:
+        from emoplug.report.latex import write_latex
+
         report = build_report(run)
+        written["latex"] = write_latex(report, output / "latex")
+    if "md" in formats or "html" in formats:
+        report = report if "latex" in formats else build_report(run)
         figures: render.FigurePaths = {}
         for section in report.sections:
             if section.empty:
@@ -79,4 +94,5 @@ def __getattr__(name: str) -> object:
     raise AttributeError(f"module 'emoplug.report' has no attribute {name!r}")
 
 
-__all__ = ["FORMATS", "CellRecord", "RunData", "Section", "Table", "write_report"]
+__all__ = ["DEFAULT_FORMATS", "FORMATS", "CellRecord", "RunData", "Section", "Table",
+           "write_report"]

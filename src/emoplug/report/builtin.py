@@ -14,7 +14,15 @@ from emoplug import hookimpl
 
 @hookimpl
 def emoplug_register_report_sections(register: Any) -> None:
-    from emoplug.report import comparisons, data, leakage, sections, stopping, tuning
+    from emoplug.report import (
+        comparisons,
+        data,
+        leakage,
+        sections,
+        speakers,
+        stopping,
+        tuning,
+    )
 
     grouped = comparisons.grouped_section
     for order, key, build in (
@@ -26,6 +34,7 @@ def emoplug_register_report_sections(register: Any) -> None:
             (50, "stage1", sections.stage1_section),
             (60, "approach", comparisons.approach_section),
             (70, "modality", comparisons.modality_section),
+            (75, "speakers", speakers.speakers_section),
             (80, "text_encoders", partial(
                 grouped, axis="text", key="text_encoders", title="Transformer comparison",
                 text="Cells with text (text only and multimodal), grouped by text encoder.")),

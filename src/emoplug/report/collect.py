@@ -118,6 +118,17 @@ class CellRecord:
         """One metric of every finished job, by (fold, seed)."""
         return {(j.fold, j.seed): j.metric(metric, split) for j in self.done}
 
+    def test_train_ratios(self) -> dict[str, float]:
+        """Per fold, n_test / n_train of its finished jobs' split sizes (``sizes`` in
+        ``result.json``; averaged over seeds); folds without recorded sizes are left out."""
+        ratios: dict[str, list[float]] = {}
+        for job in self.done:
+            sizes = job.result.get("sizes") or {}
+            train, test = sizes.get("train"), sizes.get("test")
+            if isinstance(train, int) and isinstance(test, int) and train > 0:
+                ratios.setdefault(job.fold, []).append(test / train)
+        return {fold: sum(v) / len(v) for fold, v in ratios.items()}
+
 
 @dataclass
 class RunData:
@@ -128,6 +139,8 @@ class RunData:
     cells: list[CellRecord]
     stages: list[dict[str, Any]]
     unplanned: int = 0
+    #: the paired t-test of every comparison: ``corrected`` (Nadeau–Bengio) or ``plain``
+    stats: str = "corrected"
 
     @property
     def name(self) -> str:

@@ -1,12 +1,15 @@
 """The report's paired comparisons: which cells are compared, and the table of their tests.
 
-Every comparison is paired at the fold level (``stats.paired_folds``: seeds averaged within
-each fold, n = folds) and every table is one Holm family per metric.
+Every comparison is paired at the fold level (seeds averaged within each fold, n = folds),
+tested with the run's t-test (``RunData.stats``: Nadeau–Bengio's corrected resampled t-test
+by default, the plain one when asked), and every table is one Holm family per metric.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from itertools import combinations
 
 import numpy as np
@@ -15,7 +18,6 @@ from emoplug.report.collect import CellRecord, RunData
 from emoplug.report.figures import BarChart, ForestPlot
 from emoplug.report.select import (
     CHOSEN,
-    best,
     cell_summary,
     comparable,
     dims_present,
@@ -24,16 +26,17 @@ from emoplug.report.select import (
     fold_floors,
     is_ablation,
     jobs_cell,
+    rank,
     reference_protocol,
     twin_of,
 )
 from emoplug.report.stats import (
     MIN_WILCOXON,
+    PLAIN,
     PairedTest,
     Summary,
     fold_means,
     matched_fold_means,
-    paired_folds,
     paired_test,
     summarize,
     with_holm,
@@ -53,43 +56,99 @@ from emoplug.report.tables import (
 PAIRED_METRICS = ("ua", "wa")
 PAIRED_COLUMNS = ["Metric", "n (folds)", "Mean A", "Mean B", "A − B [95% CI]", "t-test p",
                   "Holm p", "Wilcoxon p"]
-HOLM_NOTE = ("n counts folds (each cell's seeds averaged within a fold). Holm p: the t-test "
-             "p-value corrected by Holm's method over this table's comparisons of the same "
-             f"metric. Wilcoxon p only with at least {MIN_WILCOXON} folds.")
+#: the footnote of a table of cells' scores
+CELL_NOTE = ("n = folds; test scores as mean ± sample std over the fold means (a fold's seeds "
+             "averaged first); best cells chosen on dev UA.")
 #: text settings that make a cell staged or end to end (compared in their own section)
 TEXT_TRAINING_KEYS = frozenset({"mode", "stage_objective"})
 #: a comparison: its name, and the per-fold values of A and B by metric
 Comparison = tuple[str, CellRecord, CellRecord]
 
 
-def paired_table(section: Section, comparisons: list[Comparison], first: str) -> None:
+def split_ratio(cells: Iterable[CellRecord], folds: Iterable[str]) -> float | None:
+    """n_test/n_train for the Nadeau–Bengio correction: the mean over ``folds`` and
+    ``cells`` of the ratios their jobs recorded; None when no job recorded its split sizes."""
+    folds = set(folds)
+    values = [ratio for cell in cells for fold, ratio in cell.test_train_ratios().items()
+              if fold in folds]
+    return float(np.mean(values)) if values else None
+
+
+def run_test(run: RunData, mean_a: Sequence[float], mean_b: Sequence[float],
+             cells: Iterable[CellRecord], folds: Iterable[str]) -> PairedTest:
+    """The run's paired t-test of matched fold means: plain, or corrected with the ratio
+    n_test/n_train of ``cells`` on ``folds``. Without recorded split sizes the corrected
+    test cannot be computed: its p-value and interval are left undefined (``nan``)."""
+    if run.stats == PLAIN:
+        return paired_test(mean_a, mean_b)
+    ratio = split_ratio(cells, folds)
+    if ratio is None:
+        plain = paired_test(mean_a, mean_b)
+        return replace(plain, ci_low=math.nan, ci_high=math.nan, t_p=math.nan)
+    return paired_test(mean_a, mean_b, ratio)
+
+
+def paired_cells(run: RunData, a: CellRecord, b: CellRecord, metric: str) -> PairedTest:
+    """``a − b`` on ``metric`` over the folds both finished (seeds averaged within a fold)."""
+    folds, mean_a, mean_b = matched_fold_means(a.values(metric), b.values(metric))
+    return run_test(run, mean_a, mean_b, (a, b), folds)
+
+
+def tests_footnote(run: RunData, tests: Sequence[PairedTest]) -> str:
+    """The footnote of a table of paired tests: n, which t-test, Holm, Wilcoxon."""
+    text = "n counts folds (each cell's seeds averaged within a fold). "
+    if run.stats == PLAIN:
+        text += ("t-test p: the plain paired t-test (uncorrected: anti-conservative under "
+                 "cross-validation, whose training sets overlap; shown because `--stats plain` "
+                 "was asked), its 95% CI from sd/√n. ")
+    else:
+        ratios = sorted({round(t.test_train, 3) for t in tests if t.corrected})
+        shown = "–".join(f"{r:.3f}" for r in (ratios[0], ratios[-1])) if len(ratios) > 1 \
+            else (f"{ratios[0]:.3f}" if ratios else "n/a")
+        text += ("t-test p: the Nadeau–Bengio corrected resampled t-test (variance of the mean "
+                 f"difference sd²·(1/n + n_test/n_train), n_test/n_train = {shown} from the "
+                 "jobs' split sizes; the 95% CI widened alike). ")
+        if any(t.n > 1 and not t.corrected for t in tests):
+            text += ("A dash for p and CI: the jobs recorded no split sizes, so the corrected "
+                     "test cannot be computed (`emoplug report --stats plain` shows the "
+                     "uncorrected one). ")
+    return text + ("Holm p: that p-value corrected by Holm's method over this table's "
+                   f"comparisons of the same metric. Wilcoxon p only with at least "
+                   f"{MIN_WILCOXON} folds.")
+
+
+def paired_table(run: RunData, section: Section, comparisons: list[Comparison],
+                 first: str) -> None:
     """Tests of ``a − b`` for each comparison and metric (Holm within each metric), and a
     forest plot of the first metric."""
-    tests = {m: with_holm([paired_folds(a.values(m), b.values(m)) for _, a, b in comparisons])
+    tests = {m: with_holm([paired_cells(run, a, b, m) for _, a, b in comparisons])
              for m in PAIRED_METRICS}
-    _tests_table(section, [name for name, _, _ in comparisons], tests, first)
+    _tests_table(run, section, [name for name, _, _ in comparisons], tests, first)
 
 
-def _tests_table(section: Section, names: list[str], tests: dict[str, list[PairedTest]],
-                 first: str, extra: list[str] | None = None) -> None:
+def _tests_table(run: RunData, section: Section, names: list[str],
+                 tests: dict[str, list[PairedTest]], first: str,
+                 extra: list[str] | None = None) -> None:
     rows = []
     for i, name in enumerate(names):
         for metric in PAIRED_METRICS:
             rows.append([name, *([extra[i]] if extra else []), *_test_cells(tests[metric][i],
                                                                              metric)])
-    columns = [first, *(["Cell pairs"] if extra else []), *PAIRED_COLUMNS]
-    section.tables.append(Table(columns, rows))
-    section.notes.append(HOLM_NOTE)
+    kind = "plain" if run.stats == PLAIN else "corrected"
+    columns = [first, *(["Cell pairs"] if extra else []),
+               *[f"t-test p ({kind})" if c == "t-test p" else c for c in PAIRED_COLUMNS]]
+    note = tests_footnote(run, [t for m in PAIRED_METRICS for t in tests[m]])
+    section.tables.append(Table(columns, rows, note=note))
+    section.notes.append(note)
     lead = tests[PAIRED_METRICS[0]]
     if any(t.n for t in lead):
-        scaled = [PairedTest(t.n, *(100 * v for v in (t.mean_a, t.mean_b, t.mean_diff,
-                                                       t.std_diff, t.ci_low, t.ci_high)),
-                             t.t_p, t.wilcoxon_p, t.holm_p) for t in lead]
+        scaled = [replace(t, **{k: 100 * getattr(t, k) for k in (
+            "mean_a", "mean_b", "mean_diff", "std_diff", "ci_low", "ci_high")}) for t in lead]
         metric = metric_title(PAIRED_METRICS[0])
         section.charts.append(ForestPlot(f"{section.title}: paired difference in {metric}",
                                          names, scaled,
                                          f"A − B, {metric} (percentage points, 95% CI, "
-                                         "n = folds)"))
+                                         f"{kind} t; n = folds)"))
 
 
 def _test_cells(test: PairedTest, metric: str) -> list[str]:
@@ -141,7 +200,7 @@ def approach_section(run: RunData) -> Section:
         inputs = "+".join(n for n in (a.names["text"], a.names["audio"]) if n)
         name = f"{inputs}/{a.names['fusion']}: {a.names['approach']} vs {b.names['approach']}"
         comparisons.append((name, a, b))
-    paired_table(section, comparisons, "Comparison")
+    paired_table(run, section, comparisons, "Comparison")
     return section
 
 
@@ -160,7 +219,10 @@ def modality_section(run: RunData) -> Section:
     metrics = [m for m, _ in CLASS_METRICS]
     rows, series, chosen = [], {}, {}
     for modalities, title in MODALITY_GROUPS:
-        cell = best(c for c in cells if c.modalities == modalities)
+        ranking = rank(c for c in cells if c.modalities == modalities)
+        cell = ranking.cells[0] if ranking.cells else None
+        if ranking.note(f"Best {title.lower()} cell"):
+            section.notes.append(ranking.note(f"Best {title.lower()} cell"))
         if cell is None:
             section.notes.append(f"No {title.lower()} cell with dev results in this run.")
             continue
@@ -180,7 +242,9 @@ def modality_section(run: RunData) -> Section:
                      str(len(floors)), DASH, *floor_cells(floors, metrics)])
     section.tables.append(Table(["Modalities", f"Best cell ({CHOSEN})", "Jobs", "n (folds)",
                                  "Dev UA", *[f"{metric_title(m)} (test)" for m in metrics]],
-                                rows))
+                                rows, note=CELL_NOTE,
+                                best={f"{metric_title(m)} (test)": "max" for m in metrics},
+                                summary_rows=1 if floors else 0))
     section.charts.append(BarChart("Best cell per modality (chosen on dev UA), test scores",
                                    [metric_title(m) for m in metrics], series,
                                    "test score (%, mean ± std over folds)"))
@@ -188,13 +252,13 @@ def modality_section(run: RunData) -> Section:
     comparisons = [(f"{multi.label} vs {single.label}", multi, single)
                    for key in (("text",), ("audio",)) if multi and (single := chosen.get(key))]
     if comparisons:
-        paired_table(section, comparisons, "A vs B")
+        paired_table(run, section, comparisons, "A vs B")
     return section
 
 
 # -- comparisons of one component axis --------------------------------------------------------
 
-def group_comparisons(cells: list[CellRecord], axis: str, metric: str
+def group_comparisons(run: RunData, cells: list[CellRecord], axis: str, metric: str
                       ) -> list[tuple[str, str, int, PairedTest]]:
     """Each pair of ``axis`` values (A, B) compared on the cells that match on every other
     axis: per fold, the mean over matched cell pairs of each side's fold mean, then a paired
@@ -213,8 +277,9 @@ def group_comparisons(cells: list[CellRecord], axis: str, metric: str
             for fold, x, y in zip(folds, mean_a, mean_b, strict=True):
                 per_fold.setdefault(fold, []).append((x, y))
         folds = sorted(per_fold)
-        test = paired_test([float(np.mean([x for x, _ in per_fold[f]])) for f in folds],
-                           [float(np.mean([y for _, y in per_fold[f]])) for f in folds])
+        test = run_test(run, [float(np.mean([x for x, _ in per_fold[f]])) for f in folds],
+                        [float(np.mean([y for _, y in per_fold[f]])) for f in folds],
+                        [c for pair in matched for c in pair], folds)
         out.append((name_a, name_b, len(matched), test))
     return out
 
@@ -241,7 +306,10 @@ def grouped_section(run: RunData, axis: str, key: str, title: str, text: str) ->
     for name, group in groups.items():
         kinds = {c.type_of(axis) for c in group} - {None, name}
         label = f"{name} ({', '.join(sorted(kinds))})" if kinds else name
-        winner = best(group)
+        ranking = rank(group)
+        winner = ranking.cells[0] if ranking.cells else None
+        if ranking.note(f"Best {label} cell"):
+            section.notes.append(ranking.note(f"Best {label} cell"))
         summaries = {m: _group_summary(group, m) for m in [*metrics, *dims]}
         rows.append([label, str(len(group)), str(summaries["ua"].n),
                      *[fmt_summary(summaries[m], m) for m in [*metrics, *dims]],
@@ -252,15 +320,18 @@ def grouped_section(run: RunData, axis: str, key: str, title: str, text: str) ->
             series[metric_title(m)].append(Summary(100 * s.mean, 100 * s.std, s.n))
     section.tables.append(Table([axis.capitalize(), "Cells", "n (folds)",
                                  *[metric_title(m) for m in [*metrics, *dims]],
-                                 f"Best cell ({CHOSEN})", "Its test UA"], rows))
+                                 f"Best cell ({CHOSEN})", "Its test UA"], rows,
+                                note=CELL_NOTE + " A group's row averages its cells per fold.",
+                                best={**{metric_title(m): "max" for m in metrics},
+                                      **{metric_title(m): "min" for m in dims}}))
     section.charts.append(BarChart(title, list(groups), series,
                                    "test score (%, mean ± std over folds)"))
     if len(groups) > 1:
-        tests = {m: group_comparisons(cells, axis, m) for m in PAIRED_METRICS}
+        tests = {m: group_comparisons(run, cells, axis, m) for m in PAIRED_METRICS}
         corrected = {m: with_holm([t for *_, t in tests[m]]) for m in PAIRED_METRICS}
         names = [f"{a} vs {b}" for a, b, _, _ in tests[PAIRED_METRICS[0]]]
         pairs = [str(k) for _, _, k, _ in tests[PAIRED_METRICS[0]]]
-        _tests_table(section, names, corrected, "A vs B", pairs)
+        _tests_table(run, section, names, corrected, "A vs B", pairs)
     return section
 
 
@@ -303,7 +374,7 @@ def ablation_section(run: RunData) -> Section:
     if not comparisons:
         section.empty = "No ablation cell with a full-model sibling in this run."
         return section
-    paired_table(section, comparisons, "Full model: ablation")
+    paired_table(run, section, comparisons, "Full model: ablation")
     return section
 
 
@@ -336,7 +407,7 @@ def staged_section(run: RunData) -> Section:
         section.empty = ("No pair of cells differing only in the text mode (finetune vs "
                          "staged).")
         return section
-    paired_table(section, [(f"{a.label} vs {b.label}", a, b) for a, b in pairs], "A vs B")
+    paired_table(run, section, [(f"{a.label} vs {b.label}", a, b) for a, b in pairs], "A vs B")
     return section
 
 
@@ -371,7 +442,7 @@ def setting_section(run: RunData) -> Section:
     if not comparisons:
         section.empty = "No pair of cells differing in exactly one setting."
         return section
-    paired_table(section, comparisons, "Setting: A vs B (cell A)")
+    paired_table(run, section, comparisons, "Setting: A vs B (cell A)")
     return section
 
 
@@ -403,6 +474,6 @@ def control_section(run: RunData) -> Section:
     section.tables.append(Table(["Control cell", "Control", "Jobs", "Twin", "Twin UA (test)",
                                  "Control UA (test)", "Majority floor UA"], rows))
     if comparisons:
-        paired_table(section, comparisons, "A vs B")
+        paired_table(run, section, comparisons, "A vs B")
     return section
 

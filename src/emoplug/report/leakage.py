@@ -3,19 +3,26 @@ and, when a run holds several protocols, the same cells compared across them.
 
 The audit (``emoplug.data.audit``) is read from each finished job's ``result.json``: how many
 test utterances share their speaker, session, dialog or normalised transcript with train, and
-with dev.
+with dev, and how many dev utterances share each with train. A shared transcript counts from
+``MIN_TRANSCRIPT_WORDS`` words; shorter shared ones (backchannels) are shown apart.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from emoplug.data.audit import AUDIT_KEYS, MIN_TRANSCRIPT_WORDS
 from emoplug.report.collect import DONE, CellRecord, RunData
 from emoplug.report.select import cell_summary, jobs_cell, reference_protocol
 from emoplug.report.stats import Summary, fold_means, summarize
 from emoplug.report.tables import DASH, Section, Table, fmt_summary
 
-AUDIT_KEYS = ("speaker", "session", "dialog", "transcript")
+#: the audit's parts: (key in the audit, what is counted, against what, its size's key)
+PARTS = (("train", "test", "train", "test"), ("dev", "test", "dev", "test"),
+         ("dev_vs_train", "dev", "train", "dev"))
+KEY_TITLES = {"speaker": "speaker", "session": "session", "dialog": "dialog",
+              "transcript": f"transcript (≥ {MIN_TRANSCRIPT_WORDS} words)",
+              "short_transcript": f"short transcript (< {MIN_TRANSCRIPT_WORDS} words)"}
 DEFAULT = "(recipe protocol)"
 
 
@@ -30,19 +37,27 @@ def fold_audits(run: RunData) -> dict[tuple[str | None, str], dict[str, Any]]:
     return audits
 
 
+def _total(audit: dict[str, Any], part: str) -> int:
+    """The utterances a part counts: the fold's test set, or its dev set (``dev_vs_train``)."""
+    if part == "dev_vs_train":
+        return (audit.get(part) or {}).get("dev") or 0
+    return audit.get("test") or 0
+
+
 def _share(audit: dict[str, Any], part: str, key: str) -> str:
-    """``12 (15.0%)`` of the fold's test utterances; a dash when the corpus lacks the key."""
-    count, total = (audit.get(part) or {}).get(key), audit.get("test") or 0
+    """``12 (15.0%)`` of the utterances the part counts; a dash when the corpus lacks the key
+    (or the audit predates it)."""
+    count, total = (audit.get(part) or {}).get(key), _total(audit, part)
     if count is None:
         return DASH
     return f"{count} ({100 * count / total:.1f}%)" if total else str(count)
 
 
 def _shares(run: RunData, protocol: str | None, part: str, key: str) -> Summary:
-    """Mean ± std over folds of the share of test utterances sharing ``key`` with ``part``."""
+    """Mean ± std over folds of the share of the part's utterances sharing ``key``."""
     values = []
     for (name, _), audit in fold_audits(run).items():
-        count, total = (audit.get(part) or {}).get(key), audit.get("test") or 0
+        count, total = (audit.get(part) or {}).get(key), _total(audit, part)
         if name == protocol and count is not None and total:
             values.append(count / total)
     return summarize(values)
@@ -50,21 +65,28 @@ def _shares(run: RunData, protocol: str | None, part: str, key: str) -> Summary:
 
 def protocol_section(run: RunData) -> Section:
     section = Section("protocol", "Protocol and leakage",
-                      "What each fold's test utterances share with its training and dev parts "
-                      "(test utterances whose speaker, session, dialog or normalised transcript "
-                      "also occurs there; a dash: the corpus does not record it), and each "
-                      "cell's dev − test gap in UA: an optimistic dev split (one that shares "
-                      "speakers with train) shows as a large positive gap.")
+                      "What each fold's test utterances share with its training and dev parts, "
+                      "and its dev utterances with train (utterances whose speaker, session, "
+                      "dialog or normalised transcript also occurs there; a dash: the corpus "
+                      "does not record it), and each cell's dev − test gap in UA: an "
+                      "optimistic dev split (one that shares speakers or script lines with "
+                      "train) shows as a large positive gap.")
     audits = fold_audits(run)
     if audits:
-        rows = [[name or DEFAULT, fold, str(audit.get("test", DASH)),
-                 *[_share(audit, part, key) for part in ("train", "dev") for key in AUDIT_KEYS]]
-                for (name, fold), audit in sorted(audits.items(), key=lambda kv: (
-                    kv[0][0] or "", kv[0][1]))]
-        section.tables.append(Table(
-            ["Protocol", "Fold", "Test", *[f"{part}: {key}" for part in ("Train", "Dev")
-                                           for key in AUDIT_KEYS]], rows,
-            "Leakage audit: test utterances sharing each with train / with dev"))
+        ordered = sorted(audits.items(), key=lambda kv: (kv[0][0] or "", kv[0][1]))
+        for part, counted, against, size in PARTS:
+            rows = [[name or DEFAULT, fold, str(_total(audit, part) if part == "dev_vs_train"
+                                                else audit.get("test", DASH)),
+                     *[_share(audit, part, key) for key in AUDIT_KEYS]]
+                    for (name, fold), audit in ordered]
+            section.tables.append(Table(
+                ["Protocol", "Fold", size.capitalize(), *[KEY_TITLES[k] for k in AUDIT_KEYS]],
+                rows, f"Leakage audit: {counted} utterances sharing each with {against}"))
+        section.notes.append(
+            f"A shared transcript counts from {MIN_TRANSCRIPT_WORDS} words after normalisation "
+            "(lower case, bracketed events such as [LAUGHTER] dropped, punctuation removed "
+            "except apostrophes inside words): a repeated script line, not a shared \"yeah\"; "
+            "shorter shared transcripts are counted apart.")
     else:
         section.notes.append("No job recorded a leakage audit (results written before the "
                              "audit existed).")
@@ -111,13 +133,13 @@ def _protocols_compared(run: RunData, section: Section) -> None:
     columns = [n or DEFAULT for n in names]
     section.tables.append(Table(["Cell", *[f"{c}: test UA" for c in columns]], rows,
                                 "The same cells under each protocol (mean ± std over folds)"))
-    audit_rows = [[f"train: {key}", *[fmt_summary(_shares(run, n, "train", key), "ua")
-                                      for n in names]] for key in AUDIT_KEYS]
-    audit_rows += [[f"dev: {key}", *[fmt_summary(_shares(run, n, "dev", key), "ua")
-                                     for n in names]] for key in AUDIT_KEYS]
-    section.tables.append(Table(["Test utterances sharing …", *columns], audit_rows,
+    audit_rows = [[f"{counted} ~ {against}: {KEY_TITLES[key]}",
+                   *[fmt_summary(_shares(run, n, part, key), "ua") for n in names]]
+                  for part, counted, against, _ in PARTS for key in AUDIT_KEYS]
+    section.tables.append(Table(["Utterances sharing …", *columns], audit_rows,
                                 "Each protocol's audit: % of test utterances sharing each "
-                                "with train / dev (mean ± std over folds)"))
+                                "with train / dev, and of dev utterances with train (mean ± "
+                                "std over folds)"))
     reference = reference_protocol(run)
     section.notes.append(f"Every other section compares the cells of "
                          f"{reference or 'the recipe protocol'} only.")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from emoplug.report.collect import AXES, FAILED, CellRecord, JobRecord, RunData
+from emoplug.report.predictions import bootstrap_ua
 from emoplug.report.stats import fold_summary, seed_spread
 from emoplug.report.tables import CLASS_METRICS, Report, Section, Table
 from emoplug.types import AVD_NAMES
@@ -200,14 +201,15 @@ def write_results_csv(run: RunData, path: Path) -> Path:
 
 def write_cells_csv(run: RunData, path: Path) -> Path:
     """``cells.csv``: one row per cell, ``<metric>_mean/_std/_n`` over its fold means (seeds
-    averaged within each fold, n = folds), ``<metric>_seed_sd`` (the within-fold spread over
+    averaged within each fold, n = folds), ``ua_boot_low``/``ua_boot_high`` (the 95% bootstrap
+    interval of UA, see ``predictions``), ``<metric>_seed_sd`` (the within-fold spread over
     seeds) and ``dev_<metric>_mean`` for the classification metrics."""
     metrics = [m for m in METRIC_ORDER[1:]
                if any(j.metric(m) is not None for c in run.cells for j in c.done)]
     columns = ["cell", "cell_label", "text", "audio", "fusion", "approach", "control",
                "modalities", "planned", "done", "failed", "incomplete",
                *[f"{m}_{s}" for m in metrics for s in ("mean", "std", "n", "seed_sd")],
-               *[f"dev_{m}_mean" for m in DEV_COLUMNS]]
+               "ua_boot_low", "ua_boot_high", *[f"dev_{m}_mean" for m in DEV_COLUMNS]]
     with open(path, "w", newline="", encoding="utf-8") as f:
         writer = csv.DictWriter(f, columns)
         writer.writeheader()
@@ -226,6 +228,9 @@ def write_cells_csv(run: RunData, path: Path) -> Path:
                     row.update({f"{m}_mean": s.mean, f"{m}_std": s.std,
                                 f"{m}_seed_sd": seed_spread(cell.values(m))})
                 row[f"{m}_n"] = s.n
+            interval = bootstrap_ua(run, cell) if cell.done else None
+            if interval is not None:
+                row.update(ua_boot_low=interval.low, ua_boot_high=interval.high)
             for m in DEV_COLUMNS:
                 dev = fold_summary(cell.values(m, "dev"))
                 row[f"dev_{m}_mean"] = dev.mean if dev.n else None

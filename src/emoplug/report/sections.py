@@ -18,6 +18,7 @@ import numpy as np
 from emoplug.registry import Registry, get_registry
 from emoplug.report.collect import DONE, FAILED, NOT_STARTED, STARTED, CellRecord, RunData
 from emoplug.report.figures import BarChart, ConfusionGrid
+from emoplug.report.predictions import BOOTSTRAP_RESAMPLES, bootstrap_ua
 from emoplug.report.select import (
     CHOSEN,
     INCOMPLETE_MARK,
@@ -30,9 +31,9 @@ from emoplug.report.select import (
     has_metric,
     jobs_cell,
     protocol_names,
-    ranked,
+    rank,
 )
-from emoplug.report.stats import MIN_WILCOXON, seed_spread, summarize
+from emoplug.report.stats import MIN_WILCOXON, PLAIN, fold_means, seed_spread, summarize
 from emoplug.report.tables import (
     CLASS_METRICS,
     DASH,
@@ -112,19 +113,27 @@ def summary_lines(run: RunData) -> list[str]:
     if run.unplanned:
         lines.append(f"{run.unplanned} job folders that are not in plan.json (an earlier plan) "
                      "are left out.")
-    lines.append("Selection: every 'best' cell is chosen on dev UA (mean over folds; ties "
-                 "broken by label) and reported on test.")
+    lines.append("Selection: every 'best' cell is chosen on dev UA (mean over the folds every "
+                 "candidate finished; ties broken by label) and reported on test.")
     lines.append("Statistics: the independent unit is the fold. A cell's seeds are averaged "
                  "within each fold; each value is the mean ± sample standard deviation "
                  "(ddof=1) over those fold means, n = folds; 'Seed SD' is the within-fold "
                  "spread over seeds, shown on its own. WA, UA and F1 in %, their differences in "
                  "percentage points; RMSE, MAE and CCC on the corpus scale. Paired comparisons "
                  "match cells on folds: mean difference with its 95% confidence interval "
-                 "(t-distribution, n − 1 degrees of freedom), paired t-test with Holm's "
+                 f"(t-distribution, n − 1 degrees of freedom), {_test_name(run)} with Holm's "
                  "correction over the comparisons of one table and metric, and the Wilcoxon "
                  f"signed-rank test only with at least {MIN_WILCOXON} folds. Micro-F1 is not "
                  "shown: for single-label classification it equals WA.")
     return lines
+
+
+def _test_name(run: RunData) -> str:
+    if run.stats == PLAIN:
+        return ("the plain paired t-test (uncorrected, as `--stats plain` asked: "
+                "anti-conservative under cross-validation)")
+    return ("the Nadeau–Bengio corrected resampled t-test (variance × (1/n + n_test/n_train): "
+            "cross-validation training sets overlap, so fold differences are correlated)")
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -132,25 +141,32 @@ def summary_lines(run: RunData) -> list[str]:
 def results_section(run: RunData) -> Section:
     section = Section("results", "Results per cell",
                       "Test-set scores of every cell: mean ± std over folds (n = folds; a "
-                      "fold's seeds averaged first), the within-fold seed SD of UA, and the "
-                      "dev UA that every choice of a best cell uses. The last row is the "
-                      "protocol's majority-class floor.")
+                      "fold's seeds averaged first), the within-fold seed SD of UA, a 95% "
+                      f"bootstrap interval of UA ({BOOTSTRAP_RESAMPLES} resamples of the test "
+                      "utterances within each fold, seeded), and the dev UA that every choice "
+                      "of a best cell uses. The last row is the protocol's majority-class floor.")
     metrics = [m for m, _ in CLASS_METRICS]
     rows = [[c.label, jobs_cell(c), str(cell_summary(c, "ua").n), protocol_text(c.protocol),
              *[fmt_summary(cell_summary(c, m), m) for m in metrics],
-             fmt_value(seed_spread(c.values("ua")), "ua"),
+             fmt_value(seed_spread(c.values("ua")), "ua"), _bootstrap_cell(run, c),
              fmt_summary(cell_summary(c, "ua", "dev"), "ua")] for c in run.cells]
     names = protocol_names(run)
     floors = {name: fold_floors(run, name) for name in names}
+    cells = len(rows)
     for name, under in floors.items():
         if under:
             title = "Majority-class floor" + (f" ({name or 'recipe protocol'})"
                                               if len(names) > 1 else "")
             rows.append([title, DASH, str(len(under)), DASH, *floor_cells(under, metrics),
-                         DASH, DASH])
-    section.tables.append(Table(["Cell", "Jobs", "n (folds)", "Protocol",
-                                 *[metric_title(m) for m in metrics], "Seed SD (UA)",
-                                 "Dev UA"], rows, "Categorical emotion recognition"))
+                         DASH, DASH, DASH])
+    section.tables.append(Table(
+        ["Cell", "Jobs", "n (folds)", "Protocol", *[metric_title(m) for m in metrics],
+         "Seed SD (UA)", "UA 95% bootstrap CI", "Dev UA"], rows,
+        "Categorical emotion recognition",
+        note=("n = folds; mean ± sample std over the fold means (a fold's seeds averaged "
+              "first); bootstrap CI: percentile interval over "
+              f"{BOOTSTRAP_RESAMPLES} resamples of the test utterances within each fold."),
+        best={metric_title(m): "max" for m in metrics}, summary_rows=len(rows) - cells))
     every = [f for under in floors.values() for f in under]
     if every:
         section.tables.append(_floor_table(every))
@@ -167,12 +183,24 @@ def results_section(run: RunData) -> Section:
                                      *[metric_title(m) for m in dim_metrics]], rows,
                                     "Dimensional prediction (valence, arousal, dominance, on "
                                     f"the corpus scale {avd_scale_text(run)}; protocol as "
-                                    "above)"))
+                                    "above)",
+                                    note="n = folds; mean ± sample std over the fold means.",
+                                    best={metric_title(m): "max" if m.endswith("_ccc")
+                                          else "min" for m in dim_metrics}))
     else:
         section.notes.append("No cell predicts valence/arousal/dominance (no dimensional table).")
     if any(c.incomplete for c in run.cells):
         section.notes.append(f"{INCOMPLETE_MARK} fewer finished jobs than planned.")
     return section
+
+
+def _bootstrap_cell(run: RunData, cell: CellRecord) -> str:
+    """``[68.1, 72.3]``: the cell's 95% bootstrap interval of test UA; a dash without
+    per-utterance predictions."""
+    interval = bootstrap_ua(run, cell) if cell.done else None
+    if interval is None:
+        return DASH
+    return f"[{fmt_value(interval.low, 'ua')}, {fmt_value(interval.high, 'ua')}]"
 
 
 def _floor_table(floors: list[FoldFloor]) -> Table:
@@ -234,31 +262,44 @@ def stage1_section(run: RunData) -> Section:
     section = Section("stage1", "Stage-1 dimensional error",
                       "Test RMSE per dimension of the cells that predict valence, arousal and "
                       "dominance (two_stage, joint), by modality, mean ± std over folds. Rows "
-                      "and the chart's cell per modality are ordered by mean dev RMSE (the "
-                      "chart shows the lowest: chosen on dev, reported on test).")
+                      "and the chart's cell per modality are ordered by mean dev RMSE over the "
+                      "folds every cell of the modality finished (the chart shows the lowest: "
+                      "chosen on dev, reported on test).")
     cells = [c for c in comparable(run) if any(has_metric(c, f"{d}_rmse") for d in AVD_NAMES)]
     if not cells:
         section.empty = "No cell predicts valence/arousal/dominance (no two_stage or joint cell)."
         return section
     dims = dims_present(cells)
 
-    def dev_rmse(cell: CellRecord) -> tuple[float, str]:
+    def dev_rmse(cell: CellRecord) -> float:
         values = [cell_summary(cell, f"{d}_rmse", "dev").mean for d in dims]
         finite = [v for v in values if not math.isnan(v)]
-        return (float(np.mean(finite)) if finite else math.inf), cell.label
+        return float(np.mean(finite)) if finite else math.inf
+
+    def dev_rmse_by_fold(cell: CellRecord) -> dict[str, float]:
+        """Per fold with every dimension's dev RMSE, their mean."""
+        per_dim = [fold_means(cell.values(f"{d}_rmse", "dev")) for d in dims]
+        folds = set.intersection(*(set(p) for p in per_dim))
+        return {f: float(np.mean([p[f] for p in per_dim])) for f in sorted(folds)}
 
     rows, series = [], {}
     for modalities, title in (((("text",), "Text only"), (("audio",), "Audio only"),
                                (("text", "audio"), "Text + audio"))):
-        group = sorted((c for c in cells if c.modalities == modalities), key=dev_rmse)
-        for cell in group:
-            mean_dev = dev_rmse(cell)[0]
+        members = [c for c in cells if c.modalities == modalities]
+        ranking = rank(members, dev_rmse_by_fold, lower_is_better=True,
+                       measure="mean dev RMSE")
+        if ranking.note(f"Lowest {title.lower()} dev RMSE"):
+            section.notes.append(ranking.note(f"Lowest {title.lower()} dev RMSE"))
+        unranked = sorted((c for c in members if c not in ranking.cells),
+                          key=lambda c: (dev_rmse(c), c.label))
+        for cell in [*ranking.cells, *unranked]:
+            mean_dev = dev_rmse(cell)
             rows.append([title, cell.label, jobs_cell(cell),
                          DASH if math.isinf(mean_dev) else fmt_value(mean_dev, "rmse"),
                          *[fmt_summary(cell_summary(cell, f"{d}_rmse"), "rmse") for d in dims]])
-        if group and not math.isinf(dev_rmse(group[0])[0]):
-            series[f"{title}: {group[0].label}"] = [
-                cell_summary(group[0], f"{d}_rmse") for d in dims]
+        if ranking.cells:
+            series[f"{title}: {ranking.cells[0].label}"] = [
+                cell_summary(ranking.cells[0], f"{d}_rmse") for d in dims]
     section.tables.append(Table(["Modality", "Cell", "Jobs", "Dev RMSE (mean of dims)",
                                  *[f"{d} RMSE (test)" for d in dims]], rows))
     if series:
@@ -275,7 +316,10 @@ def confusion_section(run: RunData) -> Section:
                       "summed over their finished jobs and normalised per gold row (% of the "
                       "gold class).")
     panels, labels = [], None
-    for cell in ranked(comparable(run)):
+    ranking = rank(comparable(run))
+    if ranking.note("The best cells"):
+        section.notes.append(ranking.note("The best cells"))
+    for cell in ranking.cells:
         total, cell_labels = _summed_confusion(cell)
         if total is None or (labels is not None and cell_labels != labels):
             continue

@@ -1,20 +1,22 @@
 """Which cells the report compares, how it picks a best one, and the chance floors.
 
 Every "best" is chosen on the **dev** split and reported on test: a cell's rank is its mean
-dev UA over folds (seeds averaged within each fold first), ties broken by label, then id.
+dev UA over the folds **every candidate finished** (seeds averaged within each fold first), ties
+broken by label, then id. Averaging each cell over whatever folds it finished would let an
+incomplete cell that misses its hardest fold win; a candidate that shares no fold with the
+others is left out of the ranking, and the ranking says so (``Ranking.note``).
 Ablation cells (an ablation switch set, see ``CellRecord.ablations``) and learning controls
 (``control: permuted_labels``) are left out of every comparison except their own sections.
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from emoplug.report.collect import CellRecord, RunData
-from emoplug.report.stats import Summary, fold_summary, majority_floor, summarize
+from emoplug.report.stats import Summary, fold_means, fold_summary, majority_floor, summarize
 from emoplug.report.tables import fmt_summary
 from emoplug.types import AVD_NAMES
 
@@ -70,21 +72,65 @@ def comparable(run: RunData) -> list[CellRecord]:
             and c.control is None and c.protocol_name == reference]
 
 
-def selection_score(cell: CellRecord) -> float:
-    """What a cell is ranked by: its mean dev UA over folds (``nan`` without dev metrics)."""
-    return cell_summary(cell, RANK_METRIC, SELECTION_SPLIT).mean
+@dataclass(frozen=True)
+class Ranking:
+    """Candidates ranked by mean dev UA over ``folds``, the folds every ranked cell finished.
+
+    ``finished``: the folds some candidate finished; ``left_out``: candidates with dev
+    scores that share no fold with the others (the fewest-fold candidates are dropped until
+    the rest share one)."""
+
+    cells: list[CellRecord]
+    folds: list[str]
+    finished: list[str]
+    left_out: list[CellRecord]
+    measure: str = "dev UA"
+
+    def note(self, what: str) -> str | None:
+        """One line when the ranking of ``what`` did not use every finished fold or left a
+        cell out; None when it ranked every candidate on every fold."""
+        if not self.cells or (self.folds == self.finished and not self.left_out):
+            return None
+        text = (f"{what}: ranked on {self.measure} over the {len(self.folds)} of "
+                f"{len(self.finished)} "
+                f"folds every candidate finished ({', '.join(self.folds)}), not over whatever "
+                "folds each finished")
+        if self.left_out:
+            text += (f"; left out of the ranking (no fold in common with the others): "
+                     f"{', '.join(c.label for c in self.left_out)}")
+        return text + "."
 
 
-def ranked(cells: Iterable[CellRecord]) -> list[CellRecord]:
-    """Cells with a dev score, best first (ties: label, then id)."""
-    scored = [(selection_score(c), c) for c in cells]
-    return [c for s, c in sorted(((s, c) for s, c in scored if not math.isnan(s)),
-                                 key=lambda sc: (-sc[0], sc[1].label, sc[1].id))]
+def dev_ua_by_fold(cell: CellRecord) -> dict[str, float]:
+    """A cell's dev UA per fold (seeds averaged within each fold)."""
+    return fold_means(cell.values(RANK_METRIC, SELECTION_SPLIT))
+
+
+def rank(cells: Iterable[CellRecord],
+         fold_scores: Callable[[CellRecord], dict[str, float]] = dev_ua_by_fold,
+         lower_is_better: bool = False, measure: str = "dev UA") -> Ranking:
+    """Rank ``cells`` by the mean of ``fold_scores`` (default: dev UA) over the folds all of
+    them finished (best first; ties: label, then id). Cells without a score are not
+    candidates."""
+    cells = list(cells)
+    scores = {c.id: fold_scores(c) for c in cells}
+    candidates = [c for c in cells if scores[c.id]]
+    finished = sorted({f for c in candidates for f in scores[c.id]})
+    kept = sorted(candidates, key=lambda c: (-len(scores[c.id]), c.label, c.id))
+    left_out: list[CellRecord] = []
+    while kept and not set.intersection(*(set(scores[c.id]) for c in kept)):
+        left_out.insert(0, kept.pop())
+    folds = sorted(set.intersection(*(set(scores[c.id]) for c in kept))) if kept else []
+    mean = {c.id: sum(scores[c.id][f] for f in folds) / len(folds) for c in kept}
+    sign = 1 if lower_is_better else -1
+    order = sorted(kept, key=lambda c: (sign * mean[c.id], c.label, c.id))
+    return Ranking(order, folds, finished, left_out, measure)
 
 
 def best(cells: Iterable[CellRecord]) -> CellRecord | None:
-    """The cell with the highest mean dev UA, or None when no cell has dev metrics."""
-    order = ranked(cells)
+    """The cell with the highest mean dev UA on the folds every candidate finished, or None
+    when no cell has dev metrics."""
+    order = rank(cells).cells
     return order[0] if order else None
 
 

@@ -8,9 +8,14 @@ fold, then works over the folds (n = folds):
 - its seed spread is the within-fold standard deviation over seeds, pooled over the folds
   (the square root of the mean within-fold variance), shown on its own;
 - a paired comparison matches two cells on the folds both finished (within a fold, on the
-  seeds both finished) and tests the per-fold differences: a 95% confidence interval from
-  the t-distribution with n − 1 degrees of freedom, scipy's paired t-test, and the Wilcoxon
-  signed-rank test only when there are at least ``MIN_WILCOXON`` folds;
+  seeds both finished) and tests the per-fold differences with the Nadeau–Bengio corrected
+  resampled t-test (``CORRECTED``, the default): the variance of the mean difference is
+  ``sd² · (1/n + n_test/n_train)`` instead of ``sd² / n``, because cross-validation training
+  sets overlap and the fold differences are positively correlated (Nadeau & Bengio 2003;
+  Bouckaert & Frank 2004). Its 95% confidence interval uses the same variance and the
+  t-distribution with n − 1 degrees of freedom. ``PLAIN`` is the uncorrected paired t-test
+  (``scipy.stats.ttest_rel``), shown only when asked. The Wilcoxon signed-rank test is given
+  only when there are at least ``MIN_WILCOXON`` folds;
 - the comparisons of one section on one metric form a family whose t-test p-values are
   Holm-corrected (``holm``).
 """
@@ -27,6 +32,9 @@ import numpy as np
 #: two-sided p is 0.0625: it can never reject at 0.05)
 MIN_WILCOXON = 6
 CONFIDENCE = 0.95
+#: the paired t-tests: Nadeau–Bengio's corrected resampled t-test, or the plain one
+CORRECTED, PLAIN = "corrected", "plain"
+STATS = (CORRECTED, PLAIN)
 #: values keyed by (fold, seed)
 FoldSeedValues = Mapping[tuple[str, int], float | None]
 
@@ -79,7 +87,9 @@ def seed_spread(values: FoldSeedValues) -> float:
 @dataclass(frozen=True)
 class PairedTest:
     """Differences ``a - b`` over ``n`` matched folds and their tests (``nan`` when undefined).
-    ``holm_p`` is the t-test p-value after Holm's correction within its family."""
+    ``holm_p`` is the t-test p-value after Holm's correction within its family;
+    ``test_train`` the ratio n_test/n_train of the Nadeau–Bengio correction (``nan``: the
+    plain t-test)."""
 
     n: int
     mean_a: float
@@ -91,6 +101,11 @@ class PairedTest:
     t_p: float
     wilcoxon_p: float
     holm_p: float = math.nan
+    test_train: float = math.nan
+
+    @property
+    def corrected(self) -> bool:
+        return not math.isnan(self.test_train)
 
 
 def matched_fold_means(a: FoldSeedValues, b: FoldSeedValues
@@ -107,17 +122,23 @@ def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
 
-def paired_folds(a: FoldSeedValues, b: FoldSeedValues) -> PairedTest:
-    """``a - b`` at the fold level: seeds averaged within each fold, then ``paired_test``."""
+def paired_folds(a: FoldSeedValues, b: FoldSeedValues,
+                 test_train: float | None = None) -> PairedTest:
+    """``a - b`` at the fold level: seeds averaged within each fold, then ``paired_test``
+    (corrected with ``test_train`` = n_test/n_train when given)."""
     _, mean_a, mean_b = matched_fold_means(a, b)
-    return paired_test(mean_a, mean_b)
+    return paired_test(mean_a, mean_b, test_train)
 
 
-def paired_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
+def paired_test(a: Sequence[float], b: Sequence[float],
+                test_train: float | None = None) -> PairedTest:
     """Compare matched values ``a[i]`` and ``b[i]`` (pairs with a non-finite value are dropped).
 
-    Differences that are all equal give p = 1 when they are zero and p = 0 otherwise (the
-    t statistic is infinite), where scipy would return ``nan`` for the first."""
+    Without ``test_train``: the plain paired t-test, ``t = mean / (sd / √n)``. With it (the
+    ratio n_test/n_train of the folds' split sizes): the Nadeau–Bengio corrected resampled
+    t-test, ``t = mean / (sd · √(1/n + n_test/n_train))``; the confidence interval widens the
+    same way. Both have n − 1 degrees of freedom. Differences that are all equal give p = 1
+    when they are zero and p = 0 otherwise (the t statistic is infinite)."""
     from scipy import stats
 
     a_arr, b_arr = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
@@ -131,20 +152,22 @@ def paired_test(a: Sequence[float], b: Sequence[float]) -> PairedTest:
     if n == 0:
         return PairedTest(0, nan, nan, nan, nan, nan, nan, nan, nan)
     mean = float(diff.mean())
+    ratio = nan if test_train is None else float(test_train)
     if n < 2:
         return PairedTest(n, float(a_arr.mean()), float(b_arr.mean()), mean, nan, nan, nan,
-                          nan, nan)
+                          nan, nan, test_train=ratio)
     std = float(diff.std(ddof=1))
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * std / math.sqrt(n)
+    se = std * math.sqrt(1 / n + (0.0 if math.isnan(ratio) else ratio))
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * se
     if std == 0:
         t_p = 1.0 if mean == 0 else 0.0
     else:
-        t_p = float(stats.ttest_rel(a_arr, b_arr).pvalue)
+        t_p = float(2 * stats.t.sf(abs(mean / se), n - 1))
     wilcoxon_p = nan
     if n >= MIN_WILCOXON:
         wilcoxon_p = 1.0 if not diff.any() else float(stats.wilcoxon(a_arr, b_arr).pvalue)
     return PairedTest(n, float(a_arr.mean()), float(b_arr.mean()), mean, std, mean - half,
-                      mean + half, t_p, wilcoxon_p)
+                      mean + half, t_p, wilcoxon_p, test_train=ratio)
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

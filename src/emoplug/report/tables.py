@@ -23,9 +23,17 @@ DASH = "—"
 
 @dataclass
 class Table:
+    """A table of text cells. ``note`` is its footnote in the LaTeX tables (what n counts,
+    which test); ``best`` maps a column title to ``max`` or ``min``: the LaTeX tables set that
+    column's best value in bold, among the rows before the last ``summary_rows`` (reference
+    rows such as a chance floor or a mean, never "best")."""
+
     columns: list[str]
     rows: list[list[str]]
     caption: str = ""
+    note: str = ""
+    best: dict[str, str] = field(default_factory=dict)
+    summary_rows: int = 0
 
 
 @dataclass

@@ -3,9 +3,10 @@ fitted on them (``Approach.out_of_fold_splits`` > 0).
 
 The training split is divided into k folds grouped by speaker. For each fold, a fresh network
 of the job's cell (seeded from the job's seed and the fold's index) trains on the other folds,
-with the recipe's train settings and early stopping on the job's dev split, then predicts the
-held-out fold. Each training utterance thus gets one prediction from a network that never saw
-its speaker, as the job's own network never saw its test speakers.
+with the recipe's train settings and early stopping on the job's dev utterances of speakers
+outside the held-out fold (``inner_dev``), then predicts the held-out fold. Each training
+utterance thus gets one prediction from a network that never saw its speaker, as the job's
+own network never saw its test speakers.
 """
 
 from __future__ import annotations
@@ -49,11 +50,19 @@ def inner_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence((seed, index)).generate_state(1)[0])
 
 
+def inner_dev(dev: Sequence[Any], speaker_of: dict[str, str], held_out: set[str]) -> list[Any]:
+    """The dev examples an inner network stops on: the job's dev utterances whose speaker is
+    not in the held-out inner fold. Under ``dev: random`` the job's dev holds utterances of
+    every training speaker; stopping on those of the held-out speakers would let the inner
+    network see the speakers it is meant never to see."""
+    return [e for e in dev if speaker_of[e.id] not in held_out]
+
+
 def out_of_fold_outputs(ctx: RunContext, job: Job, inputs: JobInputs, approach: Approach,
                         accelerator: Any, ddp: bool = False) -> tuple[Outputs, dict[str, Any]]:
     """The training split's outputs, each from the inner network that did not train on its
     speaker, in the split's order; and the record of those trainings (``folds``: k used,
-    ``speakers`` of the split, ``epochs_run`` and ``best_epoch`` per inner fold,
+    ``speakers`` of the split, ``epochs_run``, ``best_epoch`` and ``dev_size`` per inner fold,
     ``seconds``). The inner networks learn from the job's ``approach`` (prepared on the
     whole training split), so their outputs are on the scale its ``decode`` reads."""
     start = time.perf_counter()
@@ -70,19 +79,24 @@ def out_of_fold_outputs(ctx: RunContext, job: Job, inputs: JobInputs, approach: 
     row_of = {e.id: i for i, e in enumerate(train)}
     outputs: torch.Tensor | None = None
     record: dict[str, Any] = {"folds": 0, "speakers": len(set(speakers)), "epochs_run": [],
-                              "best_epoch": []}
+                              "best_epoch": [], "dev_size": []}
+    speaker_of = {e.id: ctx.by_id[e.id].speaker for e in (*train, *inputs.splits["dev"])}
     for index, held_out in enumerate(speaker_folds(speakers, requested)):
         held = set(held_out)
+        dev = inner_dev(inputs.splits["dev"], speaker_of, {speakers[i] for i in held_out})
+        if not dev and inputs.epochs is None:  # without epochs chosen on inner folds
+            raise EmoplugError(f"fold {job.fold}: every dev utterance belongs to a speaker of "
+                               f"inner fold {index}; the inner network has no dev utterance "
+                               "of its own training speakers to stop on")
         inner_job = dataclasses.replace(job, seed=inner_seed(job.seed, index))
         inner = dataclasses.replace(inputs, splits={
             "train": [e for i, e in enumerate(train) if i not in held],
-            "dev": inputs.splits["dev"], "test": [train[i] for i in held_out]})
+            "dev": dev, "test": [train[i] for i in held_out]})
         model = build_model(ctx, inner_job, inner).model  # its own approach goes unused
         loaders = make_loaders(ctx, inner_job, inner, model.text, accelerator.device)
-        dev = loaders["dev"] if inner.splits["dev"] else None  # none: epochs chosen before
-        fitted = fit(model, approach.loss, loaders["fit"], dev,
+        fitted = fit(model, approach.loss, loaders["fit"], loaders["dev"] if dev else None,
                      ctx.plan.train_settings(job.cell), accelerator, encoder_lr=encoder_lr(job),
-                     ddp=ddp, epochs=inputs.epochs)
+                     ddp=ddp, epochs=None if dev else inputs.epochs)
         predicted = predict(model, loaders["test"], accelerator.device, accelerator.autocast)
         if outputs is None:
             outputs = torch.full((len(train), predicted.outputs.shape[1]), float("nan"))
@@ -90,5 +104,6 @@ def out_of_fold_outputs(ctx: RunContext, job: Job, inputs: JobInputs, approach: 
         record["folds"] += 1
         record["epochs_run"].append(fitted.epochs_run)
         record["best_epoch"].append(fitted.best_epoch)
+        record["dev_size"].append(len(dev))
     record["seconds"] = time.perf_counter() - start
     return Outputs([e.id for e in train], outputs, targets_of(train)), record

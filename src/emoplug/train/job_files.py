@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import csv
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,8 @@ def write_outcome(ctx: RunContext, job: Job, outcome: JobOutcome) -> None:
     folder = job_dir(ctx.output_dir, job)
     folder.mkdir(parents=True, exist_ok=True)
     if outcome.predictions is not None:
-        write_predictions(folder / "predictions.csv", *outcome.predictions, ctx.labels)
+        write_predictions(folder / "predictions.csv", *outcome.predictions, ctx.labels,
+                          {i: u.speaker for i, u in ctx.by_id.items()})
     if outcome.model is not None and ctx.plan.recipe.train.save == "best":
         from emoplug.train.saving import save_model
 
@@ -48,9 +50,11 @@ def write_outcome(ctx: RunContext, job: Job, outcome: JobOutcome) -> None:
     write_json_atomic(folder / "result.json", outcome.result)
 
 
-def write_predictions(path: Path, out: Outputs, decoded: Decoded, labels: list[str]) -> None:
-    """``predictions.csv``: id, gold, predicted, per-class scores, gold/predicted AVD."""
-    header = ["id", "gold", "predicted", *[f"p_{c}" for c in labels],
+def write_predictions(path: Path, out: Outputs, decoded: Decoded, labels: list[str],
+                      speakers: Mapping[str, str]) -> None:
+    """``predictions.csv``: id, speaker, gold, predicted, per-class scores, gold/predicted AVD
+    (the speaker lets the report score each test speaker)."""
+    header = ["id", "speaker", "gold", "predicted", *[f"p_{c}" for c in labels],
               *[f"gold_{d}" for d in AVD_NAMES], *[f"pred_{d}" for d in AVD_NAMES]]
     order = np.argsort(out.ids, kind="stable")
     with open(path, "w", newline="") as f:
@@ -58,7 +62,8 @@ def write_predictions(path: Path, out: Outputs, decoded: Decoded, labels: list[s
         writer.writerow(header)
         for i in order:
             gold = int(out.targets.labels[i])
-            row = [out.ids[i], labels[gold] if gold >= 0 else "", labels[int(decoded.labels[i])]]
+            row = [out.ids[i], speakers.get(out.ids[i], ""), labels[gold] if gold >= 0 else "",
+                   labels[int(decoded.labels[i])]]
             row += ([f"{p:.6f}" for p in decoded.probs[i]] if decoded.probs is not None
                     else [""] * len(labels))
             row += [_num(v) for v in out.targets.avd[i].tolist()]
