@@ -6,6 +6,9 @@ then reads the run folder the way ``emoplug report`` does and records, for every
 WA/UA/macro-F1 as mean ± std over folds (n = folds), its dev UA, the best cell per modality
 chosen on dev UA, the majority-class floors, and the report's comparison tables (learning
 control, staged vs end-to-end, one-setting comparisons, direct vs two-stage, modality).
+Where the recipe has linear baselines (an audio cell whose encoder is ``linear``), each other
+audio-only cell on the same featurizer and approach is set beside the baseline: the fold-level
+paired difference in test UA with its 95% interval (the report's t-test, corrected).
 
 The demo corpus is synthetic: these figures show that the machinery works (training learns,
 the control does not), not how well a model recognises human emotion.
@@ -33,10 +36,12 @@ CAVEAT = ("Synthetic demo corpus: the figures show that the machinery works, not
           "model recognises human emotion.")
 
 
-def run_recipe(recipe: Path, out: Path, cache: Path, workers: int) -> float:
+def run_recipe(recipe: Path, out: Path, cache: Path, workers: int,
+               overrides: list[str] = ()) -> float:
     """``emoplug run`` into ``out`` (emptied first); returns its wall time in seconds."""
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "emoplug", "run", str(recipe), f"cache_dir={cache}",
+    command = [sys.executable, "-m", "emoplug", "run", str(recipe), *overrides,
+               f"cache_dir={cache}",
                "--output", str(out), "--workers", str(workers), "-q"]
     start = time.perf_counter()
     subprocess.run(command, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1",
@@ -49,6 +54,42 @@ def _summary(summary: Any) -> dict[str, float | int | None]:
         return None if value != value else round(value, 4)  # nan -> None
 
     return {"mean": number(summary.mean), "std": number(summary.std), "n": summary.n}
+
+
+def baseline_comparisons(run: Any) -> list[dict[str, Any]]:
+    """Each audio-only cell beside the linear baseline of the same featurizer type and
+    approach: test UA of both, and their fold-level paired difference (cell − baseline)."""
+    from emoplug.report.comparisons import paired_cells
+
+    def audio(cell: Any) -> dict[str, Any] | None:
+        return cell.configs.get("audio") if cell.modalities == ("audio",) else None
+
+    def encoder_type(cell: Any) -> str | None:
+        return ((audio(cell) or {}).get("encoder") or {}).get("type")
+
+    baselines = {(audio(c)["type"], c.names["approach"]): c for c in run.cells
+                 if encoder_type(c) == "linear" and c.done and not c.control}
+    rows = []
+    for cell in run.cells:
+        config = audio(cell)
+        if config is None or encoder_type(cell) == "linear" or cell.control or not cell.done:
+            continue
+        baseline = baselines.get((config["type"], cell.names["approach"]))
+        if baseline is None:
+            continue
+        test = paired_cells(run, cell, baseline, "ua")
+
+        def number(value: float) -> float | None:
+            return None if value != value else round(value, 4)
+
+        rows.append({"cell": cell.label, "baseline": baseline.label, "n_folds": test.n,
+                     "cell_ua": number(test.mean_a), "baseline_ua": number(test.mean_b),
+                     "difference": number(test.mean_diff),
+                     "ci95": [number(test.ci_low), number(test.ci_high)],
+                     "t_test_p_corrected": number(test.t_p),
+                     "beats_baseline": bool(test.ci_low > 0) if test.ci_low == test.ci_low
+                     else None})
+    return rows
 
 
 def summarize_run(run_dir: Path) -> dict[str, Any]:
@@ -95,6 +136,7 @@ def summarize_run(run_dir: Path) -> dict[str, Any]:
             "ua": _summary(floor_summary(floors, "ua")),
             "wa": _summary(floor_summary(floors, "wa"))},
         "cells": cells,
+        "deep_vs_linear_baseline": baseline_comparisons(run),
         "report_tables": tables,
     }
 
@@ -106,6 +148,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--cold", action="store_true", help="start from an empty cache")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/<recipe>.json)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="recipe overrides, e.g. dataset={type:demo}")
     args = parser.parse_args()
     _common.offline()
     recipe = args.recipe.resolve()
@@ -113,7 +157,7 @@ def main() -> None:
     run_dir, cache = _common.WORK / "demo_study" / name, _common.WORK / "demo_study" / "cache"
     if args.cold:
         shutil.rmtree(cache, ignore_errors=True)
-    seconds = run_recipe(recipe, run_dir, cache, args.workers)
+    seconds = run_recipe(recipe, run_dir, cache, args.workers, args.overrides)
     figures = summarize_run(run_dir)
     for title, chosen in figures["best_chosen_on_dev_ua"].items():
         print(f"{title:13s} {chosen['cell']:45s} dev UA {chosen['dev_ua']['mean']:.3f}  "
@@ -122,6 +166,7 @@ def main() -> None:
           f"{seconds:.1f} s with {args.workers} workers")
     _common.write_report(f"{name}", args.out,
                          settings={"recipe": os.path.relpath(recipe, _common.ROOT),
+                                   "overrides": args.overrides,
                                    "workers": args.workers, "cold_cache": args.cold},
                          results={"wall_s": round(seconds, 1), **figures})
 
