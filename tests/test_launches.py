@@ -136,6 +136,13 @@ def test_a_signal_to_the_main_process_stops_every_worker(tmp_path, warm, signum)
     assert not list((out / "leases").glob("*.json"))  # released on the way out
     for path in out.glob("jobs/*/result.json"):  # nothing half-written
         json.loads(path.read_text())
+    # work.log closes every start: an end, or an abandon that names the stop signal
+    events = work_log.read(out)
+    closing = {(e.process, e.unit): e for e in events if e.event in ("end", "abandon")}
+    starts = {(e.process, e.unit) for e in events if e.event == "start"}
+    assert starts <= set(closing), (starts, closing)
+    abandoned = {e.details["why"] for e in closing.values() if e.event == "abandon"}
+    assert abandoned and abandoned <= {"SIGTERM", "SIGINT"}, abandoned
 
 
 @pytest.mark.slow
