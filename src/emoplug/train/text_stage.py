@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -263,12 +264,24 @@ def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str,
         return {**info, "status": "discarded"}
     if accelerator.is_main_process or not ddp:
         if settings.save == "best":  # saved models of staged cells need the encoder
-            from emoplug.train.saving import save_text_encoder
-
             save_text_encoder(ctx.registry.build("text", text_config), module,
                               stage_path(ctx, sid) / STAGE_ENCODER)
         save_stage(stage_path(ctx, sid), outputs, info)
     return info
+
+
+def save_text_encoder(component: Any, module: Any, folder: Path) -> None:
+    """Write a text encoder module with its component's ``save`` into ``folder``, whole or
+    not at all (written in a temporary sibling, then renamed)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
+    try:
+        component.save(module, tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_stage(path: Path, outputs: TextOutputs, info: dict[str, Any]) -> None:
