@@ -303,8 +303,9 @@ def _run_jobs(run: _Run, pending: list[Job]) -> None:
             finally:
                 for job in mine:
                     run.leases.release(job.id, why)
-            # a job whose lease was lost waits for its new owner, and is retried if it dies
-            later.extend(job for job in mine if not run.settled(job))
+            # a job whose lease was lost waits for its new owner (taken over if it dies)
+            if not run.ddp:
+                later.extend(job for job in mine if not run.settled(job))
             worked = worked or bool(mine)
         if later and not worked:
             time.sleep(POLL_SECONDS)  # another process holds these jobs or their stage
@@ -393,7 +394,8 @@ def _fine_tune(run: _Run, sid: str, job: Job) -> None:
                                          control=job.cell.control,
                                          on_batch=run.progress.batches(f"stage {label}"),
                                          keep=lambda: run.leases.owns(unit))
-        run.summary.stages += info["status"] == "done"
+        if info["status"] == "done":
+            run.summary.stages += 1
     except Exception as exc:
         info = {"status": "failed", "stage": sid, "launch": run.token, "text": text,
                 "fold": fold, "seed": seed, "control": job.cell.control,
