@@ -1,6 +1,6 @@
 """``emoplug run``: plan -> feature cache -> text stages -> head jobs, resumable and shared.
 
-Under ``accelerate launch --num_processes N`` (or ``emoplug run --workers N``, ``local_workers.py``)
+Under ``accelerate launch --num_processes N`` (or ``emoplug run --workers N``, ``workers.py``)
 every process runs :func:`run_plan`. With ``train.strategy: jobs`` (default) processes take
 units of work (a text stage or a job) by *leases* (``leases.py``) shared by every launch of
 the output folder, so a process that finishes early takes more work instead of idling, and
