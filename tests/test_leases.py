@@ -6,6 +6,7 @@ import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -234,3 +235,29 @@ def test_work_log_audit_counts_units_started_twice(lines, twice):
     found = work_log.audit(_events(lines), alive=lambda process: process != "h:9")
     assert (found.started_twice == {"u"}) is twice
     assert (found.discarded == {"u"}) is ("discard" in lines)
+
+
+def test_a_takeover_left_half_done_by_a_dead_taker_is_finished_by_the_next(tmp_path):
+    """A taker that died holding a stale lease's end marker does not block the unit: the
+    marker of a dead process is broken and the lease taken over; a live taker's marker is
+    respected (no second taker)."""
+    owner = Leases(tmp_path, "old", 0, timeout=3.0)
+    assert owner.take("job1")
+    owner._stop.set()
+    path = tmp_path / "leases" / "job1.json"
+    old = time.time() - 10
+    os.utime(path, (old, old))
+    nonce = json.loads(path.read_text())["nonce"]
+    marker = tmp_path / "leases" / f".end-{nonce}"
+    marker.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                                  "nonce": "live"}))
+    assert not Leases(tmp_path, "bbb", 0, timeout=3.0).take("job1")  # its taker is alive
+    code = ("import json, os, socket, sys; print(json.dumps({'host': socket.gethostname(), "
+            "'pid': os.getpid(), 'nonce': 'dead'}))")
+    dead = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout
+    marker.write_text(dead)  # the taker died between its marker and its rename
+    taker = Leases(tmp_path, "ccc", 0, timeout=3.0)
+    assert taker.take("job1") and taker.owns("job1")
+    assert not marker.exists()
+    taker.release_all()
