@@ -9,12 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from emoplug.recipe import load_plan
+from emoplug.train import work_log
 from emoplug.train.runner import run_plan
 
 # 5 staged encoders (one per fold) and 5 head jobs on them: every unit kind, no featurizing
@@ -45,14 +45,8 @@ def start(recipe: Path, out: Path, *args: str) -> subprocess.Popen:
                             text=True)
 
 
-def work_log(out: Path) -> list[list[str]]:
-    path = out / "work.log"
-    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def ends(out: Path) -> Counter:
-    """How many times each unit was worked through to its end (trained and recorded)."""
-    return Counter(fields[-1] for fields in work_log(out) if fields[-2] == "end")
+def started(out: Path) -> bool:
+    return any(e.event == "start" for e in work_log.read(out))
 
 
 def running(pid: int) -> bool:
@@ -98,13 +92,14 @@ def test_two_launches_on_one_folder_run_each_unit_once(tmp_path, warm):
     recipe = fresh(tmp_path, warm)
     out = tmp_path / "out"
     first = start(recipe, out)
-    assert wait_until(lambda: any(f[-2] == "start" for f in work_log(out)), 120)
+    assert wait_until(lambda: started(out), 120)
     second = start(recipe, out)
     outputs = [p.communicate(timeout=300) for p in (first, second)]
     assert first.returncode == second.returncode == 0, outputs
-    # today each launch trained all 5 stages and all 5 jobs: every unit ended twice
-    units = ends(out)
-    assert len(units) == 10 and set(units.values()) == {1}, units
+    # each unit started once and ended once, none discarded
+    found = work_log.audit(work_log.read(out))
+    assert len(found.started) == 10 and not found.started_twice and not found.discarded
+    assert set(found.ended.values()) == {1}, found
     assert ua(out) == warm[1]
     threads = {json.loads(p.read_text())["threads"] for p in out.glob("jobs/*/result.json")}
     assert threads == {1}  # one thread per process on a CPU, by default
@@ -123,9 +118,9 @@ def _two_workers_busy(tmp_path: Path, warm) -> tuple[subprocess.Popen, Path, lis
     main = start(recipe, out, "--workers", "2")
 
     def pids() -> set[int]:
-        return {int(f[1].split(":")[1]) for f in work_log(out) if f[-2] == "start"}
+        return {int(e.process.split(":")[1]) for e in work_log.read(out) if e.event == "start"}
 
-    assert wait_until(lambda: len(pids()) == 2, 180), main.stderr and work_log(out)
+    assert wait_until(lambda: len(pids()) == 2, 180), main.stderr and work_log.read(out)
     return main, out, sorted(pids())
 
 
@@ -141,6 +136,13 @@ def test_a_signal_to_the_main_process_stops_every_worker(tmp_path, warm, signum)
     assert not list((out / "leases").glob("*.json"))  # released on the way out
     for path in out.glob("jobs/*/result.json"):  # nothing half-written
         json.loads(path.read_text())
+    # work.log closes every start: an end, or an abandon that names the stop signal
+    events = work_log.read(out)
+    closing = {(e.process, e.unit): e for e in events if e.event in ("end", "abandon")}
+    starts = {(e.process, e.unit) for e in events if e.event == "start"}
+    assert starts <= set(closing), (starts, closing)
+    abandoned = {e.details["why"] for e in closing.values() if e.event == "abandon"}
+    assert abandoned and abandoned <= {"SIGTERM", "SIGINT"}, abandoned
 
 
 @pytest.mark.slow
@@ -245,3 +247,71 @@ def test_a_run_takes_over_the_units_of_a_dead_launch(tmp_path, warm, capsys):
     summary = run_plan(plan, out, verbosity=0)
     assert len(summary.done) == 5 and ua(out) == warm[1]
     assert "took over 2 units from stopped processes" in capsys.readouterr().err
+
+
+def _dead_pid() -> int:
+    """The pid of a process of this host that has exited."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def _taken_by_the_dead(lease: Path, pid: int) -> None:
+    """Put in ``lease``'s place the lease of a process that took it over, then died."""
+    record = json.loads(lease.read_text())
+    lease.write_text(json.dumps({**record, "pid": pid, "launch": "taker", "nonce": "taker"}))
+
+
+def test_a_job_lost_to_a_taker_that_died_is_retried(tmp_path, warm, monkeypatch):
+    """A job's lease taken over while it trained: its result is discarded, not written; the
+    taker dies, and this launch retries the job (today: the run ended without it)."""
+    from emoplug.train import job as job_module
+
+    text = SMALL.replace("mode: staged", "mode: frozen").replace("patience: 1}",
+                                                                 "patience: 1, cohort: 1}")
+    recipe, out, dead = fresh(tmp_path, warm, text), tmp_path / "out", _dead_pid()
+    real, lost = job_module.run_job, []
+
+    def run_then_lose(ctx, job, *args, **kwargs):
+        outcome = real(ctx, job, *args, **kwargs)
+        if not lost:
+            lost.append(job.id)
+            _taken_by_the_dead(out / "leases" / f"{job.id}.json", dead)
+        return outcome
+
+    monkeypatch.setattr(job_module, "run_job", run_then_lose)
+    summary = run_plan(load_plan(recipe), out, verbosity=0)
+    assert len(summary.done) == 5 and lost[0] in summary.done
+    events = [(e.event, e.details.get("why")) for e in work_log.read(out) if e.unit == lost[0]]
+    assert events == [("start", None), ("lost", "taken"), ("discard", None), ("start", None),
+                      ("end", None)]
+    found = work_log.audit(work_log.read(out))
+    assert found.discarded == {lost[0]} and found.ended[lost[0]] == 1
+
+
+def test_a_stage_whose_lease_was_lost_writes_nothing(tmp_path, warm, monkeypatch):
+    """A stage fine-tuned under a lease taken over meanwhile is not saved by this process
+    (today it was); the taker dies and the stage is fine-tuned again and saved once."""
+    from emoplug.train import text_stage
+
+    recipe, out, dead = fresh(tmp_path, warm), tmp_path / "out", _dead_pid()
+    real_encode, real_save, lost, saved = text_stage.encode_texts, text_stage.save_stage, [], []
+
+    def encode_then_lose(*args, **kwargs):
+        if not lost:
+            lost.append(next((out / "leases").glob("stage-*.json")))
+            _taken_by_the_dead(lost[0], dead)
+        return real_encode(*args, **kwargs)
+
+    def save(path, *args, **kwargs):
+        saved.append(path.name)
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(text_stage, "encode_texts", encode_then_lose)
+    monkeypatch.setattr(text_stage, "save_stage", save)
+    summary = run_plan(load_plan(recipe), out, verbosity=0)
+    assert len(summary.done) == 5 and ua(out) == warm[1]
+    unit = lost[0].stem
+    assert len(saved) == 5 and saved.count(unit.removeprefix("stage-")) == 1
+    events = [e.event for e in work_log.read(out) if e.unit == unit]
+    assert events == ["start", "lost", "discard", "start", "end"]

@@ -168,10 +168,11 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
     """Run every job of a recipe (skips finished ones)."""
     from emoplug.recipe import load_plan
     from emoplug.train.leases import lease_timeout
+    from emoplug.train.local_workers import run_with_workers
     from emoplug.train.packed import device_inputs_mode
     from emoplug.train.runner import run_plan
     from emoplug.train.signals import Stopped, stop_on_signals, watch_parent
-    from emoplug.train.workers import Worker, run_with_workers, threads_per_process, use_threads
+    from emoplug.train.workers import Worker, threads_per_process, use_threads
 
     # workers started by --workers were checked by the command that started them
     plan_ = (load_plan(recipe, overrides) if Worker.from_env() is not None

@@ -14,6 +14,7 @@ failed one is retried on the next run (not by a launch running beside the one th
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from emoplug.train.leases import Leases, launch_token
 from emoplug.train.outcome import JobOutcome, failure
 from emoplug.train.packed import device_inputs_mode
 from emoplug.train.progress import Progress, Stamp, Totals, job_line, stage_line, stamp
+from emoplug.train.signals import Stopped
 from emoplug.train.warm import warm_feature_cache
 from emoplug.train.workers import Worker
 
@@ -131,11 +133,13 @@ def _execute(run: _Run, jobs: list[Job]) -> None:
 
 def _finish_job(run: _Run, job: Job, outcome: JobOutcome, write: bool) -> None:
     """Write a job's files (a failure's line also to ``failures.log``), tell the plugins
-    and count it; unless another process took the job's lease over meanwhile."""
+    and count it; unless this process lost the job's lease meanwhile (then the result is
+    discarded: the job is another process's, or waits to be taken again)."""
     result = outcome.result
-    if not run.leases.owns(job.id):  # stalled past the timeout: the taker records this job
-        run.progress.line(f"{job.cell.label} fold={job.fold} seed={job.seed}: lease lost to "
-                          "another process while stalled; its result is left to it", level=0)
+    if not run.leases.owns(job.id):
+        run.leases.note("discard", job.id)
+        run.progress.line(f"{job.cell.label} fold={job.fold} seed={job.seed}: lease lost "
+                          "(see work.log); its result is discarded", level=0)
         return
     result["launch"] = run.token
     result.setdefault("process", {"index": run.ctx.rank, "count": run.ctx.world}).update(
@@ -146,7 +150,7 @@ def _finish_job(run: _Run, job: Job, outcome: JobOutcome, write: bool) -> None:
             run.progress.failure(job_line(result))
         run.ctx.registry.notify("emoplug_job_finished", job=job, result=result)
     (run.summary.done if result["status"] == "done" else run.summary.failed).append(job.id)
-    run.leases.note("end", job.id)
+    run.leases.note("end", job.id, result=result["status"])
     run.progress.refresh()
 
 
@@ -286,15 +290,22 @@ def _run_jobs(run: _Run, pending: list[Job]) -> None:
                 run.leases.release(job.id)
                 mine.remove(job)
             later.extend(job for job in cohort if job not in mine and not run.settled(job))
+            why = None
             try:
                 if status.get("status") != "done":
                     for job in mine:
                         _record_stage_failure(run, job, status)
                 elif mine:
                     _execute(run, mine)
+            except BaseException as exc:
+                why = _stop_reason(exc)
+                raise
             finally:
                 for job in mine:
-                    run.leases.release(job.id)
+                    run.leases.release(job.id, why)
+            # a job whose lease was lost waits for its new owner (taken over if it dies)
+            if not run.ddp:
+                later.extend(job for job in mine if not run.settled(job))
             worked = worked or bool(mine)
         if later and not worked:
             time.sleep(POLL_SECONDS)  # another process holds these jobs or their stage
@@ -351,33 +362,47 @@ def _settle_stage(run: _Run, sid: str, job: Job) -> dict[str, Any] | None:
     unit = f"stage-{sid}"
     if not run.leases.take(unit):
         return None
+    why = None
     try:
         status = run.stage_status(sid)  # finished between the first look and the lease
         if status is None:
             _fine_tune(run, sid, job)
-            status = run.stage_status(sid)
+            status = run.stage_status(sid)  # None when the lease was lost: waited for
+    except BaseException as exc:
+        why = _stop_reason(exc)
+        raise
     finally:
-        run.leases.release(unit)
+        run.leases.release(unit, why)
     return status
+
+
+def _stop_reason(exc: BaseException) -> str:
+    """Why a unit was abandoned, for ``work.log``: the stop signal's name, or ``error``."""
+    return signal.Signals(exc.signum).name if isinstance(exc, Stopped) else "error"
 
 
 def _fine_tune(run: _Run, sid: str, job: Job) -> None:
     """Fine-tune one stage here; a failure is recorded in its ``stage.json`` (for this
-    launch) and in ``failures.log``."""
+    launch) and in ``failures.log``. Nothing is written once this process lost the stage's
+    lease (the outputs are discarded)."""
     ctx, accelerator = run.ctx, run.accelerator
     text, fold, seed = job.cell.config["text"], job.fold, job.seed
-    label = f"{text['type']} fold={fold} seed={seed}"
-    run.leases.note("start", f"stage-{sid}")
+    label, unit = f"{text['type']} fold={fold} seed={seed}", f"stage-{sid}"
+    run.leases.note("start", unit)
     try:
-        text_stage.run_text_stage(ctx, text, fold, seed, accelerator, ddp=run.ddp,
-                                  control=job.cell.control,
-                                  on_batch=run.progress.batches(f"stage {label}"))
-        run.summary.stages += 1
+        info = text_stage.run_text_stage(ctx, text, fold, seed, accelerator, ddp=run.ddp,
+                                         control=job.cell.control,
+                                         on_batch=run.progress.batches(f"stage {label}"),
+                                         keep=lambda: run.leases.owns(unit))
+        if info["status"] == "done":
+            run.summary.stages += 1
     except Exception as exc:
-        if accelerator.is_main_process or not run.ddp:
-            info = {"status": "failed", "stage": sid, "launch": run.token, "text": text,
-                    "fold": fold, "seed": seed, "control": job.cell.control,
-                    "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+        info = {"status": "failed", "stage": sid, "launch": run.token, "text": text,
+                "fold": fold, "seed": seed, "control": job.cell.control,
+                "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+        if not run.leases.owns(unit):
+            info["status"] = "discarded"
+        elif accelerator.is_main_process or not run.ddp:
             path = text_stage.stage_path(ctx, sid)
             path.mkdir(parents=True, exist_ok=True)
             run.progress.failure(stage_line(info))
@@ -386,7 +411,12 @@ def _fine_tune(run: _Run, sid: str, job: Job) -> None:
         if run.ddp:  # release the prepared model; no rank reads a stage before it is saved
             accelerator.free_memory()
             accelerator.wait_for_everyone()
-    run.leases.note("end", f"stage-{sid}")
+    if info["status"] == "discarded":
+        run.leases.note("discard", unit)
+        run.progress.line(f"stage {label}: lease lost (see work.log); its outputs are "
+                          "discarded", level=0)
+    else:
+        run.leases.note("end", unit, result=info["status"])
     run.progress.refresh()
 
 

@@ -37,20 +37,6 @@ from emoplug.train.outcome import versions
 from emoplug.types import AVD_NAMES
 
 
-def save_text_encoder(component: Any, module: Any, folder: Path) -> None:
-    """Write a text encoder module with its component's ``save`` into ``folder``, whole or
-    not at all (written in a temporary sibling, then renamed)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
-    try:
-        component.save(module, tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
 def _audio_input_dim(ctx: RunContext, job: Job) -> int:
     """The feature width the audio encoder was built for (from a training utterance)."""
     store = ctx.features(job.cell.config["audio"])
@@ -67,7 +53,7 @@ def _write_text(ctx: RunContext, job: Job, model: Any, folder: Path) -> int:
     component = ctx.registry.build("text", text_config)
     mode = text_mode(job)
     if mode == "finetune":
-        save_text_encoder(component, model.text, folder)
+        text_stage.save_text_encoder(component, model.text, folder)
         return int(model.text.dim)
     if mode == "staged":
         sid = text_stage.job_stage_id(ctx, job)
@@ -79,7 +65,7 @@ def _write_text(ctx: RunContext, job: Job, model: Any, folder: Path) -> int:
         outputs = text_stage.load_stage(ctx, sid)
         return int(next(iter(outputs.values()))[1].shape[0])
     module = text_stage.build_text_module(ctx, text_config, seed=0)
-    save_text_encoder(component, module, folder)
+    text_stage.save_text_encoder(component, module, folder)
     return int(module.dim)
 
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -215,11 +217,13 @@ def stage_loss(objective: str, n_classes: int, train: list[Example], where: str)
 
 def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str, seed: int,
                    accelerator: Any, ddp: bool = False,
-                   control: str | None = None, on_batch: OnBatch | None = None
-                   ) -> dict[str, Any]:
+                   control: str | None = None, on_batch: OnBatch | None = None,
+                   keep: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Fine-tune the encoder on the fold's training set (its targets permuted under the
     ``permuted_labels`` control) and save its outputs for the fold (under ``ddp`` all
-    processes train it together and the main process saves)."""
+    processes train it together and the main process saves). ``keep()`` is asked just
+    before saving: False (this process lost the stage's lease) saves nothing and returns
+    the info with ``status: discarded``."""
     start = time.perf_counter()
     settings = ctx.plan.recipe.train
     fold = ctx.folds[fold_name]
@@ -256,14 +260,28 @@ def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str,
             "epochs_run": result.epochs_run, "dev_loss": result.best_dev_loss,
             "train_s": result.seconds, "total_s": time.perf_counter() - start,
             "utterances": len(outputs)}
+    if keep is not None and not keep():
+        return {**info, "status": "discarded"}
     if accelerator.is_main_process or not ddp:
         if settings.save == "best":  # saved models of staged cells need the encoder
-            from emoplug.train.saving import save_text_encoder
-
             save_text_encoder(ctx.registry.build("text", text_config), module,
                               stage_path(ctx, sid) / STAGE_ENCODER)
         save_stage(stage_path(ctx, sid), outputs, info)
     return info
+
+
+def save_text_encoder(component: Any, module: Any, folder: Path) -> None:
+    """Write a text encoder module with its component's ``save`` into ``folder``, whole or
+    not at all (written in a temporary sibling, then renamed)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
+    try:
+        component.save(module, tmp)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_stage(path: Path, outputs: TextOutputs, info: dict[str, Any]) -> None:

@@ -1,20 +1,13 @@
-"""``emoplug run --workers N``: local processes sharing one run's units through leases, and
-the threads each process uses."""
+"""``emoplug run --workers N``: a process's place among the local workers that share one run's
+units through leases, and the threads each process uses (``local_workers.py`` starts them)."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from emoplug.errors import EmoplugError
-from emoplug.recipe import Plan
-from emoplug.train.leases import new_token
-
-if TYPE_CHECKING:
-    from emoplug.train.runner import RunSummary
 
 THREADS_ENV = "EMOPLUG_THREADS"
 
@@ -68,27 +61,3 @@ def use_threads(threads: int) -> None:
         os.environ[name] = str(threads)
     torch.set_num_threads(threads)
 
-
-def run_with_workers(plan: Plan, argv: list[str], workers: int,
-                     output_dir: str | os.PathLike | None, verbosity: int) -> RunSummary:
-    """Run ``plan`` in ``workers`` local processes sharing its units through leases: this
-    process is worker 0 and starts the others with the same command line (``argv``) and
-    this process's thread settings. A signal to this process stops them all
-    (``signals.py``). Returns worker 0's summary, its ``totals`` counting every worker's
-    jobs and ``workers_ok`` whether every other worker exited cleanly."""
-    from emoplug.train.runner import run_plan
-    from emoplug.train.signals import stop_children, stop_on_signals
-
-    token = new_token()
-    children = [subprocess.Popen(
-        [sys.executable, "-m", "emoplug", *argv],
-        env={**os.environ, Worker.ENV: Worker(r, workers, token, os.getpid()).to_env()})
-        for r in range(1, workers)]
-    stop_on_signals(children)
-    try:
-        summary = run_plan(plan, output_dir, verbosity, Worker(0, workers, token))
-    except BaseException:
-        stop_children(children)
-        raise
-    summary.workers_ok = all(child.wait() == 0 for child in children)
-    return summary
