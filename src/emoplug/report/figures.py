@@ -134,6 +134,9 @@ class LineChart:
         for name, values in self.series.items():
             ax.plot(np.arange(1, len(values) + 1), values, marker="o", markersize=3,
                     label=name)
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel(self.xlabel)
         ax.set_ylabel(self.ylabel)
         ax.grid(alpha=0.3)
