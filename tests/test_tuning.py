@@ -47,7 +47,7 @@ def _spy_on_loaders(monkeypatch) -> list[str]:
     return seen
 
 
-def test_tuning_finds_a_better_learning_rate_than_a_far_off_default(run_recipe):
+def test_tuning_finds_a_better_learning_rate_than_a_far_off_default(run_recipe, tmp_path):
     far_off = run_recipe(recipe(lr=1e-7), folds=2)
     tuned = run_recipe(recipe(lr=1e-7, tune=LR_SEARCH), folds=2)
 
@@ -64,6 +64,14 @@ def test_tuning_finds_a_better_learning_rate_than_a_far_off_default(run_recipe):
         best = max(record["trials"], key=lambda t: t["value"])
         assert record["best_trial"] == best["number"]
         assert record["config"]["train"]["lr"] == record["chosen"]["train.lr"]
+    from emoplug.report import write_report
+
+    written = write_report(tmp_path / "run-1", formats=("md",))
+    tuning = written["md"].read_text().split("## Tuning")[1].split("\n## ")[0]
+    for result in tuned:
+        assert f"| stats/head/direct | {result['fold']} | 0 | train.lr=" \
+               f"{result['tuning']['chosen']['train.lr']:.3g} |" in tuning
+    assert (written["md"].parent / "figures" / "tuning.png").exists()
 
 
 def test_the_test_split_never_reaches_a_trial(run_recipe, monkeypatch):
