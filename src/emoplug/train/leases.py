@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from emoplug.errors import EmoplugError
+from emoplug.files import honour_umask
 
 TIMEOUT_ENV = "EMOPLUG_LEASE_TIMEOUT"
 WORK_LOG = "work.log"
@@ -172,6 +173,7 @@ class Leases:
                   "nonce": self.nonce, "since": time.time()}
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
         try:
+            honour_umask(fd)
             with os.fdopen(fd, "w") as f:
                 json.dump(record, f)
             os.link(tmp, path)
