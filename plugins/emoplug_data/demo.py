@@ -70,7 +70,7 @@ class DemoDataset(Dataset):
         for line in (folder / INDEX).read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             audio = folder / record["audio"]
-            problem = audio_problem(audio) if need_audio else None
+            problem = audio_problem(audio, corpus) if need_audio else None
             if problem:
                 corpus.skip(problem, str(audio))
                 continue

@@ -127,7 +127,7 @@ class IemocapDataset(Dataset):
                 corpus.skip("no transcript", utt_id)
                 continue
             wav = wav_dir / f"{utt_id}.wav"
-            problem = audio_problem(wav) if need_audio else None
+            problem = audio_problem(wav, corpus) if need_audio else None
             if problem:
                 corpus.skip(problem, str(wav))
                 continue

@@ -98,9 +98,12 @@ def validate(recipe: Path, overrides: tuple[str, ...], no_data: bool) -> None:
     plan = _checked_plan(recipe, overrides)
     data = None
     if not no_data:
-        from emoplug.data.loading import data_line, load_corpus_and_folds
+        from emoplug.data.loading import data_line, data_warnings, load_corpus_and_folds
 
-        data = data_line(*load_corpus_and_folds(plan.corpus_request(), warn=False))
+        corpus, folds = load_corpus_and_folds(plan.corpus_request(), warn=False)
+        data = data_line(corpus, folds)
+        for warning in data_warnings(corpus):
+            click.echo(f"emoplug: warning: {warning}", err=True)
     click.echo(f"{recipe}: valid ({len(plan.cells)} cells, {len(plan.jobs)} jobs)")
     if data is not None:
         click.echo(data)

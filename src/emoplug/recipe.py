@@ -262,7 +262,7 @@ class Plan:
                     for name, folds in self.protocol_folds.items())]
         return CorpusRequest(self.dataset, splits,
                              any(c.audio is not None for c in self.cells), self.cache_dir(),
-                             self.source)
+                             self.source, need_text=any(c.text is not None for c in self.cells))
 
     def component_key(self, kind: str, config: dict[str, Any]) -> str:
         """The recipe key of the component whose resolved config is ``config``
