@@ -118,7 +118,14 @@ def _checked_plan(recipe: Path, overrides: tuple[str, ...]) -> Plan:
     problems = preflight(plan_)
     if problems:
         raise RecipeError(str(recipe), problems)
+    _say_warnings(plan_)
     return _cache_checked(plan_)
+
+
+def _say_warnings(plan_: Plan) -> None:
+    """The recipe's warnings (settings that will not be used), one line each on stderr."""
+    for warning in plan_.warnings:
+        click.echo(f"emoplug: warning: {plan_.source}: {warning}", err=True)
 
 
 def _cache_checked(plan_: Plan) -> Plan:
@@ -143,6 +150,7 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     from emoplug.recipe import load_plan
 
     p = load_plan(recipe, overrides)
+    _say_warnings(p)
     summary = {
         "recipe": p.recipe.name,
         "cells": len(p.cells),

@@ -201,6 +201,8 @@ class Plan:
     protocol_folds: dict[str, list[str]] = field(default_factory=dict)
     #: the resolved configs of the named protocols
     protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: one line each about the recipe, printed by validate, plan and run (not errors)
+    warnings: list[str] = field(default_factory=list)
 
     def folds_of(self, cell: Cell) -> list[str]:
         """The fold names a cell runs on: its named protocol's, or the recipe protocol's."""
@@ -463,10 +465,11 @@ def _cell_entries(recipe: Recipe) -> list[tuple[str, dict[str, Any], dict[str, s
     entries = []
     if recipe.grid is not None:
         grid = recipe.grid
-        for axis in ("text", "audio", "fusion", "approach"):
-            values = getattr(grid, axis)
-            if not values:
-                raise RecipeError("", [f"grid.{axis}: empty list (no cells)"])
+        empty = [axis for axis in ("text", "audio", "fusion", "approach")
+                 if not getattr(grid, axis)]
+        if empty and not recipe.extra:
+            raise RecipeError("", [f"grid.{empty[0]}: empty list, so the grid gives no cells "
+                                   "(and there are no extra cells)"])
         for (ti, t), (ai, a), (fi, f), (pi, p) in itertools.product(
                 enumerate(grid.text), enumerate(grid.audio), enumerate(grid.fusion),
                 enumerate(grid.approach)):
@@ -519,6 +522,7 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
                   if k not in NON_RESULT_TRAIN_KEYS},
     }
     cells: dict[str, Cell] = {}
+    unused_fusions: dict[str, str] = {}  # grid fusion entries no two-modality cell uses
     for source_kind, names, where in entries:
         text, audio = names["text"], names["audio"]
         if text is None and audio is None:
@@ -527,8 +531,13 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
             continue
         fusion = names["fusion"]
         single = (text is None) != (audio is None)
-        if single and source_kind == "grid":
+        if single and source_kind == "grid" and \
+                (sections["fusion"].get(fusion) or {}).get("type") != "none":
+            if fusion in recipe.fusion:
+                unused_fusions.setdefault(fusion, where["fusion"])
             fusion = "none"  # a grid cell missing a modality is a single-modality run
+        elif source_kind == "grid":
+            unused_fusions[fusion] = ""  # used as written
         config: dict[str, Any] = {}
         for axis, name in (("text", text), ("audio", audio), ("fusion", fusion),
                            ("approach", names["approach"])):
@@ -558,8 +567,14 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
         if cell_id not in cells:
             cells[cell_id] = Cell(text, audio, fusion, names["approach"], config, cell_id,
                                   source_kind, under, _ablations(registry, config))
+    if not cells and entries and not resolver.problems:
+        resolver.problems.append("grid: the grid gives no cells (every combination lacks both "
+                                 "text and audio: null in both grid.text and grid.audio)")
     if resolver.problems:
         raise RecipeError(source, resolver.problems)
+    warnings = [f"{where}: fusion '{name}' is not used: every grid cell it meets has one "
+                "modality and runs with fusion 'none' at its defaults (a fusion entry of type "
+                "none sets that head)" for name, where in unused_fusions.items() if where]
 
     def locate(kind: str, config: dict[str, Any], where: str) -> dict[str, Any]:
         return _locate(registry, kind, config, where, folder, overridden)
@@ -577,7 +592,7 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
         for name in used}  # in the order the grid and extra cells name them
     plan = Plan(recipe, source, sections, dataset, protocol, identity, list(cells.values()),
                 folds, protocol_folds=protocol_folds,
-                protocols={name: named_protocols[name] for name in used})
+                protocols={name: named_protocols[name] for name in used}, warnings=warnings)
     plan.jobs = [
         Job(cell, fold, seed, stable_hash({**identity, **cell.config, "fold": fold,
                                            "seed": seed}), recipe.name, identity)
