@@ -19,6 +19,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from emoplug import ComponentConfig, Corpus, Dataset, DatasetInfo, Utterance
+from emoplug.files import honour_umask_folder
 from emoplug_data.common import audio_problem
 
 #: Bump when generation changes, so cached corpora are regenerated.
@@ -108,6 +109,7 @@ class DemoDataset(Dataset):
         cfg = self.config
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
+        honour_umask_folder(tmp)  # mkdtemp makes it 0700
         try:
             items = generate(utterances_per_speaker=cfg.utterances_per_speaker, seed=cfg.seed,
                              sample_rate=cfg.sample_rate,

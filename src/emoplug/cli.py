@@ -291,6 +291,13 @@ def report(run_dir: Path, output: Path | None, formats: str) -> None:
     if unknown:
         raise click.BadParameter(f"unknown format(s) {', '.join(unknown)}; use md, html, csv",
                                  param_hint="--format")
+    from emoplug.report.collect import load_run
+
+    damaged = load_run(run_dir).damaged
+    if damaged:
+        click.echo(f"emoplug: warning: {len(damaged)} job(s) have a damaged result.json (e.g. "
+                   f"{damaged[0]}): reported as failed; running the recipe again redoes them",
+                   err=True)
     for kind, path in write_report(run_dir, output, chosen).items():
         click.echo(f"{kind}: {path}")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emoplug.errors import EmoplugError
-from emoplug.files import write_json_atomic
+from emoplug.files import honour_umask_folder, read_json, write_json_atomic
 
 REFIT_FOLD = "refit"
 
@@ -74,11 +74,20 @@ def export_saved(run_dir: Path, cell: str, fold: str = "all",
     jobs = [j for j in plan["jobs"] if j["cell"] == cell_id and fold in ("all", j["fold"])]
     if not jobs:
         raise EmoplugError(f"run {run_dir} has no job of cell {cell_id} on fold {fold}")
-    missing = []
+    missing, unfinished = [], []
     for job in jobs:
         folder = run_dir / "jobs" / job["id"]
-        if not (folder / "model" / MODEL_JSON).is_file():
-            missing.append(f"{job['id']} (fold {job['fold']})")
+        if (folder / "model" / MODEL_JSON).is_file():
+            continue
+        status = (read_json(folder / "result.json") or {}).get("status")
+        where = f"{job['id']} (fold {job['fold']})"
+        (missing if status == "done" else unfinished).append(
+            where + (": failed" if status == "failed" else ""))
+    if unfinished:
+        raise EmoplugError(
+            f"{len(unfinished)} job(s) of cell {cell_id} are not finished (still running, not "
+            f"started or failed), e.g. {unfinished[0]}: let the run finish (run the recipe "
+            "again to redo failed jobs), then export")
     if missing:
         raise EmoplugError(
             f"{len(missing)} job(s) of cell {cell_id} have no saved model, e.g. {missing[0]}: "
@@ -89,6 +98,7 @@ def export_saved(run_dir: Path, cell: str, fold: str = "all",
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".tmp-{output.name}-"))
     try:
+        honour_umask_folder(tmp)  # mkdtemp makes it 0700; it becomes the export
         target = tmp / "out"
         if len(jobs) == 1:
             link_or_copy_tree(run_dir / "jobs" / jobs[0]["id"] / "model", target)

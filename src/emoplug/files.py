@@ -33,6 +33,12 @@ def honour_umask(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~_umask())
 
 
+def honour_umask_folder(path: Path) -> None:
+    """Give a folder made by ``tempfile.mkdtemp`` (mode 0700) the permissions the umask
+    gives any new folder."""
+    os.chmod(path, 0o777 & ~_umask())
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
     """Write JSON to a temporary sibling file and rename it into place. The file gets the
     permissions the umask gives any new file (``mkstemp`` alone makes it 0600: other users
