@@ -32,6 +32,10 @@ class _Group(click.Group):
             for line in str(exc).splitlines() or [type(exc).__name__]:
                 click.echo(f"error: {line}", err=True)
             sys.exit(2)
+        except click.UsageError as exc:  # click's three lines, as one
+            where = exc.ctx.command_path if exc.ctx is not None else "emoplug"
+            click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
         except Exception as exc:
             error = storage_error(exc)
             if error is None and isinstance(exc, OSError) and exc.filename is not None:

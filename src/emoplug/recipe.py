@@ -338,7 +338,11 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RecipeError(source, ["file not found"]) from None
+        hint = ("; it looks like an override: the RECIPE comes first, then the overrides "
+                "(emoplug run r.yaml key=value)" if "=" in Path(source).name else "")
+        raise RecipeError(source, [f"file not found{hint}"]) from None
+    except IsADirectoryError:
+        raise RecipeError(source, ["is a folder; give the recipe's YAML file"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(source, [f"cannot read: {exc}"]) from None
     try:
