@@ -576,7 +576,11 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
                                  "text and audio: null in both grid.text and grid.audio)")
     if resolver.problems:
         raise RecipeError(source, resolver.problems)
-    warnings = [f"{where}: fusion '{name}' is not used: every grid cell it meets has one "
+    empty = [axis for axis in ("text", "audio", "fusion", "approach")
+             if recipe.grid is not None and not getattr(recipe.grid, axis)]
+    warnings = [f"grid.{axis}: empty list, so the grid gives no cells; the extra cells run"
+                for axis in empty[:1]]
+    warnings += [f"{where}: fusion '{name}' is not used: every grid cell it meets has one "
                 "modality and runs with fusion 'none' at its defaults (a fusion entry of type "
                 "none sets that head)" for name, where in unused_fusions.items() if where]
 
