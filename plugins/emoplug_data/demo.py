@@ -19,7 +19,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from emoplug import ComponentConfig, Corpus, Dataset, DatasetInfo, Utterance
-from emoplug.files import honour_umask_folder
+from emoplug.files import honour_umask_tree
 from emoplug_data.common import audio_problem
 
 #: Bump when generation changes, so cached corpora are regenerated.
@@ -109,7 +109,6 @@ class DemoDataset(Dataset):
         cfg = self.config
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
-        honour_umask_folder(tmp)  # mkdtemp makes it 0700
         try:
             items = generate(utterances_per_speaker=cfg.utterances_per_speaker, seed=cfg.seed,
                              sample_rate=cfg.sample_rate,
@@ -125,6 +124,7 @@ class DemoDataset(Dataset):
             (tmp / "config.json").write_text(
                 json.dumps(self.config_dict(), indent=2, sort_keys=True), encoding="utf-8")
             try:
+                honour_umask_tree(tmp)
                 os.rename(tmp, folder)
             except OSError:
                 if not (folder / INDEX).is_file():  # not a concurrent writer that won: re-raise

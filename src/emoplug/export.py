@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emoplug.errors import EmoplugError
-from emoplug.files import honour_umask_folder, read_json, write_json_atomic
+from emoplug.files import honour_umask_tree, read_json, write_json_atomic
 
 REFIT_FOLD = "refit"
 
@@ -98,7 +98,6 @@ def export_saved(run_dir: Path, cell: str, fold: str = "all",
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".tmp-{output.name}-"))
     try:
-        honour_umask_folder(tmp)  # mkdtemp makes it 0700; it becomes the export
         target = tmp / "out"
         if len(jobs) == 1:
             link_or_copy_tree(run_dir / "jobs" / jobs[0]["id"] / "model", target)
@@ -118,6 +117,7 @@ def export_saved(run_dir: Path, cell: str, fold: str = "all",
                 "seeds": sorted({j["seed"] for j in jobs})})
         if output.exists():
             output.rmdir()
+        honour_umask_tree(target)
         os.replace(target, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -18,10 +17,15 @@ from pathlib import Path
 from typing import Any
 
 
-@functools.cache
 def _umask() -> int:
-    """The process's umask (read once, by setting it and putting it back: doing so while
-    other threads create files could change their permissions)."""
+    """The process's umask: from ``/proc/self/status`` where there is one (reading it
+    there changes nothing), else by setting it and putting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -33,10 +37,19 @@ def honour_umask(fd: int) -> None:
     os.fchmod(fd, 0o666 & ~_umask())
 
 
-def honour_umask_folder(path: Path) -> None:
-    """Give a folder made by ``tempfile.mkdtemp`` (mode 0700) the permissions the umask
-    gives any new folder."""
-    os.chmod(path, 0o777 & ~_umask())
+def honour_umask_tree(path: Path) -> None:
+    """Give a folder made by ``tempfile.mkdtemp`` (mode 0700) and everything in it (some
+    writers, safetensors among them, make files 0600) the permissions the umask gives any new
+    folder and file; called before the folder is renamed into place."""
+    mask = _umask()
+    os.chmod(path, 0o777 & ~mask)
+    for folder, subfolders, files in os.walk(path):
+        for name in subfolders:
+            os.chmod(os.path.join(folder, name), 0o777 & ~mask)
+        for name in files:
+            file = os.path.join(folder, name)
+            if not os.path.islink(file):
+                os.chmod(file, 0o666 & ~mask)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -27,7 +27,7 @@ from typing import Any
 
 import emoplug
 from emoplug.errors import EmoplugError
-from emoplug.files import honour_umask_folder, link_or_copy_tree, write_json_atomic
+from emoplug.files import honour_umask_tree, link_or_copy_tree, write_json_atomic
 from emoplug.model_folder import FORMAT_VERSION, MODEL_JSON, TEXT_DIR, TEXT_MODULE_PREFIX, WEIGHTS
 from emoplug.recipe import Job
 from emoplug.train import text_stage
@@ -42,11 +42,11 @@ def save_text_encoder(component: Any, module: Any, folder: Path) -> None:
     not at all (written in a temporary sibling, then renamed)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
-    honour_umask_folder(tmp)  # mkdtemp makes it 0700
     try:
         component.save(module, tmp)
         if folder.exists():
             shutil.rmtree(folder)
+        honour_umask_tree(tmp)
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -110,7 +110,6 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
     cfg = job.cell.config
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
-    honour_umask_folder(tmp)  # mkdtemp makes it 0700
     try:
         dims: dict[str, int] = {}
         if cfg["text"] is not None:
@@ -146,6 +145,7 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
         write_json_atomic(tmp / MODEL_JSON, manifest)
         if folder.exists():
             shutil.rmtree(folder)
+        honour_umask_tree(tmp)
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
