@@ -316,7 +316,7 @@ def test_attention_dim_not_divisible_by_heads_at_validate(tmp_path):
         grid: {text: [bert], audio: [mfcc], fusion: [att], approach: [direct]}
         """)
     one_line(invoke("validate", recipe, "--no-data"), 2, "fusion.att.heads",
-             "does not divide dim 10")
+             "dim 10 is not divisible by 3 heads")
     one_line(invoke("run", recipe, "--output", tmp_path / "run"), 2, "fusion.att.heads")
     assert not (tmp_path / "run").exists()
 

@@ -97,8 +97,8 @@ class AttentionFusion(Fusion):
         """``heads`` must divide ``dim`` (each head attends over ``dim / heads`` features)."""
         c = self.config
         if c.dim % c.heads:
-            return [SettingError("heads", f"{c.heads} does not divide dim {c.dim} (each head "
-                                          "takes dim / heads features)")]
+            return [SettingError("heads", f"dim {c.dim} is not divisible by {c.heads} heads "
+                                          "(each head takes dim / heads features)")]
         return []
 
     def build(self, input_dims: dict[str, int], out_dim: int) -> nn.Module:

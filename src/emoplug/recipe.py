@@ -539,6 +539,8 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
                 (sections["fusion"].get(fusion) or {}).get("type") != "none":
             if fusion in recipe.fusion:
                 unused_fusions.setdefault(fusion, where["fusion"])
+            elif resolver.reference("fusion", fusion, where["fusion"], sections) is None:
+                continue  # an unknown name: reported, even where no cell would use it
             fusion = "none"  # a grid cell missing a modality is a single-modality run
         elif source_kind == "grid":
             unused_fusions[fusion] = ""  # used as written
