@@ -483,3 +483,37 @@ def test_a_folder_where_a_file_belongs(tmp_path):
 def test_an_override_before_the_recipe(tmp_path):
     recipe = write(tmp_path / "r.yaml", TINY)
     one_line(invoke("validate", "seeds=[0]", recipe), 2, "seeds=[0]", "RECIPE comes first")
+
+
+# ---- the battery of benchmarks/bad_inputs.py ------------------------------------------------
+
+def test_bad_inputs_battery_is_large_and_classifies_each_outcome(tiny_run, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+    import bad_inputs
+
+    battery = bad_inputs.Battery(tmp_path)
+    for build in (battery.recipe_keys, battery.manifests, battery.wavs, battery.environment,
+                  battery.flags):
+        build()
+    battery.run_folders(tiny_run["run"])
+    assert len(battery.cases) >= 150 and len({c.id for c in battery.cases}) == len(
+        battery.cases)
+    assert {c.group for c in battery.cases} == {"recipe", "manifest", "wav", "env", "flags",
+                                                "run", "storage"}
+    error = bad_inputs.Case("x", "g", [], bad_inputs.ERROR, ["train.epochs"])
+    classify = bad_inputs.classify
+    assert classify(error, 2, "", "error: r.yaml: train.epochs: bad\n") == ("GOOD", "")
+    assert classify(error, 1, "", "Traceback (most recent call last):\n  x\nValueError: y")[
+        0] == "TRACEBACK"
+    assert classify(error, 0, "valid", "")[0] == "SILENT"
+    assert classify(error, 2, "", "error: r.yaml: something else\n")[0] == "WRONG"
+    assert classify(error, 2, "", "error: train.epochs\nerror: again\n")[0] == "WRONG"
+    warn = bad_inputs.Case("w", "g", [], bad_inputs.WARNING, ["cut off"], code=0)
+    assert classify(warn, 0, "", "emoplug: warning: 2 WAVs cut off\n")[0] == "GOOD"
+    assert classify(warn, 0, "", "")[0] == "SILENT"
+    (tmp_path / "written").mkdir()
+    kept = bad_inputs.Case("k", "g", [], bad_inputs.ERROR, ["x"], untouched=str(
+        tmp_path / "written"))
+    assert classify(kept, 2, "", "error: x\n") == ("WRONG", f"wrote {tmp_path / 'written'}")
