@@ -15,8 +15,10 @@ was skipped. Each outcome is classified:
 - WRONG: anything else (another exit code, a line that does not name the problem, several
   lines, or a file written where nothing should be).
 
-Writes ``benchmarks/results/bad_inputs.json``: the tally, one row per case and the command.
-Takes a few minutes (one process start per case): ``python benchmarks/bad_inputs.py``.
+Writes ``benchmarks/results/bad_inputs.json``: the tally, one row per case, the command and
+the commit tested. Takes a few minutes (one process start per case): ``python
+benchmarks/bad_inputs.py``; ``--against DIR`` runs the battery against another checkout (the
+code before a fix, say) and ``--out`` writes elsewhere.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write_report  # noqa: E402
+from _common import ROOT, machine, write_report  # noqa: E402
 
 ERROR, WARNING, OK = "error", "warning", "ok"
 
@@ -560,12 +562,17 @@ def run_case(case: Case, env: dict[str, str], cwd: Path) -> Outcome:
                    done.stdout.strip().splitlines()[-2:], seconds)
 
 
-def measure(work: Path, jobs: int = 2, only: str | None = None) -> dict[str, Any]:
+def measure(work: Path, jobs: int = 2, only: str | None = None,
+            against: Path | None = None) -> dict[str, Any]:
     """Build the battery under ``work``, run every case (``only``: those whose id holds
-    it) with ``jobs`` at a time, and return the tally and rows."""
+    it) with ``jobs`` at a time, and return the tally and rows. ``against``: a checkout of
+    emoplug whose ``src`` and ``plugins`` the commands import instead of the installed one
+    (e.g. the commit before a fix)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EMOPLUG_")}
     env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", EMOPLUG_CACHE=str(work / "cache"),
                PYTHONWARNINGS="ignore")
+    if against is not None:
+        env["PYTHONPATH"] = os.pathsep.join(str(against / d) for d in ("src", "plugins"))
     battery = Battery(work)
     finished = work / "finished"
     done = subprocess.run([sys.executable, "-m", "emoplug", "run", str(battery.tiny),
@@ -586,7 +593,11 @@ def measure(work: Path, jobs: int = 2, only: str | None = None) -> dict[str, Any
     for o in outcomes:
         if o.outcome != "GOOD":
             print(f"{o.outcome:<9} {o.case.id}: {o.why} | {' / '.join(o.stderr[-2:])}")
+    code = against or ROOT
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=code, capture_output=True,
+                            text=True).stdout.strip() or "(not a git checkout: see the path)"
     return {
+        "code_under_test": {"path": str(code), "commit": commit},
         "cases": len(outcomes),
         "tally": {k: tally.get(k, 0) for k in ("GOOD", "TRACEBACK", "SILENT", "WRONG")},
         "by_group": {g: dict(Counter(o.outcome for o in outcomes if o.case.group == g))
@@ -605,10 +616,13 @@ def main() -> None:
     parser.add_argument("--out", help="report path (default benchmarks/results/bad_inputs.json)")
     parser.add_argument("--jobs", type=int, default=2, help="cases run at a time")
     parser.add_argument("--only", help="run the cases whose id holds this text")
+    parser.add_argument("--against", type=Path,
+                        help="an emoplug checkout whose src/ and plugins/ the commands import "
+                             "(default: the installed emoplug)")
     args = parser.parse_args()
     before = machine()
     with tempfile.TemporaryDirectory(prefix="emoplug-bad-inputs-") as work:
-        figures = measure(Path(work), args.jobs, args.only)
+        figures = measure(Path(work), args.jobs, args.only, args.against)
     print(json.dumps(figures["tally"]))
     write_report("bad_inputs", args.out, machine=before, **figures)
 
