@@ -350,6 +350,9 @@ class Battery:
                                                               "audio", "label"]),
                                  AUDIO_MANIFEST)
 
+        def rng_clip(samples: int) -> Any:
+            return np.random.default_rng(1).normal(0, .1, samples).astype("float32")
+
         def cut(count: int):
             def spoil(base: Path) -> None:
                 for i in range(count):
@@ -373,6 +376,10 @@ class Battery:
         self.add("wav", "NaN samples", ["validate", folder("nan", lambda b: soundfile.write(
             b / "u3.wav", np.full(4000, np.nan, dtype="float32"), 16000, subtype="FLOAT"))],
             OK, "NaN or infinite samples: 1", code=0)
+        short = folder("short", lambda b: soundfile.write(
+            b / "u3.wav", rng_clip(160), 16000))
+        self.add("wav", "10 ms clip featurized", ["featurize", short], WARNING, "u3.wav",
+                 "(10 ms)", code=0)
         self.add("wav", "folder named .wav", ["validate", folder("dir", lambda b: (
             (b / "u3.wav").unlink(), (b / "u3.wav").mkdir()))], ERROR, "u3.wav")
 

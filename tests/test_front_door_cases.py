@@ -517,3 +517,18 @@ def test_bad_inputs_battery_is_large_and_classifies_each_outcome(tiny_run, tmp_p
     kept = bad_inputs.Case("k", "g", [], bad_inputs.ERROR, ["x"], untouched=str(
         tmp_path / "written"))
     assert classify(kept, 2, "", "error: x\n") == ("WRONG", f"wrote {tmp_path / 'written'}")
+
+
+def test_a_librosa_warning_names_the_file_once(tmp_path, capsys):
+    from emoplug.data import features
+    from emoplug.registry import get_registry
+
+    clip = tmp_path / "clip10ms.wav"
+    soundfile.write(clip, np.random.default_rng(0).normal(0, .1, 160).astype("float32"), 16000)
+    mfcc = get_registry().build("audio", {"type": "mfcc"})
+    features._SHOWN.clear()
+    features._compute(mfcc, str(clip))
+    features._compute(mfcc, str(clip))
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("emoplug: warning: mfcc on ")
+    assert str(clip) in lines[0] and "(10 ms)" in lines[0] and "too large" in lines[0]
