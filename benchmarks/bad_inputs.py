@@ -200,6 +200,10 @@ class Battery:
             "unknown extra protocol": (TINY + "extra: [{audio: mfcc, approach: direct, "
                                        "protocol: nope}]\n", "extra[0].protocol"),
         }
+        texts["iemocap merge onto a label not kept"] = (
+            "name: iem\ndataset: {type: iemocap, root: /nowhere, merge: {excited: hapy}}\n"
+            "text: {bert: {type: bert, tiny: true}}\ngrid: {text: [bert], approach: [direct]}\n",
+            "dataset.merge.excited")
         for name, (text, expect) in texts.items():
             self.add("recipe", name, ["validate", self.write(f"r/{name}.yaml", text),
                                       "--no-data"], ERROR, expect)
@@ -275,11 +279,11 @@ class Battery:
             self.add("manifest", f"rare label {typo}", ["validate", self.manifest(
                 f"m/rare-{typo}", csv_text(rows(r5_label=typo)))], WARNING,
                 f"{typo}: 1", code=0)
-        for column, value in (("valence", "9.5"), ("arousal", "-3"), ("dominance", "5.5"),
-                              ("valence", "0")):
+        for column, value in (("valence", "9.5"), ("arousal", "-3"), ("dominance", "6.5"),
+                              ("valence", "-1")):
             self.add("manifest", f"{column} {value}", ["validate", self.manifest(
                 f"m/avd-{column}{value}", csv_text(rows(**{f"r4_{column}": value})))],
-                WARNING, "outside avd_scale", code=0)
+                WARNING, "far outside avd_scale", code=0)
         for scale in ("0-100", "0-10"):
             top = 100 if scale == "0-100" else 10
             body = [r[:5] + [str(top * 0.6), str(top * 0.7), str(top * 0.8)] for r in rows()]

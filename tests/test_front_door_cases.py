@@ -341,7 +341,10 @@ def test_avd_outside_the_scale(tmp_path):
     recipe = manifest(tmp_path, rows(r0_valence="9.5", r1_arousal="-3"))
     result = invoke("validate", recipe)
     assert result.exit_code == 0
-    one_line(result, 0, "2 of 120", "outside avd_scale [1, 5]", prefix="emoplug: warning: ")
+    one_line(result, 0, "2 of 120", "far outside avd_scale [1, 5]", prefix="emoplug: warning: ")
+    manifest(tmp_path, rows(r0_valence="5.5"))  # as IEMOCAP's averages reach
+    within = invoke("validate", recipe)
+    assert within.exit_code == 0 and not warnings_of(within)
     hundred = [r[:5] + ["60", "70", "80"] for r in rows()]
     manifest(tmp_path, hundred)
     one_line(invoke("validate", recipe), 2, "dataset.avd_scale", "120 of 120")
@@ -532,3 +535,14 @@ def test_a_librosa_warning_names_the_file_once(tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("emoplug: warning: mfcc on ")
     assert str(clip) in lines[0] and "(10 ms)" in lines[0] and "too large" in lines[0]
+
+
+def test_an_iemocap_merge_onto_a_label_that_is_not_kept(tmp_path):
+    recipe = write(tmp_path / "r.yaml", """
+        name: iem
+        dataset: {type: iemocap, root: /nowhere, merge: {excited: hapy}}
+        text: {bert: {type: bert, tiny: true}}
+        grid: {text: [bert], approach: [direct]}
+        """)
+    one_line(invoke("validate", recipe, "--no-data"), 2, "dataset.merge.excited", "'hapy'",
+             "not a kept label")

@@ -133,7 +133,7 @@ def corpus_problems(corpus: Corpus, need_text: bool = False) -> list[str]:
     if total and outside * 2 > total:
         low, high = corpus.avd_scale
         problems.append(f"dataset.avd_scale: {outside} of {total} valence/arousal/dominance "
-                        f"values of '{corpus.name}' lie outside [{low:g}, {high:g}]; set "
+                        f"values of '{corpus.name}' lie far outside [{low:g}, {high:g}]; set "
                         "avd_scale to the scale the values use")
     if need_text and not any(u.text for u in corpus.utterances):
         problems.append(f"dataset: a cell of the recipe reads text, but no utterance of "
@@ -169,7 +169,7 @@ def data_warnings(corpus: Corpus) -> list[str]:
     if outside:
         low, high = corpus.avd_scale
         warnings.append(f"{outside} of {total} valence/arousal/dominance values of "
-                        f"'{corpus.name}' lie outside avd_scale [{low:g}, {high:g}]")
+                        f"'{corpus.name}' lie far outside avd_scale [{low:g}, {high:g}]")
     cut = corpus.meta.get("cut_short", [])
     if cut:
         warnings.append(f"{len(cut)} WAV file(s) of '{corpus.name}' are cut off mid-data "
@@ -178,12 +178,19 @@ def data_warnings(corpus: Corpus) -> list[str]:
     return warnings
 
 
+#: how far (a share of the scale's range) a value may lie outside ``avd_scale`` unnoticed:
+#: IEMOCAP's averaged annotations reach 5.5 on its [1, 5] scale
+AVD_MARGIN = 0.25
+
+
 def _avd_outside(corpus: Corpus) -> tuple[int, int]:
-    """(values outside ``avd_scale``, values given) over every utterance's AVD."""
+    """(values outside ``avd_scale`` by more than :data:`AVD_MARGIN` of its range, values
+    given) over every utterance's AVD."""
     low, high = corpus.avd_scale
+    margin = (high - low) * AVD_MARGIN
     values = [v for u in corpus.utterances if u.avd is not None for v in u.avd
               if not math.isnan(v)]
-    return sum(not low <= v <= high for v in values), len(values)
+    return sum(not low - margin <= v <= high + margin for v in values), len(values)
 
 
 def fold_problems(folds: list[Fold], expected: list[str], where: str, kind: str) -> list[str]:
