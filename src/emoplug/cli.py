@@ -413,6 +413,10 @@ def export(run_dir: Path, cell: str, fold: str, output: Path | None, refit: bool
            seed: int | None, dev_fraction: float) -> None:
     """Export a cell's trained models as a model directory for `emoplug predict`."""
     from emoplug import export as exporting
+    from emoplug.files import check_writable_folder
+
+    if output is not None:  # before a refit trains for minutes
+        check_writable_folder(output, "--output")
 
     if refit:
         if fold != "all":

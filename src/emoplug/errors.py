@@ -106,9 +106,10 @@ def storage_message(exc: OSError) -> str:
     if is_no_space(exc):
         return (f"no space left on device writing {path}; finished jobs are kept; free space "
                 "and run the same command to resume")
-    reason = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
-              errno.EPERM: "permission denied", errno.ENOTDIR: "a file is in the way "
-              "(a part of this path is a file, not a folder)",
-              errno.EISDIR: "is a folder, not a file",
-              errno.EEXIST: "already exists"}.get(exc.errno or 0, exc.strerror or str(exc))
-    return f"cannot use {path}: {reason}"
+    reasons = {
+        errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOTDIR: "a file is in the way (a part of this path is a file, not a folder)",
+        errno.EISDIR: "is a folder, not a file",
+        errno.EEXIST: "a file is in the way (a file exists where a folder belongs)"}
+    return f"cannot use {path}: {reasons.get(exc.errno or 0, exc.strerror or str(exc))}"
