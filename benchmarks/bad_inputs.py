@@ -65,17 +65,26 @@ AUDIO_MANIFEST = MANIFEST.replace("text: {bert: {type: bert, tiny: true}}",
 COLUMNS = ["id", "speaker", "session", "text", "label", "valence", "arousal", "dominance"]
 LABELS = ["happy", "sad", "angry", "neutral"]
 
-#: a process whose chosen writer fails as a full disk (or read-only file system) makes it fail
+#: a process whose predictions writer (``job_files.write_predictions``) or text stage record
+#: writer (``text_stage.write_json_atomic``) fails as on a full disk or read-only file system
 INJECT = """\
 import errno, os, sys
-from emoplug.train import job_files
+from emoplug.train import job_files, text_stage
+write_json = text_stage.write_json_atomic
 def fail(path, *args):
-    raise OSError(errno.{errno}, os.strerror(errno.{errno}), str(path))
-job_files.write_predictions = fail
+    if "{target}" == "predictions" or path.name == "stage.json":
+        raise OSError(errno.{errno}, os.strerror(errno.{errno}), str(path))
+    return write_json(path, *args)
+job_files.write_predictions = fail if "{target}" == "predictions" else job_files.write_predictions
+text_stage.write_json_atomic = fail if "{target}" == "stage" else write_json
 from emoplug.cli import main
 sys.argv = ["emoplug", *sys.argv[1:]]
 main()
 """
+STAGED = TINY.replace("name: tiny", "name: staged").replace(
+    "audio: {mfcc: {type: mfcc}}", "text: {bert: {type: bert, tiny: true, mode: staged}}").replace(
+    "grid: {audio: [mfcc], fusion: [small], approach: [direct]}",
+    "grid: {text: [bert], approach: [direct]}")
 
 
 @dataclass
@@ -480,6 +489,10 @@ class Battery:
         self.add("run", "export unknown fold", ["export", finished, "--cell",
                                                 "mfcc/small/direct", "--fold", "fold9"],
                  ERROR, "--fold 'fold9'")
+        for extra in ([], ["--refit"]):
+            self.add("run", f"export {' '.join(extra)} --output under a file".replace("  ", " "),
+                     ["export", finished, "--cell", "mfcc/small/direct", *extra, "--output",
+                      self.tiny / "model"], ERROR, "--output", "under the file")
         self.add("run", "export --seed without --refit", ["export", finished, "--cell",
                                                           "mfcc/small/direct", "--seed", "1"],
                  ERROR, "--seed")
@@ -511,6 +524,14 @@ class Battery:
             self.add("storage", f"disk full ({name}) mid-run", [
                 "run", self.tiny, "--output", run, "-q"], ERROR, "no space left on device",
                 "predictions.csv", "run the same command to resume", code=3, inject=name)
+        staged = self.write("staged.yaml", STAGED)
+        for name in ("ENOSPC", "EROFS"):
+            out = self.work / "runs" / f"stage-{name}"
+            self.add("storage", f"{name} writing a text stage", [
+                "run", staged, "--output", out, "-q"], ERROR, "stage.json",
+                "no space left on device" if name == "ENOSPC" else "read-only file system",
+                code=3 if name == "ENOSPC" else 2, inject=f"{name}:stage",
+                untouched=str(out / "failures.log"))
         run = copy("read-only")
         shutil.rmtree(run / "jobs" / jobs[1].name)
         self.add("storage", "read-only file system mid-run", [
@@ -562,7 +583,9 @@ def classify(case: Case, code: int, stdout: str, stderr: str) -> tuple[str, str]
 def run_case(case: Case, env: dict[str, str], cwd: Path) -> Outcome:
     command = [sys.executable, "-m", "emoplug", *case.argv]
     if case.inject:
-        command = [sys.executable, "-c", INJECT.format(errno=case.inject), *case.argv]
+        errno, _, target = case.inject.partition(":")
+        command = [sys.executable, "-c",
+                   INJECT.format(errno=errno, target=target or "predictions"), *case.argv]
     start = time.monotonic()
     done = subprocess.run(command, cwd=cwd, env={**env, **case.env}, capture_output=True,
                           text=True, timeout=600)

@@ -546,3 +546,38 @@ def test_an_iemocap_merge_onto_a_label_that_is_not_kept(tmp_path):
         """)
     one_line(invoke("validate", recipe, "--no-data"), 2, "dataset.merge.excited", "'hapy'",
              "not a kept label")
+
+
+def test_export_output_under_a_file_stops_before_a_refit(run_copy, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    for extra in ([], ["--refit"]):
+        one_line(invoke("export", run_copy["run"], "--cell", "mfcc/small/direct", *extra,
+                        "--output", tmp_path / "afile" / "model"), 2, "--output",
+                 "under the file")
+    assert not (run_copy["run"] / "exports").exists()
+
+
+def test_disk_full_writing_a_text_stage_is_one_line_and_records_nothing(tmp_path, monkeypatch):
+    from emoplug.train import text_stage
+
+    recipe = write(tmp_path / "staged.yaml", """
+        name: staged
+        dataset: {type: demo, utterances_per_speaker: 4}
+        protocol: {type: kfold, k: 2}
+        train: {epochs: 1}
+        text: {bert: {type: bert, tiny: true, mode: staged}}
+        grid: {text: [bert], approach: [direct]}
+        """)
+    real = text_stage.write_json_atomic
+
+    def full(path, payload):
+        if path.name == "stage.json":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        return real(path, payload)
+
+    monkeypatch.setattr(text_stage, "write_json_atomic", full)
+    out = tmp_path / "run"
+    one_line(invoke("run", recipe, "--output", out, "-q"), 3, "no space left on device",
+             "stage.json", "run the same command to resume")
+    assert not list(out.glob("stages/*/stage.json")) and not (out / "failures.log").exists()
+    assert not list(out.glob("jobs/*/result.json"))  # no job recorded as failed
