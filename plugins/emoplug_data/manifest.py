@@ -162,7 +162,7 @@ class ManifestDataset(Dataset):
             for n, row in csv_rows(text, path.name, delimiter):
                 yield f"{path.name}:{n}", row
             return
-        for n, line in enumerate(text.splitlines(), start=1):
+        for n, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
             try:

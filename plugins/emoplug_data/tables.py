@@ -53,8 +53,8 @@ def csv_rows(text: str, name: str, delimiter: str = ",") -> Iterator[tuple[int, 
             raise EmoplugError(f"dataset.path: {name} line 1: duplicate column '{column}' "
                                f"({n} times); name each column once")
         for fields in reader:
-            if not fields or fields == [""] * len(fields) and len(fields) < len(header):
-                continue  # a blank line
+            if not any(field.strip() for field in fields) and len(fields) < len(header):
+                continue  # a blank (or whitespace-only) line
             if len(fields) != len(header):
                 hint = (f" (an unquoted {DELIMITER_NAMES[delimiter]} in a value? quote it)"
                         if len(fields) > len(header) else "")
