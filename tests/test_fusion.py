@@ -149,8 +149,9 @@ def test_fusion_rejects_missing_or_unknown_modalities():
 
 def test_attention_heads_must_divide_dim():
     fusion = get_registry().build("fusion", {"type": "attention", "dim": 10, "heads": 4})
-    with pytest.raises(EmoplugError, match="divisible"):
+    with pytest.raises(EmoplugError, match="not divisible"):
         fusion.build(DIMS, 4)
+    assert [p.setting for p in fusion.check()] == ["heads"]  # validate finds it first
 
 
 def test_early_projection_sets_joint_width():

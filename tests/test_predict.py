@@ -255,6 +255,7 @@ def test_export_without_saved_models_says_how_to_get_them(tmp_path):
     job = {"id": "j1", "cell": "c1", "label": "bert/none/direct", "fold": "F1", "seed": 0}
     (tmp_path / "plan.json").write_text(json.dumps({"folds": ["F1"], "jobs": [job]}))
     (tmp_path / "jobs" / "j1").mkdir(parents=True)
+    (tmp_path / "jobs" / "j1" / "result.json").write_text(json.dumps({"status": "done"}))
     _one_line_error(["export", str(tmp_path), "--cell", "c1"], "no saved model",
                     "train.save=best", "--refit")
 

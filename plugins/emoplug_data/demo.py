@@ -19,6 +19,7 @@ from typing import ClassVar
 from pydantic import Field, model_validator
 
 from emoplug import ComponentConfig, Corpus, Dataset, DatasetInfo, Utterance
+from emoplug.files import honour_umask_tree
 from emoplug_data.common import audio_problem
 
 #: Bump when generation changes, so cached corpora are regenerated.
@@ -70,7 +71,7 @@ class DemoDataset(Dataset):
         for line in (folder / INDEX).read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             audio = folder / record["audio"]
-            problem = audio_problem(audio) if need_audio else None
+            problem = audio_problem(audio, corpus) if need_audio else None
             if problem:
                 corpus.skip(problem, str(audio))
                 continue
@@ -123,6 +124,7 @@ class DemoDataset(Dataset):
             (tmp / "config.json").write_text(
                 json.dumps(self.config_dict(), indent=2, sort_keys=True), encoding="utf-8")
             try:
+                honour_umask_tree(tmp)
                 os.rename(tmp, folder)
             except OSError:
                 if not (folder / INDEX).is_file():  # not a concurrent writer that won: re-raise

@@ -13,7 +13,15 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from emoplug import ComponentConfig, Corpus, Dataset, DatasetInfo, EmoplugError, Utterance
+from emoplug import (
+    ComponentConfig,
+    Corpus,
+    Dataset,
+    DatasetInfo,
+    EmoplugError,
+    SettingError,
+    Utterance,
+)
 from emoplug_data.common import audio_problem, count_excluded
 
 #: IEMOCAP's category codes and the label names emoplug uses for them.
@@ -62,6 +70,15 @@ class IemocapDataset(Dataset):
 
     def describe(self) -> DatasetInfo:
         return DatasetInfo(sessions=SESSIONS, speakers=SPEAKERS)
+
+    def check(self) -> list[SettingError]:
+        """A ``merge`` onto a label outside the kept labels would drop the merged class."""
+        kept, _ = self.label_plan()
+        return [SettingError(f"merge.{source}", f"'{target}' is not a kept label "
+                                                f"({', '.join(kept)}); the utterances merged "
+                                                "onto it would all be left out")
+                for source, target in (self.config.merge or {}).items()
+                if CODE_NAMES.get(target, target) not in kept]
 
     def label_plan(self) -> tuple[tuple[str, ...], dict[str, str]]:
         """The labels kept and the mapping from every IEMOCAP code to its final label."""
@@ -127,7 +144,7 @@ class IemocapDataset(Dataset):
                 corpus.skip("no transcript", utt_id)
                 continue
             wav = wav_dir / f"{utt_id}.wav"
-            problem = audio_problem(wav) if need_audio else None
+            problem = audio_problem(wav, corpus) if need_audio else None
             if problem:
                 corpus.skip(problem, str(wav))
                 continue

@@ -8,7 +8,6 @@ resolved against the manifest's folder.
 
 from __future__ import annotations
 
-import csv
 import difflib
 import json
 import math
@@ -27,9 +26,12 @@ from emoplug import (
     EmoplugError,
     Utterance,
 )
-from emoplug_data.common import audio_problem, count_excluded
+from emoplug_data.common import audio_problem, count_excluded, note
+from emoplug_data.tables import DELIMITER_NAMES, csv_rows, read_utf8, sniff_delimiter
 
 REQUIRED = ("id", "speaker")
+#: label values read as "no label" (how spreadsheets and pandas write an empty cell)
+MISSING_LABELS = frozenset({"nan", "none", "null", "n/a", "na"})
 
 
 class ManifestColumns(ComponentConfig):
@@ -82,6 +84,11 @@ class ManifestDataset(Dataset):
                         meta={"path": str(path)})
         located = list(self._rows(skip=corpus))
         header = self._check_columns([row for _, row in located], need_audio)
+        blank = sum(not _present(row.get(self.config.columns.session)) for _, row in located)
+        if self.config.columns.session in header and blank:
+            note(corpus, f"{blank} rows of {path.name} have no {self.config.columns.session}: "
+                         "each is put in a session named after its speaker, beside that "
+                         "speaker's other sessions (the folds' leakage audit shows it)")
         for where, row in located:
             utterance = self._utterance(row, where, header, path.parent, need_audio, corpus)
             if utterance is not None:
@@ -146,22 +153,26 @@ class ManifestDataset(Dataset):
         fmt = self.config.format
         if fmt == "auto":
             fmt = "jsonl" if path.suffix.lower() in (".jsonl", ".ndjson") else "csv"
-        with path.open(encoding="utf-8", newline="") as f:
-            if fmt == "csv":
-                for n, row in enumerate(csv.DictReader(f), start=2):
-                    yield f"{path.name}:{n}", {k: v for k, v in row.items() if k is not None}
-                return
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    row = None
-                if isinstance(row, dict):
-                    yield f"{path.name}:{n}", row
-                elif skip is not None:
-                    skip.skip("malformed line", f"{path.name}:{n}")
+        text = read_utf8(path)
+        if fmt == "csv":
+            delimiter = sniff_delimiter(text)
+            if delimiter != "," and skip is not None:
+                note(skip, f"{path.name} is {DELIMITER_NAMES[delimiter]}-separated, not "
+                           "comma-separated; read as such")
+            for n, row in csv_rows(text, path.name, delimiter):
+                yield f"{path.name}:{n}", row
+            return
+        for n, line in enumerate(text.split("\n"), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = None
+            if isinstance(row, dict):
+                yield f"{path.name}:{n}", row
+            elif skip is not None:
+                skip.skip("malformed line", f"{path.name}:{n}")
 
     def _utterance(self, row: dict[str, Any], where: str, header: set[str], folder: Path,
                    need_audio: bool, corpus: Corpus) -> Utterance | None:
@@ -177,6 +188,8 @@ class ManifestDataset(Dataset):
             corpus.skip("no text", utt_id)
             return None
         label = row.get(cols.label)
+        if _present(label) and str(label).strip().lower() in MISSING_LABELS:
+            label = None
         if cols.label in header and not _present(label):
             corpus.skip("no label", utt_id)
             return None
@@ -189,7 +202,7 @@ class ManifestDataset(Dataset):
         if _present(row.get(cols.audio)):
             audio_path = Path(str(row[cols.audio])).expanduser()
             audio_path = audio_path if audio_path.is_absolute() else folder / audio_path
-            problem = audio_problem(audio_path) if need_audio else None
+            problem = audio_problem(audio_path, corpus) if need_audio else None
             if problem:
                 corpus.skip(problem, str(audio_path))
                 return None

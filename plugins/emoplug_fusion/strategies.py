@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
-from emoplug import ComponentConfig, EmoplugError, Fusion
+from emoplug import ComponentConfig, EmoplugError, Fusion, SettingError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -93,14 +93,22 @@ class AttentionFusion(Fusion):
         layer_norm: bool = Field(True, description="false: ablate the layer normalisation",
                                  json_schema_extra={"ablation": False})
 
+    def check(self) -> list[SettingError]:
+        """``heads`` must divide ``dim`` (each head attends over ``dim / heads`` features)."""
+        c = self.config
+        if c.dim % c.heads:
+            return [SettingError("heads", f"dim {c.dim} is not divisible by {c.heads} heads "
+                                          "(each head takes dim / heads features)")]
+        return []
+
     def build(self, input_dims: dict[str, int], out_dim: int) -> nn.Module:
         from emoplug_fusion.modules import AttentionFusionModule
 
         _check_inputs(self.name, input_dims)
         c = self.config
-        if c.dim % c.heads:
-            raise EmoplugError(f"fusion 'attention': dim {c.dim} is not divisible by "
-                               f"heads {c.heads}")
+        problems = self.check()
+        if problems:
+            raise problems[0]
         return AttentionFusionModule(input_dims, out_dim, hidden=c.hidden, dropout=c.dropout,
                                      dim=c.dim, heads=c.heads, attention=c.attention,
                                      layer_norm=c.layer_norm)

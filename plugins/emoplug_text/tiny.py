@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from emoplug import EmoplugError, SettingError
+from emoplug.files import honour_umask_tree
 from emoplug_text.families import Family
 
 #: Bump when the way tiny checkpoints are built changes, so old directories are not reused.
@@ -50,6 +51,7 @@ def tiny_checkpoint(family: Family, texts: Sequence[str], work_dir: Path, *, hid
     try:
         _build(family, corpus, tmp, hidden=hidden, layers=layers, vocab=vocab,
                max_positions=max_positions)
+        honour_umask_tree(tmp)
         tmp.rename(target)
     except OSError:
         if not (target / "config.json").is_file():

@@ -19,15 +19,31 @@ RECIPE = click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path
 
 
 class _Group(click.Group):
-    """Turns user-facing errors into one line on stderr and exit code 2."""
+    """Turns user-facing errors into one line on stderr and exit code 2; a file-system
+    error (no space, read-only, no permission, a file where a folder belongs) into one line
+    naming the path, exit code 3 (:data:`EXIT_NO_SPACE`) when the disk is full, else 2."""
 
     def invoke(self, ctx: click.Context):
+        from emoplug.errors import EXIT_NO_SPACE, is_no_space, storage_error, storage_message
+
         try:
             return super().invoke(ctx)
         except EmoplugError as exc:
             for line in str(exc).splitlines() or [type(exc).__name__]:
                 click.echo(f"error: {line}", err=True)
             sys.exit(2)
+        except click.UsageError as exc:  # click's three lines, as one
+            where = exc.ctx.command_path if exc.ctx is not None else "emoplug"
+            click.echo(f"error: {exc.format_message()} (see '{where} --help')", err=True)
+            sys.exit(exc.exit_code)
+        except Exception as exc:
+            error = storage_error(exc)
+            if error is None and isinstance(exc, OSError) and exc.filename is not None:
+                error = exc  # e.g. a file that vanished: still one line naming it
+            if error is None:
+                raise
+            click.echo(f"error: {storage_message(error)}", err=True)
+            sys.exit(EXIT_NO_SPACE if is_no_space(error) else 2)
 
 
 @click.group(cls=_Group)
@@ -86,9 +102,12 @@ def validate(recipe: Path, overrides: tuple[str, ...], no_data: bool) -> None:
     plan = _checked_plan(recipe, overrides)
     data = None
     if not no_data:
-        from emoplug.data.loading import data_line, load_corpus_and_folds
+        from emoplug.data.loading import data_line, data_warnings, load_corpus_and_folds
 
-        data = data_line(*load_corpus_and_folds(plan.corpus_request(), warn=False))
+        corpus, folds = load_corpus_and_folds(plan.corpus_request(), warn=False)
+        data = data_line(corpus, folds)
+        for warning in data_warnings(corpus):
+            click.echo(f"emoplug: warning: {warning}", err=True)
     click.echo(f"{recipe}: valid ({len(plan.cells)} cells, {len(plan.jobs)} jobs)")
     if data is not None:
         click.echo(data)
@@ -103,6 +122,26 @@ def _checked_plan(recipe: Path, overrides: tuple[str, ...]) -> Plan:
     problems = preflight(plan_)
     if problems:
         raise RecipeError(str(recipe), problems)
+    _say_warnings(plan_)
+    return _cache_checked(plan_)
+
+
+def _say_warnings(plan_: Plan) -> None:
+    """The recipe's warnings (settings that will not be used), one line each on stderr."""
+    for warning in plan_.warnings:
+        click.echo(f"emoplug: warning: {plan_.source}: {warning}", err=True)
+
+
+def _cache_checked(plan_: Plan) -> Plan:
+    """``plan_``, once its cache folder is known to be writable (a file there, or a
+    read-only folder, stops the command in one line naming the key that set it)."""
+    import os
+
+    from emoplug.files import check_writable_folder
+
+    key = ("cache_dir" if plan_.recipe.cache_dir else
+           "EMOPLUG_CACHE" if os.environ.get("EMOPLUG_CACHE") else "the cache folder")
+    check_writable_folder(plan_.cache_dir(), key)
     return plan_
 
 
@@ -115,6 +154,7 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     from emoplug.recipe import load_plan
 
     p = load_plan(recipe, overrides)
+    _say_warnings(p)
     summary = {
         "recipe": p.recipe.name,
         "cells": len(p.cells),
@@ -163,14 +203,19 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="threads per process [default: $EMOPLUG_THREADS, else 1 on a CPU, "
                    "else cores / workers]")
+@click.option("--force", is_flag=True,
+              help="run into a folder holding another recipe's plan or other settings "
+                   "(the earlier plans stay under plans/)")
 def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bool,
-        verbose: bool, workers: int, threads: int | None) -> None:
+        verbose: bool, workers: int, threads: int | None, force: bool) -> None:
     """Run every job of a recipe (skips finished ones)."""
+    from emoplug.files import check_writable_folder
     from emoplug.recipe import load_plan
+    from emoplug.train.context import feature_memory_bytes
     from emoplug.train.leases import lease_timeout
     from emoplug.train.local_workers import run_with_workers
     from emoplug.train.packed import device_inputs_mode
-    from emoplug.train.runner import run_plan
+    from emoplug.train.runner import check_plan_change, run_plan
     from emoplug.train.signals import Stopped, stop_on_signals, watch_parent
     from emoplug.train.workers import Worker, threads_per_process, use_threads
 
@@ -179,16 +224,22 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
              else _checked_plan(recipe, overrides))
     device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops here, before any worker starts
     lease_timeout()  # so does a bad EMOPLUG_LEASE_TIMEOUT
+    feature_memory_bytes()  # and a bad EMOPLUG_FEATURE_MEMORY
     verbosity = 0 if quiet else (2 if verbose else 1)
     worker = Worker.from_env()
-    if worker is None:  # bad data stops here, before the run folder is written
+    if worker is None:  # bad data or folders stop here, before the run folder is written
         from emoplug.data.loading import load_corpus_and_folds
 
+        out = plan_.output_dir(output)
+        check_writable_folder(out, "--output" if output is not None else "run folder")
+        forced = check_plan_change(out, plan_, force)
         load_corpus_and_folds(plan_.corpus_request(), warn=False)
+        if forced:
+            click.echo(forced, err=True)
     use_threads(threads_per_process(workers, threads))
     try:
         if workers > 1 and worker is None:
-            argv = ["run", str(recipe), *overrides, "-q"]
+            argv = ["run", str(recipe), *overrides, "-q", *(["--force"] if force else [])]
             if output is not None:
                 argv += ["--output", str(output)]
             summary = run_with_workers(plan_, argv, workers, output, verbosity)
@@ -229,7 +280,7 @@ def featurize(recipe: Path, overrides: tuple[str, ...]) -> None:
     from emoplug.recipe import load_plan
     from emoplug.train.warm import warm_feature_cache
 
-    warm_feature_cache(load_plan(recipe, overrides), verbose=True)
+    warm_feature_cache(_cache_checked(load_plan(recipe, overrides)), verbose=True)
 
 
 @main.command()
@@ -250,6 +301,13 @@ def report(run_dir: Path, output: Path | None, formats: str, stats: str) -> None
     if unknown:
         raise click.BadParameter(f"unknown format(s) {', '.join(unknown)}; use "
                                  f"{', '.join(FORMATS)}", param_hint="--format")
+    from emoplug.report.collect import load_run
+
+    damaged = load_run(run_dir).damaged
+    if damaged:
+        click.echo(f"emoplug: warning: {len(damaged)} job(s) have a damaged result.json (e.g. "
+                   f"{damaged[0]}): reported as failed; running the recipe again redoes them",
+                   err=True)
     for kind, path in write_report(run_dir, output, chosen, stats).items():
         click.echo(f"{kind}: {path}")
 
@@ -269,7 +327,7 @@ def data_summary(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> Non
     from emoplug.data.summary import format_summary, summarize
     from emoplug.recipe import load_plan
 
-    plan_ = load_plan(recipe, overrides)
+    plan_ = _cache_checked(load_plan(recipe, overrides))
     corpus, folds = load_corpus_and_folds(plan_.corpus_request())
     summary = summarize(corpus, folds)
     click.echo(json.dumps(summary, indent=2, sort_keys=True) if as_json
@@ -291,10 +349,13 @@ def folds_group() -> None:
 def folds_export(recipe: Path, overrides: tuple[str, ...], fmt: str, output: Path) -> None:
     """Write a recipe's folds as EmoBox or s3prl fold files (train lists = train + dev)."""
     from emoplug.data.loading import load_corpus_and_folds
-    from emoplug.foldfiles import write_fold_files
+    from emoplug.files import check_writable_folder
+    from emoplug.foldfiles import check_new_or_empty, write_fold_files
     from emoplug.recipe import load_plan
 
-    plan_ = load_plan(recipe, overrides)
+    plan_ = _cache_checked(load_plan(recipe, overrides))
+    check_writable_folder(output, "--output")
+    check_new_or_empty(output)
     corpus, folds = load_corpus_and_folds(plan_.corpus_request())
     written = write_fold_files(fmt, corpus, folds, output)
     for fold in folds:
@@ -358,6 +419,10 @@ def export(run_dir: Path, cell: str, fold: str, output: Path | None, refit: bool
            seed: int | None, dev_fraction: float) -> None:
     """Export a cell's trained models as a model directory for `emoplug predict`."""
     from emoplug import export as exporting
+    from emoplug.files import check_writable_folder
+
+    if output is not None:  # before a refit trains for minutes
+        check_writable_folder(output, "--output")
 
     if refit:
         if fold != "all":

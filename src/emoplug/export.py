@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from emoplug.errors import EmoplugError
-from emoplug.files import write_json_atomic
+from emoplug.files import honour_umask_tree, read_json, write_json_atomic
 
 REFIT_FOLD = "refit"
 
@@ -74,11 +74,20 @@ def export_saved(run_dir: Path, cell: str, fold: str = "all",
     jobs = [j for j in plan["jobs"] if j["cell"] == cell_id and fold in ("all", j["fold"])]
     if not jobs:
         raise EmoplugError(f"run {run_dir} has no job of cell {cell_id} on fold {fold}")
-    missing = []
+    missing, unfinished = [], []
     for job in jobs:
         folder = run_dir / "jobs" / job["id"]
-        if not (folder / "model" / MODEL_JSON).is_file():
-            missing.append(f"{job['id']} (fold {job['fold']})")
+        if (folder / "model" / MODEL_JSON).is_file():
+            continue
+        status = (read_json(folder / "result.json") or {}).get("status")
+        where = f"{job['id']} (fold {job['fold']})"
+        (missing if status == "done" else unfinished).append(
+            where + (": failed" if status == "failed" else ""))
+    if unfinished:
+        raise EmoplugError(
+            f"{len(unfinished)} job(s) of cell {cell_id} are not finished (still running, not "
+            f"started or failed), e.g. {unfinished[0]}: let the run finish (run the recipe "
+            "again to redo failed jobs), then export")
     if missing:
         raise EmoplugError(
             f"{len(missing)} job(s) of cell {cell_id} have no saved model, e.g. {missing[0]}: "
@@ -108,6 +117,7 @@ def export_saved(run_dir: Path, cell: str, fold: str = "all",
                 "seeds": sorted({j["seed"] for j in jobs})})
         if output.exists():
             output.rmdir()
+        honour_umask_tree(target)
         os.replace(target, output)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,8 @@
 """Small file helpers every part of emoplug shares; light to import (no numpy, no torch).
 
-- :func:`write_json_atomic` / :func:`read_json`: run-folder JSON written whole or not at all;
+- :func:`write_json_atomic` / :func:`read_json`: run-folder JSON written whole or not at all
+  (with the permissions the umask gives any new file);
+- :func:`check_writable_folder`: a folder checked writable before any work;
 - :func:`link_or_copy_tree`: copy a folder, hard-linking its weight files;
 - :func:`default_cache_dir`: where features, tiny models and the demo corpus are cached.
 """
@@ -15,16 +17,77 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    """The process's umask: from ``/proc/self/status`` where there is one (reading it
+    there changes nothing), else by setting it and putting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def honour_umask(fd: int) -> None:
+    """Give a file made by ``tempfile.mkstemp`` (mode 0600) the permissions the umask gives
+    any new file, so others on a shared file system can read what emoplug writes."""
+    os.fchmod(fd, 0o666 & ~_umask())
+
+
+def honour_umask_tree(path: Path) -> None:
+    """Give a folder made by ``tempfile.mkdtemp`` (mode 0700) and everything in it (some
+    writers, safetensors among them, make files 0600) the permissions the umask gives any new
+    folder and file; called before the folder is renamed into place."""
+    mask = _umask()
+    os.chmod(path, 0o777 & ~mask)
+    for folder, subfolders, files in os.walk(path):
+        for name in subfolders:
+            os.chmod(os.path.join(folder, name), 0o777 & ~mask)
+        for name in files:
+            file = os.path.join(folder, name)
+            if not os.path.islink(file):
+                os.chmod(file, 0o666 & ~mask)
+
+
 def write_json_atomic(path: Path, payload: Any) -> None:
-    """Write JSON to a temporary sibling file and rename it into place."""
+    """Write JSON to a temporary sibling file and rename it into place. The file gets the
+    permissions the umask gives any new file (``mkstemp`` alone makes it 0600: other users
+    of a shared file system could not read the results)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
     try:
+        honour_umask(fd)
         with os.fdopen(fd, "w") as f:
             json.dump(payload, f, indent=2, sort_keys=True, default=str)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable_folder(path: Path, key: str) -> None:
+    """Stop a command before any work when the folder ``path`` could not be written: a
+    part of it is a file, or its nearest existing folder is read-only, not permitted or full
+    (tried by creating and removing a file there; nothing else is created). Raises
+    :class:`EmoplugError` naming ``key`` (e.g. ``--output``) and the path."""
+    from emoplug.errors import EmoplugError, storage_message
+
+    existing = Path(path).expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        where = "is a file" if existing == Path(path).expanduser().absolute() else \
+            f"is under the file {existing}"
+        raise EmoplugError(f"{key}: {path} {where}, not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".write-check-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        exc.filename = str(path)
+        raise EmoplugError(f"{key}: {storage_message(exc)}") from None
 
 
 def read_json(path: Path) -> Any | None:

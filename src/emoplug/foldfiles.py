@@ -304,4 +304,12 @@ def write_fold_files(fmt: str, corpus: Corpus, folds: Sequence[Fold], output: Pa
     writers = {"emobox": write_emobox, "s3prl": write_s3prl}
     if fmt not in writers:
         raise EmoplugError(f"fold files: unknown format {fmt!r} (emobox or s3prl)")
+    check_new_or_empty(output)
     return writers[fmt](corpus, folds, output)
+
+
+def check_new_or_empty(output: Path) -> None:
+    """Fold files go to a new or empty folder (``--output``), whatever the format."""
+    if output.is_dir() and any(output.iterdir()):
+        raise EmoplugError(f"--output: {output} already holds files; write to a new or empty "
+                           "folder")

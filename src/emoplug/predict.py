@@ -93,6 +93,14 @@ class SavedModel:
         except (OSError, SafetensorError) as exc:  # missing, truncated or not safetensors
             raise EmoplugError(f"{folder / WEIGHTS}: cannot read the weights ({exc}); the "
                                "folder is damaged: export or save the model again") from None
+        expected = model.state_dict()
+        resized = [f"{k} {tuple(v.shape)} where {MODEL_JSON} builds {tuple(expected[k].shape)}"
+                   for k, v in weights.items() if k in expected and v.shape != expected[k].shape]
+        if resized:  # load_state_dict would raise a size-mismatch RuntimeError
+            raise EmoplugError(f"{folder / WEIGHTS} does not match the model described in "
+                               f"{MODEL_JSON}: {len(resized)} weight(s) of another size (e.g. "
+                               f"{resized[0]}); are they from different cells? export the "
+                               "model again")
         loaded = model.load_state_dict(weights, strict=False)
         missing = [k for k in loaded.missing_keys if not k.startswith(TEXT_MODULE_PREFIX)]
         if missing or loaded.unexpected_keys:

@@ -265,6 +265,8 @@ class Plan:
     protocol_folds: dict[str, list[str]] = field(default_factory=dict)
     #: the resolved configs of the named protocols
     protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: one line each about the recipe, printed by validate, plan and run (not errors)
+    warnings: list[str] = field(default_factory=list)
 
     def train_settings(self, cell: Cell) -> TrainSettings:
         """The settings a cell's jobs train with: the recipe's, with the cell's own on top."""
@@ -344,7 +346,7 @@ class Plan:
                     for name, folds in self.protocol_folds.items())]
         return CorpusRequest(self.dataset, splits,
                              any(c.audio is not None for c in self.cells), self.cache_dir(),
-                             self.source)
+                             self.source, need_text=any(c.text is not None for c in self.cells))
 
     def component_key(self, kind: str, config: dict[str, Any]) -> str:
         """The recipe key of the component whose resolved config is ``config``
@@ -418,7 +420,11 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise RecipeError(source, ["file not found"]) from None
+        hint = ("; it looks like an override: the RECIPE comes first, then the overrides "
+                "(emoplug run r.yaml key=value)" if "=" in Path(source).name else "")
+        raise RecipeError(source, [f"file not found{hint}"]) from None
+    except IsADirectoryError:
+        raise RecipeError(source, ["is a folder; give the recipe's YAML file"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecipeError(source, [f"cannot read: {exc}"]) from None
     try:
@@ -545,10 +551,11 @@ def _cell_entries(recipe: Recipe) -> list[tuple[str, dict[str, Any], dict[str, s
     entries = []
     if recipe.grid is not None:
         grid = recipe.grid
-        for axis in ("text", "audio", "fusion", "approach"):
-            values = getattr(grid, axis)
-            if not values:
-                raise RecipeError("", [f"grid.{axis}: empty list (no cells)"])
+        empty = [axis for axis in ("text", "audio", "fusion", "approach")
+                 if not getattr(grid, axis)]
+        if empty and not recipe.extra:
+            raise RecipeError("", [f"grid.{empty[0]}: empty list, so the grid gives no cells "
+                                   "(and there are no extra cells)"])
         for (ti, t), (ai, a), (fi, f), (pi, p) in itertools.product(
                 enumerate(grid.text), enumerate(grid.audio), enumerate(grid.fusion),
                 enumerate(grid.approach)):
@@ -604,6 +611,7 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
     if recipe.tune is not None:  # absent otherwise: ids stay as they were
         identity["tune"] = recipe.tune.model_dump(mode="json")
     cells: dict[str, Cell] = {}
+    unused_fusions: dict[str, str] = {}  # grid fusion entries no two-modality cell uses
     for source_kind, names, where in entries:
         text, audio = names["text"], names["audio"]
         if text is None and audio is None:
@@ -612,8 +620,15 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
             continue
         fusion = names["fusion"]
         single = (text is None) != (audio is None)
-        if single and source_kind == "grid":
+        if single and source_kind == "grid" and \
+                (sections["fusion"].get(fusion) or {}).get("type") != "none":
+            if fusion in recipe.fusion:
+                unused_fusions.setdefault(fusion, where["fusion"])
+            elif resolver.reference("fusion", fusion, where["fusion"], sections) is None:
+                continue  # an unknown name: reported, even where no cell would use it
             fusion = "none"  # a grid cell missing a modality is a single-modality run
+        elif source_kind == "grid":
+            unused_fusions[fusion] = ""  # used as written
         config: dict[str, Any] = {}
         for axis, name in (("text", text), ("audio", audio), ("fusion", fusion),
                            ("approach", names["approach"])):
@@ -655,8 +670,18 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
                                   source_kind, under, _ablations(registry, config))
     if recipe.tune is not None:
         resolver.problems.extend(_tune_problems(recipe.tune, list(cells.values()), registry))
+    if not cells and entries and not resolver.problems:
+        resolver.problems.append("grid: the grid gives no cells (every combination lacks both "
+                                 "text and audio: null in both grid.text and grid.audio)")
     if resolver.problems:
         raise RecipeError(source, resolver.problems)
+    empty = [axis for axis in ("text", "audio", "fusion", "approach")
+             if recipe.grid is not None and not getattr(recipe.grid, axis)]
+    warnings = [f"grid.{axis}: empty list, so the grid gives no cells; the extra cells run"
+                for axis in empty[:1]]
+    warnings += [f"{where}: fusion '{name}' is not used: every grid cell it meets has one "
+                "modality and runs with fusion 'none' at its defaults (a fusion entry of type "
+                "none sets that head)" for name, where in unused_fusions.items() if where]
 
     def locate(kind: str, config: dict[str, Any], where: str) -> dict[str, Any]:
         return _locate(registry, kind, config, where, folder, overridden)
@@ -674,7 +699,7 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
         for name in used}  # in the order the grid and extra cells name them
     plan = Plan(recipe, source, sections, dataset, protocol, identity, list(cells.values()),
                 folds, protocol_folds=protocol_folds,
-                protocols={name: named_protocols[name] for name in used})
+                protocols={name: named_protocols[name] for name in used}, warnings=warnings)
     plan.jobs = [
         Job(cell, fold, seed, stable_hash({**identity, **cell.config, "fold": fold,
                                            "seed": seed}), recipe.name, identity)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emoplug.files import default_cache_dir
+from emoplug.files import default_cache_dir, honour_umask
 
 DIGEST_SIZE = 16
 
@@ -99,6 +99,7 @@ class FeatureCache:
         digest = hashlib.blake2b(payload, digest_size=DIGEST_SIZE).digest()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
         try:
+            honour_umask(fd)
             with os.fdopen(fd, "wb") as f:
                 f.write(digest)
                 f.write(payload)

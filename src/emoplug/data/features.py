@@ -8,6 +8,9 @@ renamed file is still a hit and an edited one is recomputed.
 
 from __future__ import annotations
 
+import re
+import sys
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -38,9 +41,28 @@ class FeaturizedCorpus:
     skipped: dict[str, str] = field(default_factory=dict)
 
 
+#: warnings already shown, by (featurizer, warning class, message without its numbers)
+_SHOWN: set[tuple[str, str, str]] = set()
+
+
 def _compute(featurizer: AudioFeaturizer, audio: str) -> np.ndarray:
+    """One file's features. A library's warning (librosa's ``n_fft=512 is too large for
+    input signal of length=160`` for a 10 ms clip) is shown as one line naming the file, the
+    first time that kind of warning comes up in this process."""
     waveform = load_audio(audio, featurizer.sample_rate)
-    return featurizer.featurize(waveform, featurizer.sample_rate)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        features = featurizer.featurize(waveform, featurizer.sample_rate)
+    for warning in caught:
+        kind = (featurizer.name, warning.category.__name__,
+                re.sub(r"\d+", "#", str(warning.message)))
+        if kind not in _SHOWN:
+            _SHOWN.add(kind)
+            print(f"emoplug: warning: {featurizer.name} on {audio} "
+                  f"({len(waveform) / featurizer.sample_rate * 1000:.0f} ms): "
+                  f"{warning.message} (shown once; other files may have it too)",
+                  file=sys.stderr)
+    return features
 
 
 def featurize_corpus(featurizer: AudioFeaturizer, utterances: Iterable[Utterance],

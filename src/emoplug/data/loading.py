@@ -9,6 +9,7 @@ training or test part are errors (:class:`emoplug.errors.RecipeError`, one line 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ class CorpusRequest:
     need_audio: bool
     cache_dir: Path
     source: str
+    need_text: bool = False
 
 
 def load_corpus_and_folds(request: CorpusRequest, registry: Registry | None = None,
@@ -64,11 +66,13 @@ def load_corpus_and_folds(request: CorpusRequest, registry: Registry | None = No
         corpus = dataset.load(need_audio=request.need_audio, cache_dir=request.cache_dir)
     except EmoplugError as exc:
         raise RecipeError(request.source, dataset_problems(exc)) from None
-    problems = corpus_problems(corpus)
+    problems = corpus_problems(corpus, request.need_text)
     if problems:
         raise RecipeError(request.source, problems)
-    if warn and corpus.skipped:
-        print(skip_line(corpus), file=sys.stderr)
+    if warn:
+        for line in [*([skip_line(corpus)] if corpus.skipped else []),
+                     *(f"emoplug: warning: {w}" for w in data_warnings(corpus))]:
+            print(line, file=sys.stderr)
     by_id = corpus.by_id()
     folds: list[Fold] = []
     for name, config, expected in ((s.name, s.config, s.folds) for s in request.splits):
@@ -91,8 +95,11 @@ def load_corpus_and_folds(request: CorpusRequest, registry: Registry | None = No
     return corpus, folds
 
 
-def corpus_problems(corpus: Corpus) -> list[str]:
-    """Why ``corpus`` cannot be studied, one line each (none when it can)."""
+def corpus_problems(corpus: Corpus, need_text: bool = False) -> list[str]:
+    """Why ``corpus`` cannot be studied, one line each (none when it can): among others a
+    label of the label set that no utterance has (the class would be dropped), values of
+    valence/arousal/dominance mostly outside ``avd_scale``, and no transcript at all when a
+    cell reads text (``need_text``)."""
     if not corpus.utterances:
         total = sum(corpus.skipped.values())
         if not total:
@@ -116,7 +123,74 @@ def corpus_problems(corpus: Corpus) -> list[str]:
         (label, n), = labels.items()
         problems.append(f"dataset: every labelled utterance of '{corpus.name}' ({n}) has the "
                         f"label '{label}'; classes need at least two labels")
+    absent = [label for label in corpus.labels if not labels[label]]
+    if labels and absent:
+        problems.append(f"dataset.labels: {', '.join(repr(a) for a in absent)} of the label set "
+                        f"never occur(s) in '{corpus.name}' (its labels: "
+                        f"{', '.join(sorted(labels))}); a class with no utterance cannot be "
+                        "learnt: fix the label set (or the merge that should map onto it)")
+    outside, total = _avd_outside(corpus)
+    if total and outside * 2 > total:
+        low, high = corpus.avd_scale
+        problems.append(f"dataset.avd_scale: {outside} of {total} valence/arousal/dominance "
+                        f"values of '{corpus.name}' lie far outside [{low:g}, {high:g}]; set "
+                        "avd_scale to the scale the values use")
+    if need_text and not any(u.text for u in corpus.utterances):
+        problems.append(f"dataset: a cell of the recipe reads text, but no utterance of "
+                        f"'{corpus.name}' has a transcript (a manifest needs a text column: "
+                        "dataset.columns.text names it)")
     return problems
+
+
+#: a class with fewer utterances than this is warned about
+RARE_CLASS = 5
+
+
+def data_warnings(corpus: Corpus) -> list[str]:
+    """One line for each thing about usable data that is probably a mistake: labels that
+    differ only in case or spaces, classes with very few utterances, valence/arousal/
+    dominance values outside ``avd_scale``, WAVs cut off mid-data, and what the dataset
+    noted (``corpus.meta["warnings"]``)."""
+    warnings = list(corpus.meta.get("warnings", []))
+    labels = Counter(u.label for u in corpus.utterances if u.label is not None)
+    spellings: dict[str, list[str]] = {}
+    for label in sorted(labels):
+        spellings.setdefault("".join(label.split()).casefold(), []).append(label)
+    for group in (g for g in spellings.values() if len(g) > 1):
+        warnings.append(f"'{corpus.name}' has labels that differ only in case or spaces "
+                        f"({', '.join(repr(g) for g in group)}): each is a class of its own; "
+                        "fix the data or set dataset.labels")
+    rare = {label: n for label, n in labels.items() if n < RARE_CLASS}
+    if rare and len(labels) > 1:
+        warnings.append(f"'{corpus.name}' has classes with fewer than {RARE_CLASS} utterances ("
+                        f"{', '.join(f'{k}: {n}' for k, n in sorted(rare.items()))}): a typo, "
+                        "or too few to learn and score")
+    outside, total = _avd_outside(corpus)
+    if outside:
+        low, high = corpus.avd_scale
+        warnings.append(f"{outside} of {total} valence/arousal/dominance values of "
+                        f"'{corpus.name}' lie far outside avd_scale [{low:g}, {high:g}]")
+    cut = corpus.meta.get("cut_short", [])
+    if cut:
+        warnings.append(f"{len(cut)} WAV file(s) of '{corpus.name}' are cut off mid-data "
+                        f"(e.g. {', '.join(cut[:EXAMPLES])}): each is read as the shorter "
+                        "clip it holds")
+    return warnings
+
+
+#: how far (a share of the scale's range) a value may lie outside ``avd_scale`` unnoticed:
+#: IEMOCAP's averaged annotations reach 5.5 on its [1, 5] scale
+AVD_MARGIN = 0.25
+
+
+def _avd_outside(corpus: Corpus) -> tuple[int, int]:
+    """(values outside ``avd_scale`` by more than :data:`AVD_MARGIN` of its range, values
+    given) over every utterance's AVD."""
+    low, high = corpus.avd_scale
+    margin = (high - low) * AVD_MARGIN
+    values = [v for u in corpus.utterances if u.avd is not None for v in u.avd
+              if not math.isnan(v)]
+    return sum(not low - margin <= v <= high + margin for v in values), len(values)
 
 
 def fold_problems(folds: list[Fold], expected: list[str], where: str, kind: str) -> list[str]:

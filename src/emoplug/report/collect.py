@@ -18,6 +18,8 @@ from emoplug.errors import EmoplugError
 
 #: a job's status: finished, raised, started without a result yet, never started
 DONE, FAILED, STARTED, NOT_STARTED = "done", "failed", "started", "not started"
+#: the error a job with a damaged ``result.json`` shows (it counts as failed; a run redoes it)
+DAMAGED = "result.json is damaged (not valid JSON); running the recipe again redoes this job"
 #: the component axes of a cell (a cell's configs and names also hold its ``protocol``)
 AXES = ("text", "audio", "fusion", "approach")
 
@@ -141,6 +143,8 @@ class RunData:
     unplanned: int = 0
     #: the paired t-test of every comparison: ``corrected`` (Nadeau–Bengio) or ``plain``
     stats: str = "corrected"
+    #: ``result.json`` files that are not valid JSON (their jobs count as failed)
+    damaged: list[Path] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -162,6 +166,10 @@ def load_run(run_dir: Path) -> RunData:
     if not run_dir.is_dir():
         raise EmoplugError(f"{run_dir}: not a folder (expected an emoplug run folder)")
     plan = read_json(run_dir / "plan.json")
+    if plan is None and (run_dir / "plan.json").is_file():
+        raise EmoplugError(f"{run_dir / 'plan.json'}: damaged (not a JSON object), so the "
+                           "planned jobs are unknown; every plan the folder had is kept under "
+                           "plans/, and running the recipe again with --force rewrites it")
     job_dirs = sorted(p for p in (run_dir / "jobs").glob("*") if p.is_dir())
     if plan is None and not any((p / "result.json").is_file() for p in job_dirs):
         raise EmoplugError(f"{run_dir}: not an emoplug run folder (no plan.json and no "
@@ -177,9 +185,13 @@ def load_run(run_dir: Path) -> RunData:
                            f"{exc.args[0] if isinstance(exc, KeyError) else 'value'} "
                            "(is this an emoplug run folder?)") from None
     unplanned = 0
+    damaged: list[Path] = []
     for folder in job_dirs:
         config = read_json(folder / "config.json")
         result = read_json(folder / "result.json")
+        if result is None and (folder / "result.json").is_file():  # written whole or not at
+            result = {"status": FAILED, "error": DAMAGED}  # all: someone else damaged it
+            damaged.append(folder / "result.json")
         if folder.name not in jobs:
             if plan is not None:
                 unplanned += 1  # a job of an earlier plan: left out, counted
@@ -202,7 +214,7 @@ def load_run(run_dir: Path) -> RunData:
         cell.label = _label_with_text_mode(cell)
     stages = [s for s in (read_json(p) for p in sorted((run_dir / "stages").glob("*/stage.json")))
               if s is not None]
-    return RunData(run_dir, plan, list(cells.values()), stages, unplanned)
+    return RunData(run_dir, plan, list(cells.values()), stages, unplanned, damaged)
 
 
 def _describe(cell: CellRecord, job: JobRecord) -> None:

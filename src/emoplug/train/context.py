@@ -28,6 +28,23 @@ from emoplug.types import Fold, Utterance
 DEFAULT_FEATURE_MEMORY_MB = 4096
 
 
+def feature_memory_bytes() -> int:
+    """Bytes of audio features kept in memory per process: ``EMOPLUG_FEATURE_MEMORY`` (a
+    whole number of MB) or the default; a bad value raises :class:`EmoplugError` (the CLI
+    checks it before anything is written)."""
+    raw = os.environ.get("EMOPLUG_FEATURE_MEMORY")
+    if raw is None:
+        return DEFAULT_FEATURE_MEMORY_MB << 20
+    try:
+        megabytes = int(raw)
+    except ValueError:
+        megabytes = -1
+    if megabytes < 0:
+        raise EmoplugError(f"EMOPLUG_FEATURE_MEMORY={raw!r} is not a whole number of MB "
+                           f"(default {DEFAULT_FEATURE_MEMORY_MB})")
+    return megabytes << 20
+
+
 @dataclass
 class MemoryBudget:
     """Bytes of features a process may keep in memory, shared by all its feature stores."""
@@ -130,8 +147,7 @@ class RunContext:
         self.folds: dict[str, Fold] = {f.name: f for f in folds}
         self.by_id = self.corpus.by_id()
         self.labels = list(self.corpus.labels)
-        megabytes = int(os.environ.get("EMOPLUG_FEATURE_MEMORY", DEFAULT_FEATURE_MEMORY_MB))
-        self._budget = MemoryBudget(megabytes << 20)
+        self._budget = MemoryBudget(feature_memory_bytes())
         self._stores: dict[str, FeatureStore] = {}
         self.text_outputs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
         #: key -> (the text_outputs dict it was packed from, sequence, pooled)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from emoplug.errors import EmoplugError
+from emoplug.files import honour_umask
 from emoplug.train import work_log
 
 TIMEOUT_ENV = "EMOPLUG_LEASE_TIMEOUT"
@@ -265,6 +266,7 @@ class Leases:
 
     def _complete_file(self, record: dict[str, Any]) -> str:
         fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".tmp-", suffix=".json")
+        honour_umask(fd)
         with os.fdopen(fd, "w") as f:
             json.dump(record, f)
         return tmp
@@ -354,7 +356,7 @@ class Leases:
 def _create_exclusive(path: Path, record: dict[str, Any]) -> bool:
     """Create ``path`` with ``O_EXCL`` and write ``record``; False when it exists."""
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)  # the umask applies
     except FileExistsError:
         return False
     with os.fdopen(fd, "w") as f:

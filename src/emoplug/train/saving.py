@@ -27,7 +27,7 @@ from typing import Any
 
 import emoplug
 from emoplug.errors import EmoplugError
-from emoplug.files import link_or_copy_tree, write_json_atomic
+from emoplug.files import honour_umask_tree, link_or_copy_tree, write_json_atomic
 from emoplug.model_folder import FORMAT_VERSION, MODEL_JSON, TEXT_DIR, TEXT_MODULE_PREFIX, WEIGHTS
 from emoplug.recipe import Job
 from emoplug.train import text_stage
@@ -130,6 +130,7 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
         write_json_atomic(tmp / MODEL_JSON, manifest)
         if folder.exists():
             shutil.rmtree(folder)
+        honour_umask_tree(tmp)
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

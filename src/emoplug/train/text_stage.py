@@ -28,7 +28,7 @@ from torch import nn
 from emoplug.components import recipe_key
 from emoplug.data.cache import text_digest
 from emoplug.errors import EmoplugError
-from emoplug.files import write_json_atomic
+from emoplug.files import honour_umask, honour_umask_tree, write_json_atomic
 from emoplug.recipe import Job, stable_hash
 from emoplug.train.context import RunContext
 from emoplug.train.controls import apply_control
@@ -279,6 +279,7 @@ def save_text_encoder(component: Any, module: Any, folder: Path) -> None:
         component.save(module, tmp)
         if folder.exists():
             shutil.rmtree(folder)
+        honour_umask_tree(tmp)
         os.replace(tmp, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -296,9 +297,14 @@ def save_stage(path: Path, outputs: TextOutputs, info: dict[str, Any]) -> None:
         "pooled": np.stack([outputs[i][1] for i in ids]),
     }
     fd, tmp = tempfile.mkstemp(dir=path, prefix=".tmp-", suffix=".npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, **arrays)
-    os.replace(tmp, path / "outputs.npz")
+    try:
+        honour_umask(fd)
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path / "outputs.npz")
+    except BaseException:  # a full disk leaves no half-written file behind
+        Path(tmp).unlink(missing_ok=True)
+        raise
     write_json_atomic(path / "stage.json", info)
 
 
