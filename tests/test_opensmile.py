@@ -71,7 +71,7 @@ def test_default_encoder_follows_level():
     assert build(type="egemaps").encoder_config().type == "mlp"
     assert build(type="egemaps", level="lld").encoder_config().type == "cnn"
     encoder = build(type="egemaps", encoder={"type": "linear", "hidden": 8}).build_encoder(88)
-    assert encoder.dim == 8
+    assert encoder.dim == 88  # the standardised functionals themselves: no trainable layer
 
 
 def test_second_run_reads_the_cache(wav, tmp_path, monkeypatch):

@@ -214,7 +214,7 @@ def load_run(run_dir: Path) -> RunData:
         cell.label = _label_with_text_mode(cell)
     stages = [s for s in (read_json(p) for p in sorted((run_dir / "stages").glob("*/stage.json")))
               if s is not None]
-    return RunData(run_dir, plan, list(cells.values()), stages, unplanned, damaged)
+    return RunData(run_dir, plan, list(cells.values()), stages, unplanned, damaged=damaged)
 
 
 def _describe(cell: CellRecord, job: JobRecord) -> None:
