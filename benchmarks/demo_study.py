@@ -37,9 +37,11 @@ CAVEAT = ("Synthetic demo corpus: the figures show that the machinery works, not
 
 
 def run_recipe(recipe: Path, out: Path, cache: Path, workers: int,
-               overrides: list[str] = ()) -> float:
-    """``emoplug run`` into ``out`` (emptied first); returns its wall time in seconds."""
-    shutil.rmtree(out, ignore_errors=True)
+               overrides: list[str] = (), resume: bool = False) -> float:
+    """``emoplug run`` into ``out`` (emptied first unless ``resume``); returns its wall time
+    in seconds."""
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
     command = [sys.executable, "-m", "emoplug", "run", str(recipe), *overrides,
                f"cache_dir={cache}",
                "--output", str(out), "--workers", str(workers), "-q"]
@@ -147,6 +149,9 @@ def main() -> None:
                         default=_common.ROOT / "recipes" / "quickstart.yaml")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--cold", action="store_true", help="start from an empty cache")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the jobs an earlier (interrupted) run of it finished; the "
+                             "wall time then covers the rest only")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/<recipe>.json)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="recipe overrides, e.g. dataset={type:demo}")
@@ -157,7 +162,7 @@ def main() -> None:
     run_dir, cache = _common.WORK / "demo_study" / name, _common.WORK / "demo_study" / "cache"
     if args.cold:
         shutil.rmtree(cache, ignore_errors=True)
-    seconds = run_recipe(recipe, run_dir, cache, args.workers, args.overrides)
+    seconds = run_recipe(recipe, run_dir, cache, args.workers, args.overrides, args.resume)
     figures = summarize_run(run_dir)
     for title, chosen in figures["best_chosen_on_dev_ua"].items():
         print(f"{title:13s} {chosen['cell']:45s} dev UA {chosen['dev_ua']['mean']:.3f}  "
@@ -166,7 +171,7 @@ def main() -> None:
           f"{seconds:.1f} s with {args.workers} workers")
     _common.write_report(f"{name}", args.out,
                          settings={"recipe": os.path.relpath(recipe, _common.ROOT),
-                                   "overrides": args.overrides,
+                                   "overrides": args.overrides, "resumed": args.resume,
                                    "workers": args.workers, "cold_cache": args.cold},
                          results={"wall_s": round(seconds, 1), **figures})
 
