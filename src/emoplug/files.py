@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,23 @@ def honour_umask_tree(path: Path) -> None:
             file = os.path.join(folder, name)
             if not os.path.islink(file):
                 os.chmod(file, 0o666 & ~mask)
+
+
+@contextmanager
+def atomic_folder(folder: Path) -> Iterator[Path]:
+    """A temporary sibling of ``folder`` to fill in the block; when the block ends without an
+    error it replaces ``folder`` whole (with the permissions the umask gives), else it is
+    removed. Readers see the old folder or the new one, never half of one."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        honour_umask_tree(tmp)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -19,15 +19,12 @@ names: :mod:`emoplug.model_folder`):
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import emoplug
 from emoplug.errors import EmoplugError
-from emoplug.files import honour_umask_tree, link_or_copy_tree, write_json_atomic
+from emoplug.files import atomic_folder, link_or_copy_tree, write_json_atomic
 from emoplug.model_folder import FORMAT_VERSION, MODEL_JSON, TEXT_DIR, TEXT_MODULE_PREFIX, WEIGHTS
 from emoplug.recipe import Job
 from emoplug.train import text_stage
@@ -93,9 +90,7 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
     from safetensors.torch import save_file
 
     cfg = job.cell.config
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
-    try:
+    with atomic_folder(folder) as tmp:
         dims: dict[str, int] = {}
         if cfg["text"] is not None:
             dims["text"] = _write_text(ctx, job, model, tmp / TEXT_DIR)
@@ -128,9 +123,3 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
                    if not k.startswith(TEXT_MODULE_PREFIX)}
         save_file(weights, str(tmp / WEIGHTS), metadata={"format_version": FORMAT_VERSION})
         write_json_atomic(tmp / MODEL_JSON, manifest)
-        if folder.exists():
-            shutil.rmtree(folder)
-        honour_umask_tree(tmp)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,7 +27,7 @@ from torch import nn
 from emoplug.components import recipe_key
 from emoplug.data.cache import text_digest
 from emoplug.errors import EmoplugError
-from emoplug.files import honour_umask, honour_umask_tree, write_json_atomic
+from emoplug.files import atomic_folder, honour_umask, write_json_atomic
 from emoplug.recipe import Job, stable_hash
 from emoplug.train.context import RunContext
 from emoplug.train.controls import apply_control
@@ -273,16 +272,8 @@ def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str,
 def save_text_encoder(component: Any, module: Any, folder: Path) -> None:
     """Write a text encoder module with its component's ``save`` into ``folder``, whole or
     not at all (written in a temporary sibling, then renamed)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".tmp-{folder.name}-"))
-    try:
+    with atomic_folder(folder) as tmp:
         component.save(module, tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        honour_umask_tree(tmp)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def save_stage(path: Path, outputs: TextOutputs, info: dict[str, Any]) -> None:
