@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,43 @@ class Totals:
 
     done: int = 0
     failed: int = 0
+
+
+#: a run stops when this many jobs of at least ``ONE_REASON_CELLS`` cells have failed with
+#: one and the same error and none has finished (a recipe or data problem, not a job's)
+ONE_REASON_JOBS = 8
+ONE_REASON_CELLS = 3
+
+
+@dataclass
+class Failures:
+    """The run's failed jobs by error line (seen by the main process): the first of each
+    error is shown, later ones are counted and summed up once at the end."""
+
+    by_error: dict[str, int] = field(default_factory=dict)
+    cells: dict[str, set[str]] = field(default_factory=dict)
+
+    def add(self, result: dict[str, Any]) -> bool:
+        """Count a failed job; True when its error is new (show its line)."""
+        error = str(result.get("error"))
+        self.by_error[error] = self.by_error.get(error, 0) + 1
+        self.cells.setdefault(error, set()).add(str(result.get("cell")))
+        return self.by_error[error] == 1
+
+    def one_reason(self, done: int) -> str | None:
+        """The error every failed job so far has failed with, when no job finished and it
+        reached :data:`ONE_REASON_JOBS` jobs of :data:`ONE_REASON_CELLS` cells."""
+        if done or len(self.by_error) != 1:
+            return None
+        (error, count), = self.by_error.items()
+        if count >= ONE_REASON_JOBS and len(self.cells[error]) >= ONE_REASON_CELLS:
+            return error
+        return None
+
+    def repeated(self) -> list[str]:
+        """One line per error that failed more than one job."""
+        return [f"{count - 1} more job(s) failed with the same error: {error}"
+                for error, count in self.by_error.items() if count > 1]
 
 
 def job_line(result: dict[str, Any]) -> str:
@@ -77,6 +114,7 @@ class Progress:
         self.watched = {path: stamp(path) for path in [*self.results, *stages]}
         self.seen: set[Path] = set()
         self.totals = Totals()
+        self.failures = Failures()
         self.bar = None
         self.postfix_at = 0.0
         self._lock = threading.Lock()
@@ -129,6 +167,12 @@ class Progress:
         if self.main:
             self._look()
 
+    def one_reason(self) -> str | None:
+        """The error every job of the run failed with so far, once it is clearly not one
+        job's problem (see :class:`Failures`); None otherwise, and in other processes."""
+        with self._lock:
+            return self.failures.one_reason(self.totals.done)
+
     def close(self) -> Totals:
         """Show the last records, close the bar; the whole run's totals."""
         self._stop.set()
@@ -137,6 +181,8 @@ class Progress:
             self._look()
         if self.bar is not None:
             self.bar.close()
+        for line in self.failures.repeated():
+            self.line(line, level=0)
         return self.totals
 
     def _watch(self) -> None:
@@ -160,6 +206,7 @@ class Progress:
                         self.totals.failed += 1
                     if self.bar is not None:
                         self.bar.update(1)
-                    self.line(job_line(record), level=1 if ok else 0)
+                    if ok or self.failures.add(record):
+                        self.line(job_line(record), level=1 if ok else 0)
                 else:
                     self.line(stage_line(record), level=1 if ok else 0)

@@ -313,9 +313,21 @@ def _run_jobs(run: _Run, pending: list[Job]) -> None:
             if not run.ddp:
                 later.extend(job for job in mine if not run.settled(job))
             worked = worked or bool(mine)
+            error = run.progress.one_reason()
+            if error is not None:
+                raise OneReasonFailure(
+                    f"every job so far ({run.progress.totals.failed}, of "
+                    f"{len(run.progress.failures.cells[error])} cells) failed with: {error}; "
+                    "stopped: fix that and run the same command again (finished jobs are "
+                    "kept, failed ones are retried)")
         if later and not worked:
             time.sleep(POLL_SECONDS)  # another process holds these jobs or their stage
         waiting = later
+
+
+class OneReasonFailure(EmoplugError):
+    """Every job of a run failed with one error: a problem of the recipe or the data, told
+    once instead of once per job."""
 
 
 def _write_plan(out: Path, plan: Plan, audit: dict[str, Any] | None,
