@@ -7,8 +7,9 @@ WA/UA/macro-F1 as mean ± std over folds (n = folds), its dev UA, the best cell 
 chosen on dev UA, the majority-class floors, and the report's comparison tables (learning
 control, staged vs end-to-end, one-setting comparisons, direct vs two-stage, modality).
 Where the recipe has linear baselines (an audio cell whose encoder is ``linear``), each other
-audio-only cell on the same featurizer and approach is set beside the baseline: the fold-level
-paired difference in test UA with its 95% interval (the report's t-test, corrected).
+audio-only cell with the same approach on the same features (the featurizer's settings, its
+level, encoder and CMVN aside) is set beside the baseline: the fold-level paired difference in
+test UA with its 95% interval (the report's t-test, corrected).
 
 The demo corpus is synthetic: these figures show that the machinery works (training learns,
 the control does not), not how well a model recognises human emotion.
@@ -59,8 +60,8 @@ def _summary(summary: Any) -> dict[str, float | int | None]:
 
 
 def baseline_comparisons(run: Any) -> list[dict[str, Any]]:
-    """Each audio-only cell beside the linear baseline of the same featurizer type and
-    approach: test UA of both, and their fold-level paired difference (cell − baseline)."""
+    """Each audio-only cell beside the linear baseline of the same features and approach:
+    test UA of both, and their fold-level paired difference (cell − baseline)."""
     from emoplug.report.comparisons import paired_cells
 
     def audio(cell: Any) -> dict[str, Any] | None:
@@ -69,14 +70,21 @@ def baseline_comparisons(run: Any) -> list[dict[str, Any]]:
     def encoder_type(cell: Any) -> str | None:
         return ((audio(cell) or {}).get("encoder") or {}).get("type")
 
-    baselines = {(audio(c)["type"], c.names["approach"]): c for c in run.cells
+    def features(cell: Any) -> str:
+        """The featurizer's settings but its level, encoder and CMVN, and the approach."""
+        import json
+
+        settings = {k: v for k, v in audio(cell).items() if k not in ("level", "encoder", "cmvn")}
+        return json.dumps([settings, cell.names["approach"]], sort_keys=True)
+
+    baselines = {features(c): c for c in run.cells
                  if encoder_type(c) == "linear" and c.done and not c.control}
     rows = []
     for cell in run.cells:
         config = audio(cell)
         if config is None or encoder_type(cell) == "linear" or cell.control or not cell.done:
             continue
-        baseline = baselines.get((config["type"], cell.names["approach"]))
+        baseline = baselines.get(features(cell))
         if baseline is None:
             continue
         test = paired_cells(run, cell, baseline, "ua")
