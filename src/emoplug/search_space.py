@@ -16,9 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 
 from emoplug.errors import EmoplugError
+from emoplug.recipe import COMPONENT_SECTIONS
 from emoplug.registry import Registry
-
-COMPONENT_SECTIONS = ("text", "audio", "fusion", "approach")
 
 
 def split_key(key: str) -> tuple[str, list[str]]:
@@ -62,9 +61,8 @@ def apply_values(registry: Registry, config: dict[str, Any], values: dict[str, A
         target[path[-1]] = value
         touched.add(section)
     for section in touched:
-        kind = section
         try:
-            out[section] = registry.validate(kind, out[section])
+            out[section] = registry.validate(section, out[section])
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
