@@ -164,9 +164,15 @@ def test_the_published_counts_check_matches_only_the_full_corpus(module):
     check = module.PUBLISHED.check(found)
     assert check["matches"] and check["present"] == check["published_total"]
     assert check["published_total"] == {emodb: 535, ravdess: 1440, cremad: 7442}[module]
-    found[next(iter(counts))] -= 1
+    first, second = list(counts)[:2]
+    found[first] -= 1
     missing_one = module.PUBLISHED.check(found)
     assert not missing_one["matches"] and missing_one["present"] == check["present"] - 1
+    assert missing_one["per_label"][first] == {"found": counts[first] - 1,
+                                               "published": counts[first]}
+    found[second] += 1  # the published total, but one file in the wrong class
+    shifted = module.PUBLISHED.check(found)
+    assert not shifted["matches"] and shifted["present"] == shifted["published_total"]
 
 
 RECIPE = """
