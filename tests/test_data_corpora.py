@@ -3,6 +3,7 @@ and their published-counts check."""
 
 from __future__ import annotations
 
+import json
 import textwrap
 from collections import Counter
 from pathlib import Path
@@ -200,6 +201,20 @@ def test_summary_prints_the_published_counts_and_validate_passes(
         in summary.stdout
     assert "published counts (" in summary.stdout and "file name does not parse: 2" \
         in summary.stdout
+    as_json = json.loads(CliRunner().invoke(main, ["data", "summary", str(path), "--json"]).stdout)
+    check = as_json["published_counts"]
+    assert (check["present"], check["published_total"], check["matches"]) == (
+        present, total, False)
     validate = CliRunner().invoke(main, ["validate", str(path)])
     assert validate.exit_code == 0, validate.output
     assert f"{folds} folds" in validate.output
+
+
+def test_validate_names_a_missing_root_in_one_line(tmp_path):
+    path = tmp_path / "r.yaml"
+    missing = tmp_path / "no_emodb"
+    path.write_text(textwrap.dedent(RECIPE).format(
+        kind="emodb", root=missing, extra="", protocol="loso", cache=tmp_path / "cache"))
+    result = CliRunner().invoke(main, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {path}: dataset.root: {missing} does not exist"
