@@ -1,6 +1,7 @@
 """Bundled datasets and evaluation protocols.
 
-Datasets: ``iemocap`` (:mod:`emoplug_data.iemocap`), ``manifest`` (CSV/JSONL,
+Datasets: ``iemocap`` (:mod:`emoplug_data.iemocap`), ``emodb``, ``ravdess`` and ``cremad``
+(read by their file-name codes, :mod:`emoplug_data.filecodes`), ``manifest`` (CSV/JSONL,
 :mod:`emoplug_data.manifest`) and ``demo`` (a synthetic corpus generated on first use,
 :mod:`emoplug_data.demo`). Protocols: ``loso``, ``loso_speaker``, ``kfold`` and ``random``
 (:mod:`emoplug_data.protocols`), and ``fold_files`` (EmoBox's and s3prl's published folds,
@@ -14,11 +15,15 @@ from emoplug import hookimpl
 
 @hookimpl
 def emoplug_register_datasets(register):
+    from emoplug_data.cremad import CremadDataset
     from emoplug_data.demo import DemoDataset
+    from emoplug_data.emodb import EmodbDataset
     from emoplug_data.iemocap import IemocapDataset
     from emoplug_data.manifest import ManifestDataset
+    from emoplug_data.ravdess import RavdessDataset
 
-    for cls in (IemocapDataset, ManifestDataset, DemoDataset):
+    for cls in (IemocapDataset, EmodbDataset, RavdessDataset, CremadDataset, ManifestDataset,
+                DemoDataset):
         register(cls)
 
 

@@ -60,6 +60,7 @@ def summarize(corpus: Corpus, folds: Sequence[Fold]) -> dict[str, Any]:
             "meta": {k: fold.meta[k] for k in sorted(fold.meta)},
         })
     excluded = corpus.meta.get("excluded", {})
+    published = corpus.meta.get("published_counts")
     return {
         "dataset": corpus.name,
         "labels": list(corpus.labels),
@@ -74,6 +75,7 @@ def summarize(corpus: Corpus, folds: Sequence[Fold]) -> dict[str, Any]:
                     for reason in sorted(corpus.skipped)},
         "excluded": {reason: excluded[reason] for reason in sorted(excluded)},
         "folds": fold_rows,
+        **({"published_counts": published} if published else {}),
     }
 
 
@@ -109,6 +111,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     if summary["excluded"]:
         lines.append("excluded on purpose:")
         lines += _table([[reason, str(n)] for reason, n in summary["excluded"].items()])
+    if "published_counts" in summary:
+        lines += _published_lines(summary["published_counts"])
     lines.append("skipped:" if summary["skipped"] else "skipped: nothing")
     for reason, info in summary["skipped"].items():
         lines.append(f"  {reason}: {info['count']} (e.g. {', '.join(info['examples'])})")
@@ -125,6 +129,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines += _table(rows)
         lines += _audit_lines(summary["folds"])
     return "\n".join(lines)
+
+
+def _published_lines(check: dict[str, Any]) -> list[str]:
+    """The corpus's files per emotion (before any label set or merge) beside the numbers the
+    corpus publishes, and whether the full corpus is present."""
+    rows = [["emotion", "found", "published"]]
+    rows += [[label, str(n["found"]), str(n["published"])]
+             for label, n in check["per_label"].items()]
+    verdict = (f"matches the published counts: the full corpus ({check['present']} files)"
+               if check["matches"] else
+               f"differs from the published counts ({check['present']} of "
+               f"{check['published_total']} files present)")
+    return [f"published counts ({check['source']}):", *_table(rows), f"  {verdict}"]
 
 
 def _audit_lines(folds: list[dict[str, Any]]) -> list[str]:
