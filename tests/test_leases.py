@@ -261,3 +261,34 @@ def test_a_takeover_left_half_done_by_a_dead_taker_is_finished_by_the_next(tmp_p
     assert taker.take("job1") and taker.owns("job1")
     assert not marker.exists()
     taker.release_all()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")  # the point
+def test_a_stop_swallowed_inside_a_destructor_is_raised_at_the_next_check():
+    """Python ignores an exception raised while it runs a ``__del__`` (a signal handler can
+    land there); the stop is kept and raised again at the next batch or unit."""
+    import gc
+    import os
+    import signal
+
+    from emoplug.train import signals
+
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signals.stop_on_signals()
+    try:
+        class Finalised:
+            def __del__(self):
+                os.kill(os.getpid(), signal.SIGTERM)  # the handler raises in here: ignored
+                for _ in range(1000):  # let the interpreter run the handler inside __del__
+                    pass
+
+        Finalised()
+        gc.collect()
+        with signals.stops_deferred():
+            signals.raise_if_stopped()  # held back inside a step that must not be cut
+        with pytest.raises(signals.Stopped, match="SIGTERM"):
+            signals.raise_if_stopped()
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+        signals._received.clear()

@@ -40,6 +40,7 @@ from typing import Any
 from emoplug.errors import EmoplugError
 from emoplug.files import honour_umask
 from emoplug.train import work_log
+from emoplug.train.signals import stops_deferred
 
 TIMEOUT_ENV = "EMOPLUG_LEASE_TIMEOUT"
 DEFAULT_TIMEOUT = 60.0
@@ -134,6 +135,10 @@ class Leases:
         taken over from a stale owner); False while another live process holds it."""
         if not self.enabled:
             return True
+        with stops_deferred():  # a stop between creating the file and holding it: after
+            return self._take(unit)
+
+    def _take(self, unit: str) -> bool:
         path, nonce, claimed = self.path(unit), uuid.uuid4().hex, time.monotonic()
         if self._create(path, nonce):
             return self._hold(unit, _Lease(path, nonce, claimed))
@@ -178,22 +183,24 @@ class Leases:
         """Drop this process's lease on ``unit``; a unit started and not ended here is noted
         as abandoned (``why``: the signal or error that stopped the work). A lease another
         process took over, or is taking over, stays."""
-        if unit in self.started:
-            self.note("abandon", unit, why=why or "unfinished")
-        with self._lock:
-            lease = self.held.pop(unit, None)
-        if lease is not None and self._mark_end(lease.nonce, self.timeout):
-            try:
-                if (_read(lease.path) or {}).get("nonce") == lease.nonce:
-                    lease.path.unlink(missing_ok=True)
-            finally:
-                self._unmark_end(lease.nonce)
+        with stops_deferred():  # a stop between forgetting the lease and removing it: after
+            if unit in self.started:
+                self.note("abandon", unit, why=why or "unfinished")
+            with self._lock:
+                lease = self.held.pop(unit, None)
+            if lease is not None and self._mark_end(lease.nonce, self.timeout):
+                try:
+                    if (_read(lease.path) or {}).get("nonce") == lease.nonce:
+                        lease.path.unlink(missing_ok=True)
+                finally:
+                    self._unmark_end(lease.nonce)
 
     def release_all(self, why: str | None = None) -> None:
         """Drop every lease this process holds and stop the heartbeat."""
         self._stop.set()
-        for unit in list(self.held):
-            self.release(unit, why)
+        with stops_deferred():  # every lease is released before a stop unwinds the rest
+            for unit in list(self.held):
+                self.release(unit, why)
 
     def note(self, event: str, unit: str, **details: object) -> None:
         """Append ``event`` (start, end, lost, discard, abandon) of ``unit`` by this process

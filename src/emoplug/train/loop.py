@@ -22,6 +22,7 @@ from emoplug.errors import EmoplugError
 from emoplug.recipe import TrainSettings
 from emoplug.train.data import Loader, move_to
 from emoplug.train.model import parameter_groups
+from emoplug.train.signals import raise_if_stopped
 from emoplug.types import Targets
 
 LossFn = Callable[[torch.Tensor, Targets], torch.Tensor]
@@ -375,6 +376,7 @@ def train_cohort(trainers: Sequence[CellTrainer], train: Loader,
                        for i in range(steps_per_epoch(train, shard))]
         share(started)
         for number, indices in enumerate(batches, 1):
+            raise_if_stopped()
             if not any(t.active for t in trainers):
                 break
             started = time.perf_counter()

@@ -35,7 +35,7 @@ from emoplug.train.leases import Leases, launch_token
 from emoplug.train.outcome import JobOutcome, failure
 from emoplug.train.packed import device_inputs_mode
 from emoplug.train.progress import Progress, Stamp, Totals, job_line, stage_line, stamp
-from emoplug.train.signals import Stopped
+from emoplug.train.signals import Stopped, raise_if_stopped
 from emoplug.train.warm import warm_feature_cache
 from emoplug.train.workers import Worker
 
@@ -280,6 +280,7 @@ def _run_jobs(run: _Run, pending: list[Job]) -> None:
         later: list[Job] = []
         worked = False
         for cohort in group_cohorts(waiting, stage_of, size):
+            raise_if_stopped()
             sid = stage_of(cohort[0])  # the same stage for the whole cohort
             if sid is None:
                 status: dict[str, Any] | None = {"status": "done"}
