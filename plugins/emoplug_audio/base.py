@@ -44,16 +44,20 @@ class LevelConfig(FeaturizerConfig):
 
 
 class Featurizer(AudioFeaturizer):
-    """Base of the bundled featurizers: ``encoder`` settings do not change the cache key."""
+    """Base of the bundled featurizers: ``encoder`` settings, and the ``training_settings``
+    (how a speech model trains: features of the frozen model do not depend on them), do not
+    change the cache key."""
 
     Config: ClassVar[type[FeaturizerConfig]] = FeaturizerConfig
+    training_settings: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def sample_rate(self) -> int:  # type: ignore[override]
         return self.config.sample_rate
 
     def cache_key(self) -> str:
-        settings = self.config.model_dump(mode="json", exclude={"encoder"})
+        settings = self.config.model_dump(mode="json",
+                                          exclude={"encoder", *self.training_settings})
         payload = json.dumps([self.name, settings, self.version], sort_keys=True)
         return f"{self.name}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}"
 

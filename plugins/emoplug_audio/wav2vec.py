@@ -3,12 +3,15 @@
 
 Selected layers are concatenated per frame (``[frames, n_layers * hidden]``, float16); the
 encoder mixes them back with learned softmax weights. Each utterance runs unpadded, alone.
+With ``mode: finetune`` the model is instead trained end to end inside every cell, from
+waveforms (:mod:`emoplug_audio.speech_model`); with ``mode: staged`` it is fine-tuned once
+per fold and seed and its features reused (:mod:`emoplug.train.audio_stage`).
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -35,6 +38,9 @@ class Wav2Vec(Featurizer):
 
     name: ClassVar[str] = "wav2vec"
     version: ClassVar[str] = "1"
+    training_settings: ClassVar[frozenset[str]] = frozenset({
+        "mode", "freeze_feature_encoder", "encoder_lr", "gradient_checkpointing",
+        "stage_objective"})
 
     class Config(FeaturizerConfig):
         pretrained: str = Field("facebook/wav2vec2-base",
@@ -45,6 +51,22 @@ class Wav2Vec(Featurizer):
         downsample: int = Field(1, ge=1, description="average every N frames into one")
         encoder: AudioEncoderConfig = AudioEncoderConfig(type="attention_pool", hidden=256,
                                                          layers=1)
+        mode: Literal["frozen", "finetune", "staged"] = Field(
+            "frozen", description="frozen: features of the pretrained model, cached once; "
+            "finetune: the model trained end to end from waveforms in every job; staged: "
+            "fine-tuned once per fold and seed with a speech-only head, then its features "
+            "reused by every cell of that fold and seed")
+        freeze_feature_encoder: bool = Field(
+            True, description="finetune/staged: keep the convolutional front end frozen")
+        encoder_lr: float | None = Field(
+            None, gt=0, description="finetune/staged: learning rate of the speech model; "
+            "default train.encoder_lr")
+        gradient_checkpointing: bool = Field(
+            False, description="finetune/staged: recompute the transformer layers' "
+            "activations in the backward pass (less memory, more time)")
+        stage_objective: Literal["multitask", "category", "avd"] = Field(
+            "multitask", description="staged: what the speech-only head of the per-fold "
+            "fine-tuning is trained on")
 
         @field_validator("layers")
         @classmethod
@@ -58,6 +80,7 @@ class Wav2Vec(Featurizer):
         self._model: Any = None
         self._normalize = True
         self._layers: list[int] | None = None
+        self._prepare: tuple[bool, int] | None = None
 
     # -- loading -------------------------------------------------------------------------
     def _from_pretrained(self, loader: Any) -> Any:
@@ -122,6 +145,59 @@ class Wav2Vec(Featurizer):
             counts = np.diff(np.append(starts, len(features)))
             features = np.add.reduceat(features, starts, axis=0) / counts[:, None]
         return np.ascontiguousarray(features, dtype=np.float16)
+
+    def prepare_waveform(self, waveform: np.ndarray) -> np.ndarray:
+        """The model's input for one utterance when it trains (``mode: finetune``/``staged``):
+        normalised as its feature extractor does, padded to one frame's receptive field."""
+        import numpy as np
+
+        normalize, field = self._waveform_settings()
+        y = waveform.astype(np.float32)
+        if normalize:
+            y = (y - y.mean()) / np.sqrt(y.var() + 1e-7)
+        return np.pad(y, (0, max(0, field - len(y))))
+
+    def _waveform_settings(self) -> tuple[bool, int]:
+        """(whether the feature extractor normalises each utterance, the receptive field in
+        samples), read once from the checkpoint's files."""
+        if self._prepare is None:
+            from transformers import AutoConfig, AutoFeatureExtractor
+
+            try:
+                extractor = AutoFeatureExtractor.from_pretrained(
+                    self.config.pretrained, local_files_only=_offline())
+                normalize = bool(getattr(extractor, "do_normalize", True))
+            except (OSError, ValueError):
+                normalize = True  # no preprocessor config: wav2vec 2.0's default
+            self._prepare = (normalize,
+                             _receptive_field(self._from_pretrained(AutoConfig)))
+        return self._prepare
+
+    def build_waveform_encoder(self) -> nn.Module:
+        """A fresh copy of the pretrained model with the cell's encoder on top, trained end
+        to end (:class:`emoplug_audio.speech_model.SpeechModelEncoder`)."""
+        from transformers import AutoModel
+        from transformers.utils import logging as hf_logging
+
+        from emoplug_audio.speech_model import SpeechModelEncoder
+
+        hf_logging.disable_progress_bar()  # one bar per job would drown the run's own
+        speech = self._from_pretrained(AutoModel)
+        if not hasattr(speech, "feature_extractor") or \
+                not hasattr(speech, "_get_feat_extract_output_lengths"):
+            raise SettingError("mode", f"{self.config.mode} trains a wav2vec 2.0-style model "
+                               "(wav2vec 2.0, HuBERT, WavLM, data2vec-audio); "
+                               f"{self.config.pretrained} is a {speech.config.model_type}")
+        layers = self.model_layers()
+        head = build_audio_encoder(self.config.encoder, len(layers) * speech.config.hidden_size,
+                                   n_layers=len(layers))
+        # models whose front end normalises with layer norm take an attention mask (their
+        # feature extractor returns one); group-norm models expect zero padding alone
+        masked = getattr(speech.config, "feat_extract_norm", "layer") == "layer"
+        return SpeechModelEncoder(
+            speech.train(), head, layers=layers, downsample=self.config.downsample,
+            freeze_feature_encoder=self.config.freeze_feature_encoder,
+            gradient_checkpointing=self.config.gradient_checkpointing, attention_mask=masked)
 
     def build_encoder(self, input_dim: int) -> nn.Module:
         n_layers = len(self.model_layers())

@@ -193,6 +193,20 @@ class AudioFeaturizer(Component):
         -> Encoded``."""
         raise NotImplementedError
 
+    def prepare_waveform(self, waveform: np.ndarray) -> np.ndarray:
+        """For a featurizer whose config has ``mode: finetune`` or ``staged`` (its model
+        trains): the model's input ``[samples]`` float32 for one mono waveform at
+        ``self.sample_rate`` (normalised, padded as the model needs)."""
+        raise NotImplementedError
+
+    def build_waveform_encoder(self) -> torch.nn.Module:
+        """For ``mode: finetune`` or ``staged``: a trainable module with attribute ``dim``,
+        ``forward(waveforms [B,S,1], mask [B,S]) -> Encoded`` (prepared waveforms, zero
+        padded), ``pretrained_parameters()`` (trained at the encoder learning rate) and
+        ``frames(waveforms, mask) -> (features [B,F,D], mask [B,F])``: what its encoder
+        reads, which a ``staged`` fine-tuning saves as the cells' features."""
+        raise NotImplementedError
+
 
 class Fusion(Component):
     """Combines the modalities' encodings into approach outputs."""

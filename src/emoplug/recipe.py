@@ -181,6 +181,13 @@ class Recipe(_Strict):
         return value
 
 
+def audio_mode(audio: dict[str, Any] | None) -> str | None:
+    """How a cell uses its audio featurizer: ``frozen`` (cached features, the default),
+    ``finetune`` (its speech model trained end to end in every job) or ``staged`` (fine-tuned
+    once per fold and seed, its features reused); None without audio."""
+    return None if audio is None else audio.get("mode", "frozen")
+
+
 @dataclass(frozen=True)
 class Cell:
     """One combination of components; ``config`` holds their resolved configs."""
@@ -321,14 +328,19 @@ class Plan:
 
         texts = [(job, job.cell.config["text"]) for job in self.jobs
                  if job.cell.config["text"] is not None]
+        audios = [(job, job.cell.config["audio"]) for job in self.jobs
+                  if job.cell.config["audio"] is not None]
         trials = self.recipe.tune.trials if self.recipe.tune is not None else 0
         return {
-            "feature_extractions": len({key(c.config["audio"]) for c in self.cells
-                                        if c.config["audio"] is not None}),
+            "feature_extractions": len({key(a) for _, a in audios if audio_mode(a) == "frozen"}),
             "frozen_encoder_passes": len({key(t) for _, t in texts if t.get("mode") == "frozen"}),
-            "stage_fine_tunings": len({(key(t), j.fold, j.seed, j.cell.control)
-                                       for j, t in texts if t.get("mode") == "staged"}),
-            "fine_tuning_jobs": sum(t.get("mode") == "finetune" for _, t in texts),
+            "stage_fine_tunings": len(
+                {(key(t), j.fold, j.seed, j.cell.control)
+                 for j, t in [*texts, *audios] if t.get("mode") == "staged"}),
+            "fine_tuning_jobs": sum(t.get("mode") == "finetune" or audio_mode(a) == "finetune"
+                                    for t, a in ((j.cell.config["text"] or {},
+                                                  j.cell.config["audio"])
+                                                 for j in self.jobs)),
             "head_jobs": len(self.jobs),
             "tuning_trials": len(self.jobs) * trials,
             "trainings": sum(self._trainings(job, trials) for job in self.jobs),
@@ -737,6 +749,11 @@ def _tune_problems(tune: TuneSpec, cells: list[Cell], registry: Registry) -> lis
             problems.append(f"{where}: staged text encoders are fine-tuned once and shared by "
                             "cells, so their settings cannot be tuned per job")
             continue
+        if section == "audio" and any(audio_mode(c.config["audio"]) == "staged"
+                                      for c in tuned):
+            problems.append(f"{where}: staged speech encoders are fine-tuned once and shared "
+                            "by cells, so their settings cannot be tuned per job")
+            continue
         for value in boundary_values(dimension):
             if section == "train":
                 if _cell_train(TrainSettings(), {path[0]: value}, where, problems) is None:
@@ -760,6 +777,11 @@ def _inner_folds_problem(protocol: dict[str, Any] | None, config: dict[str, Any]
             and text.get("mode") == "staged":
         return (f"{where['text']}: a staged text encoder is fine-tuned once per fold on its dev "
                 "split, and dev: inner_folds has none; use mode frozen or finetune, or "
+                "another dev")
+    if protocol and protocol.get("dev") == "inner_folds" \
+            and audio_mode(config.get("audio")) == "staged":
+        return (f"{where['audio']}: a staged speech encoder is fine-tuned once per fold on its "
+                "dev split, and dev: inner_folds has none; use mode frozen or finetune, or "
                 "another dev")
     return None
 
@@ -794,6 +816,14 @@ def _optimizer_problem(run: TrainSettings, config: dict[str, Any],
                 "encoder; use mode frozen or staged, or optimizer adamw for this cell")
     if mode == "staged" and run.optimizer == "lbfgs":
         return (f"{where['text']}: staged text encoders are fine-tuned with the recipe's "
+                "train settings, and train.optimizer lbfgs cannot fine-tune; keep adamw there "
+                "and give lbfgs to cells of their own (extra[i].train)")
+    audio = audio_mode(config.get("audio"))
+    if audio == "finetune" and optimizer == "lbfgs":
+        return (f"{where['audio']}: optimizer lbfgs fits full-batch and cannot fine-tune a "
+                "speech encoder; use mode frozen or staged, or optimizer adamw for this cell")
+    if audio == "staged" and run.optimizer == "lbfgs":
+        return (f"{where['audio']}: staged speech encoders are fine-tuned with the recipe's "
                 "train settings, and train.optimizer lbfgs cannot fine-tune; keep adamw there "
                 "and give lbfgs to cells of their own (extra[i].train)")
     return None

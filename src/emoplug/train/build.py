@@ -48,7 +48,8 @@ def build_model(ctx: RunContext, job: Job, inputs: JobInputs) -> JobModel:
     audio_module, input_dim = None, None
     if inputs.audio_store is not None:
         input_dim = int(inputs.splits["train"][0].audio().shape[1])
-        audio_module = ctx.registry.build("audio", cfg["audio"]).build_encoder(input_dim)
+        audio_module = build_audio_module(ctx.registry.build("audio", cfg["audio"]),
+                                          inputs.audio_mode, input_dim)
     approach = ctx.registry.build("approach", cfg["approach"])
     out_dim = approach.prepare(ctx.labels, ctx.corpus.avd_scale,
                                targets_of(inputs.splits["train"]))
@@ -64,6 +65,16 @@ def build_model(ctx: RunContext, job: Job, inputs: JobInputs) -> JobModel:
     return JobModel(model, approach, time.perf_counter() - start, record)
 
 
-def encoder_lr(job: Job) -> float | None:
-    """The learning rate the cell gives its text encoder (None: ``train.encoder_lr``)."""
-    return (job.cell.config["text"] or {}).get("lr")
+def build_audio_module(featurizer: Any, mode: str | None, input_dim: int) -> Any:
+    """The cell's audio module: the speech model with the encoder on top, trained from
+    waveforms (``mode: finetune``), else the encoder over ``input_dim`` features."""
+    if mode == "finetune":
+        return featurizer.build_waveform_encoder()
+    return featurizer.build_encoder(input_dim)
+
+
+def encoder_lr(job: Job) -> dict[str, float | None]:
+    """The learning rate the cell gives each pretrained encoder it trains, by modality: the
+    text encoder's ``lr``, the speech model's ``encoder_lr`` (None: ``train.encoder_lr``)."""
+    return {"text": (job.cell.config["text"] or {}).get("lr"),
+            "audio": (job.cell.config["audio"] or {}).get("encoder_lr")}

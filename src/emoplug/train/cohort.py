@@ -18,16 +18,18 @@ from typing import Any
 import numpy as np
 import torch
 
-from emoplug.recipe import Job
+from emoplug.recipe import Job, audio_mode
 
 
 def cohort_key(job: Job, stage_of: Callable[[Job], str | None]) -> tuple[Any, ...] | None:
     """What a job's inputs and batches are made of; jobs with equal keys can share a cohort.
-    None for jobs that fine-tune a text encoder (nothing worth sharing: the encoder
-    dominates), for full-batch (``lbfgs``) jobs, which take no minibatch steps, and for
+    None for jobs that fine-tune a text or speech encoder (nothing worth sharing: the
+    encoder dominates), for full-batch (``lbfgs``) jobs, which take no minibatch steps, and for
     jobs that tune or select on inner folds (many trainings of their own)."""
     text = job.cell.config["text"]
     if text is not None and text.get("mode", "finetune") == "finetune":
+        return None
+    if audio_mode(job.cell.config["audio"]) == "finetune":
         return None
     if job.train_config()["optimizer"] == "lbfgs" or "tune" in job.shared_config:
         return None

@@ -7,7 +7,9 @@ frozen/staged text outputs are loaded once per (encoder, fold, seed).
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,9 @@ class MemoryBudget:
         self.used += nbytes
         return True
 
+    def give_back(self, nbytes: int) -> None:
+        self.used = max(0, self.used - nbytes)
+
 
 @dataclass
 class FeatureStore:
@@ -86,7 +91,7 @@ class FeatureStore:
         if utt.id in self.failed:
             return None
         try:
-            array = load_features(self.featurizer, utt, self.cache)
+            array = self.read(utt)
         except EmoplugError as exc:
             self.failed[utt.id] = str(exc).splitlines()[0]
             return None
@@ -94,6 +99,10 @@ class FeatureStore:
         if self.budget.take(array.nbytes):
             self.held[utt.id] = array
         return array
+
+    def read(self, utt: Utterance) -> np.ndarray:
+        """The features of ``utt`` from the cache (computed on a miss)."""
+        return load_features(self.featurizer, utt, self.cache)
 
     def available(self, utt: Utterance) -> bool:
         """Whether ``utt`` has features, reading them only the first time (features beyond
@@ -129,6 +138,22 @@ class FeatureStore:
 
     def drop_packed(self) -> None:
         self._packed, self._packed_utterances = None, {}
+
+
+@dataclass
+class WaveformStore(FeatureStore):
+    """The model-ready waveforms ``[samples, 1]`` float32 of a speech featurizer that trains
+    (``mode: finetune``: :meth:`AudioFeaturizer.prepare_waveform`), read from the audio files
+    (not the feature cache) and kept in memory while the budget allows."""
+
+    def read(self, utt: Utterance) -> np.ndarray:
+        from emoplug.data.audio import load_audio
+
+        if not utt.audio:
+            raise EmoplugError(f"utterance {utt.id} has no audio file")
+        waveform = load_audio(utt.audio, self.featurizer.sample_rate)
+        return np.ascontiguousarray(self.featurizer.prepare_waveform(waveform)[:, None],
+                                    dtype=np.float32)
 
 
 class RunContext:
@@ -171,6 +196,29 @@ class RunContext:
         key = featurizer.cache_key()
         if key not in self._stores:
             self._stores[key] = FeatureStore(featurizer, self.cache, self._budget)
+        return self._stores[key]
+
+    def waveforms(self, audio_config: dict[str, Any]) -> WaveformStore:
+        """The waveform store of a featurizer config whose model trains (one per process,
+        shared by the configs that differ only in their encoder and training settings)."""
+        featurizer = self.registry.build("audio", audio_config)
+        ignored = {"encoder", *getattr(featurizer, "training_settings", ())}
+        key = "waveform-" + json.dumps({k: v for k, v in audio_config.items()
+                                        if k not in ignored}, sort_keys=True)
+        if key not in self._stores:
+            self._stores[key] = WaveformStore(featurizer, self.cache, self._budget)
+        return self._stores[key]
+
+    def exclusive_store(self, key: str, prefix: str,
+                        make: Callable[[MemoryBudget], FeatureStore]) -> FeatureStore:
+        """The store under ``key``, made by ``make(budget)`` when missing; the other stores
+        whose key starts with ``prefix`` are dropped and their memory given back (one of
+        their kind kept at a time, e.g. a speech stage's features)."""
+        for other in [k for k in self._stores if k.startswith(prefix) and k != key]:
+            dropped = self._stores.pop(other)
+            self._budget.give_back(sum(a.nbytes for a in dropped.held.values()))
+        if key not in self._stores:
+            self._stores[key] = make(self._budget)
         return self._stores[key]
 
     def packed_text(self, key: str, device: Any) -> tuple[PackedSequences, PackedSequences]:

@@ -1,4 +1,5 @@
-"""A job's inputs: the fold's examples with their cached text and audio, and the loaders.
+"""A job's inputs: the fold's examples with their cached text and audio (or the waveforms
+of a speech model the job fine-tunes), and the loaders.
 
 Utterances lacking an input the cell needs are dropped and counted. Where it is enabled
 (``packed.py``), the cached inputs are packed on the device once and batches are cut from
@@ -15,8 +16,8 @@ import numpy as np
 import torch
 
 from emoplug.errors import EmoplugError
-from emoplug.recipe import Job
-from emoplug.train import text_stage
+from emoplug.recipe import Job, audio_mode
+from emoplug.train import audio_stage, text_stage
 from emoplug.train.context import RunContext
 from emoplug.train.controls import apply_control
 from emoplug.train.data import Collator, Example, Loader
@@ -36,6 +37,9 @@ class JobInputs:
     dropped: dict[str, int]
     #: epochs chosen beforehand (on inner folds): a fit without a dev split trains this many
     epochs: int | None = None
+    #: audio mode: frozen, finetune (``audio_store`` holds waveforms), staged; None without
+    audio_mode: str | None = None
+    audio_stage: str | None = None  # the id of the speech stage the job reads
 
 
 def text_mode(job: Job) -> str | None:
@@ -55,7 +59,14 @@ def load_inputs(ctx: RunContext, job: Job, device: torch.device) -> JobInputs:
     elif mode == "frozen":
         text_cache = text_stage.frozen_outputs(ctx, cfg["text"], device)
         text_key = text_stage.frozen_key(ctx, cfg["text"])
-    audio_store = ctx.features(cfg["audio"]) if cfg["audio"] is not None else None
+    audio, audio_sid, audio_store = audio_mode(cfg["audio"]), None, None
+    if audio == "finetune":
+        audio_store = ctx.waveforms(cfg["audio"])
+    elif audio == "staged":
+        audio_sid = audio_stage.job_stage_id(ctx, job)
+        audio_store = audio_stage.stage_features(ctx, audio_sid)
+    elif audio is not None:
+        audio_store = ctx.features(cfg["audio"])
     fold = ctx.folds[job.fold]
     dropped: dict[str, int] = {}
     splits = {name: _examples(ctx, job, ids, text_cache, audio_store, dropped)
@@ -65,7 +76,8 @@ def load_inputs(ctx: RunContext, job: Job, device: torch.device) -> JobInputs:
             raise EmoplugError(f"fold {job.fold}: the {name} split has no utterances "
                                f"with {' and '.join(job.cell.modalities)}")
     splits["train"] = apply_control(job.cell.control, splits["train"], job.seed, job.fold)
-    return JobInputs(mode, stage, text_cache, text_key, audio_store, splits, dropped)
+    return JobInputs(mode, stage, text_cache, text_key, audio_store, splits, dropped,
+                     audio_mode=audio, audio_stage=audio_sid)
 
 
 def _examples(ctx: RunContext, job: Job, ids: tuple[str, ...], text_cache, audio_store,

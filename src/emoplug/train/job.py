@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from emoplug.recipe import Job
+from emoplug.recipe import Job, audio_mode
+from emoplug.train import audio_stage
 from emoplug.train.build import build_model, encoder_lr
 from emoplug.train.cohort import RngStreams
 from emoplug.train.context import RunContext
@@ -23,7 +24,9 @@ def run_job(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
             on_epoch=None, on_batch: OnBatch | None = None) -> JobOutcome:
     """Train and evaluate ``job`` (exceptions propagate to the caller): tuned first when the
     recipe has ``tune:``; under ``dev: inner_folds``, its epochs chosen on inner folds and
-    then refitted on the whole training split."""
+    then refitted on the whole training split. A staged speech encoder it reads is
+    fine-tuned first if no process has (not counted in the job's timings)."""
+    audio_stage.settle_stage(ctx, job, accelerator, ddp=ddp, on_batch=on_batch)
     start = time.perf_counter()
     tuning = None
     if ctx.plan.recipe.tune is not None:
@@ -69,9 +72,11 @@ def run_cohort(ctx: RunContext, jobs: list[Job], accelerator: Any,
     to fine-tune) in lockstep, each on its own random streams, so each result is the one
     ``run_job`` gives. Returns every job's outcome, failures included: a job failing stops
     only itself; a failure of the shared work fails those still running."""
-    assert all(text_mode(job) != "finetune" for job in jobs), "fine-tuning jobs run alone"
+    assert all(text_mode(job) != "finetune" and audio_mode(job.cell.config["audio"])
+               != "finetune" for job in jobs), "fine-tuning jobs run alone"
     start = time.perf_counter()
     try:
+        audio_stage.settle_stage(ctx, jobs[0], accelerator, on_batch=on_batch)
         inputs = load_inputs(ctx, jobs[0], accelerator.device)
         loaders = make_loaders(ctx, jobs[0], inputs, None, accelerator.device)
     except Exception as exc:

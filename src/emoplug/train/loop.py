@@ -26,6 +26,8 @@ from emoplug.train.signals import raise_if_stopped
 from emoplug.types import Targets
 
 LossFn = Callable[[torch.Tensor, Targets], torch.Tensor]
+#: learning rates of pretrained encoders by modality (missing or None: train.encoder_lr)
+EncoderLr = dict[str, float | None] | None
 #: told after each training batch: (epoch, epochs, batch, batches of the epoch)
 OnBatch = Callable[[int, int, int, int], None]
 
@@ -175,7 +177,7 @@ class CellTrainer:
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, settings: TrainSettings,
                  accelerator: Any, steps_per_epoch: int, epochs: int, *,
-                 encoder_lr: float | None = None, ddp: bool = False,
+                 encoder_lr: EncoderLr = None, ddp: bool = False,
                  on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                  rng: Any = None, scored: bool = True):
         from transformers import get_linear_schedule_with_warmup
@@ -185,9 +187,9 @@ class CellTrainer:
         self.accelerator, self.epochs, self.ddp = accelerator, epochs, ddp
         self.on_epoch, self.rng, self.scored = on_epoch, rng, scored
         model.to(accelerator.device)  # before the optimizer: fused AdamW needs its parameters there
+        rates = {m: (encoder_lr or {}).get(m) or settings.encoder_lr for m in ("text", "audio")}
         optimizer = torch.optim.AdamW(
-            parameter_groups(model, settings.lr, encoder_lr or settings.encoder_lr,
-                             settings.weight_decay),
+            parameter_groups(model, settings.lr, rates, settings.weight_decay),
             fused=accelerator.device.type in ("cpu", "cuda"))
         total = max(1, epochs * steps_per_epoch)
         self.scheduler = get_linear_schedule_with_warmup(
@@ -399,7 +401,7 @@ def train_cohort(trainers: Sequence[CellTrainer], train: Loader,
 
 
 def fit(model: nn.Module, loss_fn: LossFn, train: Loader, dev: Loader | None,
-        settings: TrainSettings, accelerator: Any, *, encoder_lr: float | None = None,
+        settings: TrainSettings, accelerator: Any, *, encoder_lr: EncoderLr = None,
         ddp: bool = False, epochs: int | None = None,
         on_epoch: Callable[[int, dict[str, float]], None] | None = None,
         on_batch: OnBatch | None = None) -> FitResult:

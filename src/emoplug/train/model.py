@@ -40,32 +40,40 @@ class CellModel(nn.Module):
 def describe_model(model: CellModel, dims: dict[str, int], out_dim: int,
                    audio_input_dim: int | None) -> dict[str, Any]:
     """What a job built, for ``result.json``'s ``model``: each part's class and trainable
-    parameter count, the fused ``dims``, ``out_dim`` and the audio features' width; enough
-    to rebuild the audio encoder and fusion from ``config.json`` and compare
+    parameter count (for a pretrained encoder trained in the job, also how many of them are
+    its pretrained weights: ``pretrained_parameters``), the fused ``dims``, ``out_dim`` and
+    the audio features' width; enough to rebuild the audio encoder and fusion from
+    ``config.json`` and compare
     (:func:`emoplug.train.model_check.check_job`)."""
     def part(module: nn.Module | None) -> dict[str, Any] | None:
         if module is None:
             return None
-        return {"class": type(module).__name__,
-                "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad)}
+        record = {"class": type(module).__name__,
+                  "parameters": sum(p.numel() for p in module.parameters() if p.requires_grad)}
+        if hasattr(module, "pretrained_parameters"):  # a pretrained encoder trained here
+            record["pretrained_parameters"] = sum(
+                p.numel() for p in module.pretrained_parameters() if p.requires_grad)
+        return record
 
     return {"text": part(model.text), "audio": part(model.audio), "fusion": part(model.fusion),
             "dims": dict(dims), "out_dim": int(out_dim), "audio_input_dim": audio_input_dim}
 
 
-def parameter_groups(model: nn.Module, lr: float, encoder_lr: float,
+def parameter_groups(model: nn.Module, lr: float, encoder_lr: dict[str, float],
                      weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: pretrained encoder weights at ``encoder_lr``, the rest at ``lr``;
-    no weight decay on biases and norms (1-D parameters)."""
-    pretrained: set[int] = set()
-    text = getattr(model, "text", None)
-    if text is not None and hasattr(text, "pretrained_parameters"):
-        pretrained = {id(p) for p in text.pretrained_parameters()}
-    groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+    """AdamW groups: each modality's pretrained encoder weights (its module's
+    ``pretrained_parameters()``) at ``encoder_lr[modality]``, the rest at ``lr``; no weight
+    decay on biases and norms (1-D parameters)."""
+    rate: dict[int, float] = {}
+    for modality in ("text", "audio"):
+        module = getattr(model, modality, None)
+        if module is not None and hasattr(module, "pretrained_parameters"):
+            rate.update({id(p): encoder_lr[modality] for p in module.pretrained_parameters()})
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
     for param in model.parameters():
         if param.requires_grad:
-            key = (id(param) in pretrained, param.ndim >= 2)
+            key = (rate.get(id(param), lr), param.ndim >= 2)
             groups.setdefault(key, []).append(param)
-    return [{"params": params, "lr": encoder_lr if is_pretrained else lr,
+    return [{"params": params, "lr": group_lr,
              "weight_decay": weight_decay if decays else 0.0}
-            for (is_pretrained, decays), params in groups.items()]
+            for (group_lr, decays), params in groups.items()]

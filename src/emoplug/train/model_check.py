@@ -20,12 +20,14 @@ from emoplug.registry import Registry, get_registry
 def expected_parts(config: dict[str, Any], record: dict[str, Any],
                    registry: Registry) -> dict[str, dict[str, Any] | None]:
     """The audio encoder and fusion ``config`` gives for the recorded input sizes."""
+    from emoplug.recipe import audio_mode
+    from emoplug.train.build import build_audio_module
     from emoplug.train.model import CellModel, describe_model
 
     audio = None
     if config.get("audio") is not None:
-        audio = registry.build("audio", config["audio"]).build_encoder(
-            int(record["audio_input_dim"]))
+        audio = build_audio_module(registry.build("audio", config["audio"]),
+                                   audio_mode(config["audio"]), int(record["audio_input_dim"]))
     fusion = registry.build("fusion", config["fusion"]).build(
         {m: int(d) for m, d in record["dims"].items()}, int(record["out_dim"]))
     described = describe_model(CellModel(fusion, audio=audio), record["dims"],

@@ -69,6 +69,8 @@ def done(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel, fitted: 
         "seed": job.seed,
         "text_mode": inputs.mode,
         "stage": inputs.stage,
+        "audio_mode": inputs.audio_mode,
+        "audio_stage": inputs.audio_stage,
         "control": job.cell.control,
         "protocol": {**ctx.plan.protocol_of(job.cell),
                      **{k: v for k, v in fold.meta.items()

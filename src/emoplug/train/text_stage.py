@@ -248,7 +248,7 @@ def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str,
     result = fit(model, loss,
                  Loader(train, collate, settings.batch_size, True, seed, settings.bucketing),
                  Loader(dev, collate, settings.batch_size, False), settings, accelerator,
-                 encoder_lr=text_config.get("lr"), ddp=ddp, epochs=settings.stage_epochs,
+                 encoder_lr={"text": text_config.get("lr")}, ddp=ddp, epochs=settings.stage_epochs,
                  on_batch=on_batch)
     texts = {i: ctx.by_id[i].text for i in (*fold.train, *fold.dev, *fold.test)
              if ctx.by_id[i].text}

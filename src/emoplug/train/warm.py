@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from emoplug.recipe import Plan
+from emoplug.recipe import Plan, audio_mode
 from emoplug.train.context import RunContext
 
 
@@ -13,7 +13,8 @@ def warm_feature_cache(plan: Plan, ctx: RunContext | None = None, rank: int = 0,
                        world: int = 1, verbose: bool = False,
                        progress: bool | None = None) -> dict[str, int]:
     """Compute every audio feature the plan needs that the cache lacks (this rank's share of
-    the utterances), with a bar (counts, ETA) when ``progress`` (default: ``verbose``) on
+    the utterances; featurizers whose model trains, ``mode: finetune`` or ``staged``, cache
+    nothing), with a bar (counts, ETA) when ``progress`` (default: ``verbose``) on
     rank 0. ``verbose`` adds a line per featurizer. Returns ``{featurizer cache key:
     features computed}``."""
     from emoplug.data.features import featurize_corpus
@@ -25,7 +26,7 @@ def warm_feature_cache(plan: Plan, ctx: RunContext | None = None, rank: int = 0,
         rank, world = state.process_index, state.num_processes
         ctx = RunContext(plan, plan.output_dir())
     configs = {json.dumps(c.config["audio"], sort_keys=True): c.config["audio"]
-               for c in plan.cells if c.config["audio"] is not None}
+               for c in plan.cells if audio_mode(c.config["audio"]) == "frozen"}
     utterances = [u for u in ctx.corpus.utterances if u.audio][rank::world]
     computed: dict[str, int] = {}
     for config in configs.values():
