@@ -174,10 +174,10 @@ def test_training_settings_leave_the_frozen_cache_key_alone(tiny_w2v):
 
 RECIPE = """
 name: speech
-dataset: {{type: demo, utterances_per_speaker: 4, min_duration: 0.5, max_duration: 1.0}}
+dataset: {{type: demo, utterances_per_speaker: 4, min_duration: 0.3, max_duration: 0.6}}
 protocol: {{type: kfold, k: 2}}
 seeds: [0]
-train: {{epochs: 2, batch_size: 8, lr: 3.0e-3, patience: 1}}
+train: {{epochs: 1, batch_size: 8, lr: 3.0e-3}}
 audio:
   w2v: {{type: wav2vec, pretrained: {pretrained}, layers: [1, 2], mode: {mode},
          encoder: {{type: attention_pool, hidden: 16}}}}
