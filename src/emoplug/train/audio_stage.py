@@ -224,9 +224,11 @@ def settle_stage(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
                     leases.note("discard", unit)
                 else:
                     leases.note("end", unit, result="done")
-                finally:
                     if ddp:
-                        accelerator.wait_for_everyone()
+                        accelerator.wait_for_everyone()  # the main process has saved it
+                    if stage_status(ctx, sid) is None:
+                        raise EmoplugError(f"speech stage {sid} ran but wrote no "
+                                           f"stages/{sid}/stage.json")
             leases.release(unit)
     finally:
         leases.release_all()
