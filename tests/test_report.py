@@ -28,7 +28,11 @@ TEXT = {"roberta": {"type": "roberta", "pretrained": "roberta-base", "mode": "st
                     "stage_objective": "multitask"},
         "bert_e2e": {"type": "bert", "pretrained": "bert-base-uncased", "mode": "finetune",
                      "stage_objective": "multitask"}}
-AUDIO = {"mfcc": {"type": "mfcc", "n_mfcc": 40}}
+AUDIO = {"mfcc": {"type": "mfcc", "n_mfcc": 40},
+         "w2v_e2e": {"type": "wav2vec", "pretrained": "w2v", "mode": "finetune",
+                     "stage_objective": "multitask"},
+         "w2v_ms": {"type": "wav2vec", "pretrained": "w2v", "mode": "staged",
+                    "stage_objective": "multitask"}}
 FUSION = {"none": {"type": "none"}, "attention": {"type": "attention", "attention": True,
                                                   "layer_norm": True},
           "attn_ablate": {"type": "attention", "attention": False, "layer_norm": True},
@@ -63,6 +67,8 @@ SPECIAL = {
     "s_control": ("bert_ms", "mfcc", "early", "direct", 0.27),
     "s_gold": ("bert_ms", "mfcc", "early", "two_gold", 0.60),
     "s_cross": ("bert_ms", "mfcc", "early", "two_cross", 0.66),
+    "s_w2v_e2e": (None, "w2v_e2e", "none", "direct", 0.62),
+    "s_w2v_staged": (None, "w2v_ms", "none", "direct", 0.58),
 }
 #: the ablation switches each fusion/approach entry sets, as the plan records them
 ABLATIONS = {"attn_ablate": {"fusion.attention": False}, "oracle": {"approach.oracle": True}}
@@ -553,6 +559,11 @@ def test_run_without_plan_and_unplanned_folders(tmp_path):
 def special(tmp_path_factory):
     run = make_run(tmp_path_factory.mktemp("special"), SPECIAL, (), (),
                    controls={"s_control": "permuted_labels"})
+    for fold in FOLDS:  # the staged speech cell's stages
+        write_json(run / "stages" / f"sp-{fold}" / "stage.json", {
+            "status": "done", "stage": f"sp-{fold}", "kind": "audio", "audio": AUDIO["w2v_ms"],
+            "fold": fold, "seed": 0, "best_epoch": 2, "epochs_run": 4, "dev_loss": 0.6,
+            "train_s": 300.0, "total_s": 330.0, "utterances": 1400})
     return write_report(run, None, ["md", "csv"])["md"].read_text()
 
 
@@ -565,6 +576,19 @@ def test_staged_vs_end_to_end_pairs_cells_differing_in_the_text_mode(special):
     assert row[2] == "3"
     assert row[5].startswith(f"{100 * np.mean(np.subtract(a, b)):+.1f} [")
     assert "control" not in staged  # the control cell is not a staged twin
+
+
+def test_staged_vs_end_to_end_pairs_speech_encoders_too(special):
+    staged = section(special, "Staged vs end-to-end")
+    row = row_with(staged, "| UA |", "w2v_e2e")
+    assert row[0] == ("w2v_e2e[finetune]/none/direct vs "
+                      "w2v_ms[staged:multitask]/none/direct")
+    a, b = fold_values("s_w2v_e2e"), fold_values("s_w2v_staged")
+    assert row[2] == "3"
+    assert row[5].startswith(f"{100 * np.mean(np.subtract(a, b)):+.1f} [")
+    assert "w2v" not in section(special, "One-setting comparisons")  # compared here alone
+    row = row_with(section(special, "Compute"), "| w2v_ms |")  # its stages' time
+    assert row[1:3] == ["3", "4.0 ± 0.0"]
 
 
 def test_one_setting_comparisons_pair_mapper_fitting(special):

@@ -211,7 +211,7 @@ def load_run(run_dir: Path) -> RunData:
         cell.jobs.append(job)
         _describe(cell, job)
     for cell in cells.values():
-        cell.label = _label_with_text_mode(cell)
+        cell.label = _label_with_speech_mode(cell, _label_with_text_mode(cell))
     stages = [s for s in (read_json(p) for p in sorted((run_dir / "stages").glob("*/stage.json")))
               if s is not None]
     return RunData(run_dir, plan, list(cells.values()), stages, unplanned, damaged=damaged)
@@ -243,3 +243,20 @@ def _label_with_text_mode(cell: CellRecord) -> str:
     if mode == "staged" and text.get("stage_objective"):
         mode = f"staged:{text['stage_objective']}"
     return f"{name}[{mode}]{cell.label[len(name):]}"
+
+
+def _label_with_speech_mode(cell: CellRecord, label: str) -> str:
+    """``label`` with how the cell's speech encoder trains when it is not frozen:
+    ``w2v[finetune]/none/direct``, ``bert[staged:multitask]+w2v[staged:category]/early/…``."""
+    audio = cell.configs.get("audio")
+    name = (cell.names or {}).get("audio")
+    mode = (audio or {}).get("mode", "frozen")
+    if not audio or not name or mode == "frozen":
+        return label
+    if mode == "staged" and audio.get("stage_objective"):
+        mode = f"staged:{audio['stage_objective']}"
+    start = 0 if label.startswith(f"{name}/") else label.find(f"+{name}/") + 1
+    if start == 0 and not label.startswith(f"{name}/"):
+        return label
+    end = start + len(name)
+    return f"{label[:end]}[{mode}]{label[end:]}"

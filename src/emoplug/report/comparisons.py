@@ -59,8 +59,11 @@ PAIRED_COLUMNS = ["Metric", "n (folds)", "Mean A", "Mean B", "A − B [95% CI]",
 #: the footnote of a table of cells' scores
 CELL_NOTE = ("n = folds; test scores as mean ± sample std over the fold means (a fold's seeds "
              "averaged first); best cells chosen on dev UA.")
-#: text settings that make a cell staged or end to end (compared in their own section)
+#: text or speech encoder settings that make a cell staged or end to end (compared in their
+#: own section)
 TEXT_TRAINING_KEYS = frozenset({"mode", "stage_objective"})
+#: each modality's mode when its encoder is left out of the config
+DEFAULT_MODES = {"text": "finetune", "audio": "frozen"}
 #: a comparison: its name, and the per-fold values of A and B by metric
 Comparison = tuple[str, CellRecord, CellRecord]
 
@@ -378,34 +381,43 @@ def ablation_section(run: RunData) -> Section:
     return section
 
 
+def encoder_mode(cell: CellRecord, modality: str) -> str | None:
+    """How the cell's ``text`` or ``audio`` encoder trains (None without that modality)."""
+    config = cell.configs.get(modality)
+    return None if config is None else config.get("mode", DEFAULT_MODES[modality])
+
+
 def staged_pairs(run: RunData) -> list[tuple[CellRecord, CellRecord]]:
-    """(end-to-end cell, staged cell) whose configs differ only in how the text encoder
-    trains (``mode``, ``stage_objective``)."""
+    """(end-to-end cell, staged cell) whose configs differ only in how the text encoder, or
+    the speech encoder, trains (``mode``, ``stage_objective``)."""
     cells = comparable(run)
     pairs = []
-    for e2e in cells:
-        if (e2e.configs.get("text") or {}).get("mode", "finetune") != "finetune":
-            continue
-        for staged in cells:
-            if (staged.configs.get("text") or {}).get("mode") != "staged":
+    for modality in ("text", "audio"):
+        for e2e in cells:
+            if encoder_mode(e2e, modality) != "finetune":
                 continue
-            keys = differing_keys(e2e, staged)
-            if keys and all(axis == "text" and key in TEXT_TRAINING_KEYS for axis, key in keys):
-                pairs.append((e2e, staged))
+            for staged in cells:
+                if encoder_mode(staged, modality) != "staged":
+                    continue
+                keys = differing_keys(e2e, staged)
+                if keys and all(axis == modality and key in TEXT_TRAINING_KEYS
+                                for axis, key in keys):
+                    pairs.append((e2e, staged))
     return pairs
 
 
 def staged_section(run: RunData) -> Section:
     section = Section("staged", "Staged vs end-to-end",
-                      "Cells that differ only in how the text encoder trains: A = end to end "
-                      "(`mode: finetune`, the encoder trained with the cell's fusion and "
-                      "approach in every job), B = staged (`mode: staged`, fine-tuned once per "
-                      "fold and seed with a text-only head on its `stage_objective`, then "
-                      "frozen for every cell). A − B > 0 means end-to-end training is better.")
+                      "Cells that differ only in how the text encoder or the speech encoder "
+                      "trains: A = end to end (`mode: finetune`, the encoder trained with the "
+                      "cell's fusion and approach in every job), B = staged (`mode: staged`, "
+                      "fine-tuned once per fold and seed with a text-only or speech-only head "
+                      "on its `stage_objective`, then frozen for every cell). A − B > 0 means "
+                      "end-to-end training is better.")
     pairs = staged_pairs(run)
     if not pairs:
-        section.empty = ("No pair of cells differing only in the text mode (finetune vs "
-                         "staged).")
+        section.empty = ("No pair of cells differing only in the text or speech encoder's "
+                         "mode (finetune vs staged).")
         return section
     paired_table(run, section, [(f"{a.label} vs {b.label}", a, b) for a, b in pairs], "A vs B")
     return section
@@ -424,7 +436,9 @@ def setting_pairs(run: RunData) -> list[tuple[str, CellRecord, CellRecord]]:
         axis, key = keys[0]
         if key in ("type", "*") or axis == "protocol" or \
                 f"{axis}.{key}" in {**a.ablations, **b.ablations} or \
-                (axis == "text" and key in TEXT_TRAINING_KEYS):
+                (axis == "text" and key in TEXT_TRAINING_KEYS) or \
+                (axis == "audio" and key == "mode" and
+                 {encoder_mode(a, "audio"), encoder_mode(b, "audio")} == {"finetune", "staged"}):
             continue
         value_a, value_b = a.configs[axis].get(key), b.configs[axis].get(key)
         if str(value_b) < str(value_a):

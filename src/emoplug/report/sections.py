@@ -360,8 +360,9 @@ def _summed_confusion(cell: CellRecord) -> tuple[np.ndarray | None, list[str] | 
 
 def compute_section(run: RunData) -> Section:
     section = Section("compute", "Compute",
-                      "Wall time per job and per phase. Encoder phase: staged text-encoder "
-                      "fine-tuning, once per (encoder, fold, seed), shared by every cell of "
+                      "Wall time per job and per phase. Encoder phase: staged text or "
+                      "speech encoder fine-tuning, once per (encoder, fold, seed), shared by "
+                      "every cell of "
                       "that fold and seed (stages/*/stage.json). Head phase: each job's setup, "
                       "training and evaluation (result.json timings), mean ± std per job.")
     timed = [c for c in run.cells if c.done]
@@ -380,7 +381,7 @@ def compute_section(run: RunData) -> Section:
     stages: dict[str, list[dict[str, Any]]] = {}
     for stage in run.stages:
         if stage.get("status") == DONE:
-            stages.setdefault(_stage_name(run, stage.get("text") or {}), []).append(stage)
+            stages.setdefault(_stage_name(run, stage), []).append(stage)
     stage_rows = [[name, str(len(group)),
                    _count_summary([s.get("epochs_run") for s in group]),
                    _seconds_summary([s.get("train_s") for s in group]),
@@ -388,10 +389,11 @@ def compute_section(run: RunData) -> Section:
                    fmt_seconds(sum(float(s.get("total_s") or 0) for s in group))]
                   for name, group in stages.items()]
     if stage_rows:
-        section.tables.append(Table(["Text encoder", "Stages", "Epochs", "Train", "Total per "
+        section.tables.append(Table(["Encoder", "Stages", "Epochs", "Train", "Total per "
                                      "stage", "Sum"], stage_rows, "Encoder phase"))
     else:
-        section.notes.append("No staged text fine-tuning in this run (no encoder phase).")
+        section.notes.append("No staged text or speech fine-tuning in this run (no encoder "
+                             "phase).")
     if not rows and not stage_rows:
         section.empty = "No finished job or stage to time."
         return section
@@ -422,10 +424,13 @@ def _count_summary(values: Iterable[Any]) -> str:
     return f"{s.mean:.1f}" + ("" if math.isnan(s.std) else f" ± {s.std:.1f}")
 
 
-def _stage_name(run: RunData, text: dict[str, Any]) -> str:
-    """The recipe name of a stage's text encoder config (its type when no cell matches)."""
+def _stage_name(run: RunData, stage: dict[str, Any]) -> str:
+    """The recipe name of a stage's text encoder, or speech featurizer (``audio``), config
+    (its type when no cell matches)."""
+    axis = "audio" if "audio" in stage else "text"
+    config = stage.get(axis) or {}
     for cell in run.cells:
-        if cell.configs.get("text") == text and cell.names:
-            return str(cell.names.get("text"))
-    return str(text.get("type", "?"))
+        if cell.configs.get(axis) == config and cell.names:
+            return str(cell.names.get(axis))
+    return str(config.get("type", "?"))
 
