@@ -286,6 +286,7 @@ def test_stage_ids_change_with_model_settings_fold_seed_and_control(tiny_w2v, tm
 
 @pytest.mark.parametrize(("override", "message"), [
     ("train.optimizer=lbfgs", "optimizer lbfgs fits full-batch and cannot fine-tune a speech"),
+    ("train.save=best", "train.save: best does not save a finetune speech encoder yet"),
     ("protocol.dev=inner_folds", None),
 ])
 def test_recipes_that_cannot_train_the_speech_model_are_refused(tiny_w2v, tmp_path, override,

@@ -26,7 +26,7 @@ import emoplug
 from emoplug.errors import EmoplugError
 from emoplug.files import atomic_folder, link_or_copy_tree, write_json_atomic
 from emoplug.model_folder import FORMAT_VERSION, MODEL_JSON, TEXT_DIR, TEXT_MODULE_PREFIX, WEIGHTS
-from emoplug.recipe import Job
+from emoplug.recipe import Job, audio_mode
 from emoplug.train import text_stage
 from emoplug.train.context import RunContext
 from emoplug.train.inputs import text_mode
@@ -90,6 +90,10 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
     from safetensors.torch import save_file
 
     cfg = job.cell.config
+    mode = audio_mode(cfg["audio"])
+    if mode not in (None, "frozen"):
+        raise EmoplugError(f"job {job.id}: a model folder cannot hold a {mode} speech "
+                           "encoder yet; save cells whose audio is mode frozen")
     with atomic_folder(folder) as tmp:
         dims: dict[str, int] = {}
         if cfg["text"] is not None:
