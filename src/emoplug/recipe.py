@@ -43,13 +43,14 @@ class TrainSettings(_Strict):
     epochs: int = Field(40, ge=1, description="maximum epochs (the linear decay's length)")
     batch_size: int = Field(16, ge=1)
     lr: float = Field(1e-3, gt=0, description="learning rate of fresh modules (heads, CNNs)")
-    encoder_lr: float = Field(2e-5, gt=0, description="learning rate of pretrained encoders")
+    encoder_lr: float = Field(2e-5, gt=0, description="learning rate of pretrained encoders "
+                              "(text, and speech in mode finetune or staged)")
     weight_decay: float = Field(0.01, ge=0)
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="share of steps warming up")
     grad_clip: float | None = Field(1.0, gt=0, description="max gradient norm; null = off")
     patience: int = Field(6, ge=1, description="epochs without dev-loss improvement to stop")
     stage_epochs: int | None = Field(
-        None, ge=1, description="epochs of the staged text fine-tuning; default epochs")
+        None, ge=1, description="epochs of the staged text and speech fine-tunings; default epochs")
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     strategy: Literal["jobs", "ddp"] = Field(
         "jobs", description="jobs: shard jobs over processes; ddp: each job data-parallel")
