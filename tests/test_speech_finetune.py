@@ -208,12 +208,27 @@ def results(out: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(out.glob("jobs/*/result.json"))]
 
 
-def test_a_finetune_cell_trains_end_to_end_on_the_demo_corpus(tiny_w2v, tmp_path, cache):
+def test_a_finetune_cell_trains_end_to_end_on_the_demo_corpus(tiny_w2v, tmp_path, cache,
+                                                             monkeypatch):
+    """Under train.mixed_precision bf16 (CPU autocast here) the speech model runs in bf16."""
+    from emoplug_audio.speech_model import SpeechModelEncoder
+
     from emoplug.train.model_check import check_run
 
-    summary = run_plan(load_plan(write_recipe(tmp_path, tiny_w2v, "finetune", cache=cache)),
-                       tmp_path / "out", verbosity=0)
+    dtypes = set()
+    frames = SpeechModelEncoder.frames
+
+    def recorded(self, waveforms, mask):
+        states, frame_mask = frames(self, waveforms, mask)
+        dtypes.add(states.dtype)
+        return states, frame_mask
+
+    monkeypatch.setattr(SpeechModelEncoder, "frames", recorded)
+    plan = load_plan(write_recipe(tmp_path, tiny_w2v, "finetune", cache=cache),
+                     ["train.mixed_precision=bf16"])
+    summary = run_plan(plan, tmp_path / "out", verbosity=0)
     assert len(summary.done) == 2 and not summary.failed
+    assert dtypes == {torch.bfloat16}
     module = featurizer(pretrained=tiny_w2v, mode="finetune").build_waveform_encoder()
     trainable = sum(p.numel() for p in module.speech.parameters() if p.requires_grad)
     for result in results(tmp_path / "out"):
@@ -222,6 +237,7 @@ def test_a_finetune_cell_trains_end_to_end_on_the_demo_corpus(tiny_w2v, tmp_path
         assert result["model"]["audio"]["pretrained_parameters"] == trainable
         assert result["model"]["audio_input_dim"] == 1  # waveforms
         assert result["cohort"] == 1 and 0.0 <= result["metrics"]["test"]["ua"] <= 1.0
+        assert result["mixed_precision"] == "bf16"
     config = json.loads(next((tmp_path / "out").glob("jobs/*/config.json")).read_text())
     assert config["audio"]["mode"] == "finetune"
     assert config["audio"]["freeze_feature_encoder"] is True
@@ -262,6 +278,22 @@ def test_staged_speech_encoders_are_fine_tuned_once_per_fold_and_reused(tiny_w2v
                "MixedLayersEncoder" for r in fused)
     assert weights == {sid: sorted((out / "stages" / sid / "features").rglob("*.npy"))
                        for sid in stages}
+
+
+def test_a_stage_whose_lease_was_lost_keeps_nothing(tiny_w2v, tmp_path, cache):
+    from accelerate import Accelerator
+
+    from emoplug.train.context import RunContext
+
+    plan = load_plan(write_recipe(tmp_path, tiny_w2v, "staged", cache=cache))
+    ctx = RunContext(plan, tmp_path / "out")
+    config = plan.cells[0].config["audio"]
+    info = audio_stage.run_audio_stage(ctx, config, "fold1", 0, Accelerator(),
+                                       keep=lambda: False)
+    sid = audio_stage.stage_id(ctx, config, "fold1", 0)
+    assert info["status"] == "discarded" and info["stage"] == sid
+    assert audio_stage.stage_status(ctx, sid) is None
+    assert not (audio_stage.stage_path(ctx, sid) / audio_stage.FEATURES).exists()
 
 
 def test_stage_ids_change_with_model_settings_fold_seed_and_control(tiny_w2v, tmp_path):

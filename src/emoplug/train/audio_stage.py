@@ -135,12 +135,15 @@ def run_audio_stage(ctx: RunContext, audio_config: dict[str, Any], fold_name: st
                 p.numel() for p in module.pretrained_parameters() if p.requires_grad)}
     if accelerator.is_main_process or not ddp:
         utterances = [ctx.by_id[i] for i in (*fold.train, *fold.dev, *fold.test)]
-        with atomic_folder(stage_path(ctx, sid) / FEATURES) as tmp:
-            info["utterances"] = save_features(module, store, utterances, FeatureCache(tmp),
-                                               accelerator.device)
-            info["total_s"] = time.perf_counter() - start
-            if keep is not None and not keep():
-                raise _Discarded
+        try:
+            with atomic_folder(stage_path(ctx, sid) / FEATURES) as tmp:
+                info["utterances"] = save_features(module, store, utterances,
+                                                   FeatureCache(tmp), accelerator.device)
+                info["total_s"] = time.perf_counter() - start
+                if keep is not None and not keep():
+                    raise _Discarded  # leaves the folder as it was
+        except _Discarded:
+            return {**info, "status": "discarded"}
         write_json_atomic(stage_path(ctx, sid) / "stage.json", info)
     return info
 
@@ -216,14 +219,13 @@ def settle_stage(ctx: RunContext, job: Job, accelerator: Any, ddp: bool = False,
                 continue
             if stage_status(ctx, sid) is None:  # finished between the look and the lease
                 leases.note("start", unit)
-                try:
-                    run_audio_stage(ctx, job.cell.config["audio"], job.fold, job.seed,
-                                    accelerator, ddp=ddp, control=job.cell.control,
-                                    on_batch=on_batch, keep=lambda: leases.owns(unit))
-                except _Discarded:
+                info = run_audio_stage(ctx, job.cell.config["audio"], job.fold, job.seed,
+                                       accelerator, ddp=ddp, control=job.cell.control,
+                                       on_batch=on_batch, keep=lambda: leases.owns(unit))
+                if info["status"] == "discarded":  # another process took it over: wait
                     leases.note("discard", unit)
                 else:
-                    leases.note("end", unit, result="done")
+                    leases.note("end", unit, result=info["status"])
                     if ddp:
                         accelerator.wait_for_everyone()  # the main process has saved it
                     if stage_status(ctx, sid) is None:

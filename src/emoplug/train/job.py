@@ -74,9 +74,12 @@ def run_cohort(ctx: RunContext, jobs: list[Job], accelerator: Any,
     only itself; a failure of the shared work fails those still running."""
     assert all(text_mode(job) != "finetune" and audio_mode(job.cell.config["audio"])
                != "finetune" for job in jobs), "fine-tuning jobs run alone"
+    try:  # the staged speech encoder they read, fine-tuned first if no process has
+        audio_stage.settle_stage(ctx, jobs[0], accelerator, on_batch=on_batch)
+    except Exception as exc:
+        return {job.id: failure(job, exc, 0.0) for job in jobs}
     start = time.perf_counter()
     try:
-        audio_stage.settle_stage(ctx, jobs[0], accelerator, on_batch=on_batch)
         inputs = load_inputs(ctx, jobs[0], accelerator.device)
         loaders = make_loaders(ctx, jobs[0], inputs, None, accelerator.device)
     except Exception as exc:
