@@ -198,7 +198,8 @@ def test_plan_states_the_runs_size(tmp_path):
     result = CliRunner().invoke(main, ["plan", str(write(tmp_path))])
     assert result.exit_code == 0, result.output
     assert ("size: 0 audio feature extractions and 0 frozen text encoder passes over the "
-            "corpus (cached), 5 text stage fine-tunings, 5 jobs (0 fine-tune an encoder)"
+            "corpus (cached), 5 text and speech stage fine-tunings, 5 jobs (0 fine-tune an "
+            "encoder)"
             ) in result.output
 
 

@@ -211,9 +211,8 @@ def results(out: Path) -> list[dict]:
 def test_a_finetune_cell_trains_end_to_end_on_the_demo_corpus(tiny_w2v, tmp_path, cache,
                                                              monkeypatch):
     """Under train.mixed_precision bf16 (CPU autocast here) the speech model runs in bf16."""
-    from emoplug_audio.speech_model import SpeechModelEncoder
-
     from emoplug.train.model_check import check_run
+    from emoplug_audio.speech_model import SpeechModelEncoder
 
     dtypes = set()
     frames = SpeechModelEncoder.frames
@@ -294,6 +293,15 @@ def test_a_stage_whose_lease_was_lost_keeps_nothing(tiny_w2v, tmp_path, cache):
     assert info["status"] == "discarded" and info["stage"] == sid
     assert audio_stage.stage_status(ctx, sid) is None
     assert not (audio_stage.stage_path(ctx, sid) / audio_stage.FEATURES).exists()
+
+
+@pytest.mark.parametrize(("mode", "extractions", "stages", "fine_tuning"),
+                         [("frozen", 1, 0, 0), ("finetune", 0, 0, 2), ("staged", 0, 2, 0)])
+def test_the_plan_counts_speech_fine_tunings(tiny_w2v, tmp_path, mode, extractions, stages,
+                                             fine_tuning):
+    size = load_plan(write_recipe(tmp_path, tiny_w2v, mode)).size()
+    assert (size["feature_extractions"], size["stage_fine_tunings"],
+            size["fine_tuning_jobs"]) == (extractions, stages, fine_tuning)
 
 
 def test_stage_ids_change_with_model_settings_fold_seed_and_control(tiny_w2v, tmp_path):
