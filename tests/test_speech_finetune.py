@@ -341,3 +341,11 @@ def test_recipes_that_cannot_train_the_speech_model_are_refused(tiny_w2v, tmp_pa
         override = "seeds=[0]"
     with pytest.raises(RecipeError, match=message):
         load_plan(recipe, [override])
+
+
+def test_a_staged_speech_encoders_settings_cannot_be_tuned_per_job(tiny_w2v, tmp_path):
+    tune = "tune: {space: {audio.encoder_lr: [1.0e-5, 1.0e-4]}}\n"
+    with pytest.raises(RecipeError, match="staged speech encoders are fine-tuned once and "
+                                          "shared by cells"):
+        load_plan(write_recipe(tmp_path, tiny_w2v, "staged", tune))
+    assert load_plan(write_recipe(tmp_path, tiny_w2v, "finetune", tune)).recipe.tune
