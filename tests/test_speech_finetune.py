@@ -156,8 +156,13 @@ def test_a_model_without_a_conv_front_end_cannot_be_fine_tuned(tmp_path):
 
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=64)).save_pretrained(tmp_path / "bert")
-    with pytest.raises(Exception, match="mode: finetune trains a wav2vec 2.0-style model"):
-        featurizer(pretrained=str(tmp_path / "bert"), mode="finetune").build_waveform_encoder()
+    bert = featurizer(pretrained=str(tmp_path / "bert"), mode="finetune")
+    message = (f"mode: finetune trains a wav2vec 2.0-style model (wav2vec 2.0, HuBERT, WavLM, "
+               f"data2vec-audio); {tmp_path / 'bert'} is a bert")
+    assert [str(p) for p in bert.check()] == [message]  # emoplug validate says so
+    with pytest.raises(Exception, match=message.replace("(", r"\(").replace(")", r"\)")):
+        bert.build_waveform_encoder()
+    assert featurizer(pretrained=str(tmp_path / "bert")).check() == []  # frozen: any model
 
 
 # -- keys ----------------------------------------------------------------------------------

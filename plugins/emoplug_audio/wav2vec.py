@@ -94,9 +94,24 @@ class Wav2Vec(Featurizer):
             raise checkpoints.not_cached(name) from exc
 
     def check(self) -> list[SettingError]:
-        """A ``pretrained`` checkpoint that is not there."""
+        """A ``pretrained`` checkpoint that is not there; for ``mode: finetune``/``staged``,
+        one whose model has no convolutional front end to train from waveforms."""
         problem = checkpoints.checkpoint_problem(self.config.pretrained)
+        if problem is None and self.config.mode != "frozen":
+            from transformers import AutoConfig
+
+            try:
+                model_config = self._from_pretrained(AutoConfig)
+            except (SettingError, OSError, ValueError):
+                return []  # found when the model loads
+            if not hasattr(model_config, "conv_kernel"):
+                problem = self._not_trainable(model_config.model_type)
         return [] if problem is None else [problem]
+
+    def _not_trainable(self, model_type: str) -> SettingError:
+        return SettingError("mode", f"{self.config.mode} trains a wav2vec 2.0-style model "
+                            "(wav2vec 2.0, HuBERT, WavLM, data2vec-audio); "
+                            f"{self.config.pretrained} is a {model_type}")
 
     def model_layers(self) -> list[int]:
         """The configured layers clipped to the checkpoint's depth (reads its config only)."""
@@ -185,9 +200,7 @@ class Wav2Vec(Featurizer):
         speech = self._from_pretrained(AutoModel)
         if not hasattr(speech, "feature_extractor") or \
                 not hasattr(speech, "_get_feat_extract_output_lengths"):
-            raise SettingError("mode", f"{self.config.mode} trains a wav2vec 2.0-style model "
-                               "(wav2vec 2.0, HuBERT, WavLM, data2vec-audio); "
-                               f"{self.config.pretrained} is a {speech.config.model_type}")
+            raise self._not_trainable(speech.config.model_type)
         layers = self.model_layers()
         head = build_audio_encoder(self.config.encoder, len(layers) * speech.config.hidden_size,
                                    n_layers=len(layers))
