@@ -329,18 +329,17 @@ def test_stage_ids_change_with_model_settings_fold_seed_and_control(tiny_w2v, tm
     assert audio_stage.stage_id(ctx, dict(config), "fold1", 0) == base
 
 
-@pytest.mark.parametrize(("override", "message"), [
-    ("train.optimizer=lbfgs", "optimizer lbfgs fits full-batch and cannot fine-tune a speech"),
-    ("train.save=best", "train.save: best does not save a finetune speech encoder yet"),
-    ("protocol.dev=inner_folds", None),
+@pytest.mark.parametrize(("mode", "override", "message"), [
+    ("finetune", "train.optimizer=lbfgs",
+     "optimizer lbfgs fits full-batch and cannot fine-tune a speech"),
+    ("staged", "train.save=best", "train.save: best does not save a staged speech encoder"),
+    ("staged", "protocol=inner", "a staged speech encoder is fine-tuned once per fold on its "
+                                 "dev split"),
 ])
-def test_recipes_that_cannot_train_the_speech_model_are_refused(tiny_w2v, tmp_path, override,
-                                                                message):
-    mode = "finetune" if message else "staged"
-    if message is None:
-        message = "a staged speech encoder is fine-tuned once per fold on its dev split"
+def test_recipes_that_cannot_train_the_speech_model_are_refused(tiny_w2v, tmp_path, mode,
+                                                                override, message):
     recipe = write_recipe(tmp_path, tiny_w2v, mode)
-    if override.startswith("protocol"):
+    if override == "protocol=inner":
         recipe.write_text(recipe.read_text().replace("{type: kfold, k: 2}",
                                                      "{type: loso, dev: inner_folds}"))
         override = "seeds=[0]"
@@ -354,3 +353,38 @@ def test_a_staged_speech_encoders_settings_cannot_be_tuned_per_job(tiny_w2v, tmp
                                           "shared by cells"):
         load_plan(write_recipe(tmp_path, tiny_w2v, "staged", tune))
     assert load_plan(write_recipe(tmp_path, tiny_w2v, "finetune", tune)).recipe.tune
+
+
+def test_a_saved_finetune_model_predicts_what_its_job_did(tmp_path, cache):
+    """train.save: best keeps the fine-tuned speech model in model/audio/ (not twice): the
+    folder predicts the job's test utterances without the original checkpoint."""
+    import csv
+    import shutil
+
+    from safetensors import safe_open
+
+    from emoplug.predict import Row, load_model
+
+    pretrained = tiny_checkpoint(tmp_path / "w2v", **QUIET)
+    plan = load_plan(write_recipe(tmp_path, pretrained, "finetune", cache=cache),
+                     ["train.save=best"])
+    plan.jobs = plan.jobs[:1]
+    assert run_plan(plan, tmp_path / "out", verbosity=0).ok
+    job = tmp_path / "out" / "jobs" / plan.jobs[0].id
+    shutil.rmtree(pretrained)  # the saved folder must not need it
+    assert (job / "model" / "audio" / "config.json").is_file()
+    with safe_open(str(job / "model" / "model.safetensors"), "pt") as weights:
+        assert not any(k.startswith("audio.speech.") for k in weights.keys())
+        assert any(k.startswith("audio.head.") for k in weights.keys())
+    expected = list(csv.DictReader(open(job / "predictions.csv")))
+    from emoplug.data.loading import load_corpus_and_folds
+
+    corpus = load_corpus_and_folds(plan.corpus_request())[0].by_id()
+    predictor = load_model(job / "model", device="cpu")
+    predicted, bad = predictor.predict_many([Row(r["id"], corpus[r["id"]].audio, None)
+                                             for r in expected])
+    assert not bad and len(predicted) == len(expected)
+    for row, (_, pred) in zip(expected, predicted, strict=True):
+        assert pred["category"] == row["predicted"]
+        for label, p in pred["probabilities"].items():
+            assert p == pytest.approx(float(row[f"p_{label}"]), abs=1e-5)

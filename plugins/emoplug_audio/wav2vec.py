@@ -25,6 +25,8 @@ from emoplug import (
 from emoplug_audio.base import Featurizer, FeaturizerConfig
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
     from torch import nn
 
@@ -211,6 +213,27 @@ class Wav2Vec(Featurizer):
             speech.train(), head, layers=layers, downsample=self.config.downsample,
             freeze_feature_encoder=self.config.freeze_feature_encoder,
             gradient_checkpointing=self.config.gradient_checkpointing, attention_mask=masked)
+
+    def save_waveform_encoder(self, module: nn.Module, folder: Path) -> None:
+        """The fine-tuned model as a checkpoint folder (``config.json``,
+        ``model.safetensors``) with the feature extractor's settings when the checkpoint
+        has them (``preprocessor_config.json``)."""
+        import safetensors.torch
+        from transformers import AutoFeatureExtractor
+
+        # written by hand: save_pretrained writes nothing on the non-zero ranks of a launch
+        module.speech.config.save_pretrained(folder)
+        safetensors.torch.save_model(module.speech, str(folder / "model.safetensors"),
+                                     metadata={"format": "pt"})
+        try:
+            extractor = AutoFeatureExtractor.from_pretrained(self.config.pretrained,
+                                                             local_files_only=_offline())
+        except (OSError, ValueError):
+            return  # none: wav2vec 2.0's default normalisation, as in training
+        (folder / "preprocessor_config.json").write_text(extractor.to_json_string())
+
+    def saved_featurizer(self, folder: Path) -> Wav2Vec:
+        return type(self)(self.config.model_copy(update={"pretrained": str(folder)}))
 
     def build_encoder(self, input_dim: int) -> nn.Module:
         n_layers = len(self.model_layers())

@@ -207,6 +207,19 @@ class AudioFeaturizer(Component):
         reads, which a ``staged`` fine-tuning saves as the cells' features."""
         raise NotImplementedError
 
+    def save_waveform_encoder(self, module: torch.nn.Module, folder: Path) -> None:
+        """For ``mode: finetune`` with ``train.save: best``: write the trained speech model
+        of ``module`` (a :meth:`build_waveform_encoder` module: its
+        ``pretrained_parameters()``) into ``folder`` (created empty by the caller), as
+        safetensors and JSON only; emoplug saves the module's other weights itself."""
+        raise NotImplementedError
+
+    def saved_featurizer(self, folder: Path) -> AudioFeaturizer:
+        """This featurizer reading its speech model from ``folder`` (written by
+        :meth:`save_waveform_encoder`): its ``build_waveform_encoder()`` has the trained
+        weights, its ``prepare_waveform`` prepares waveforms as in training."""
+        raise NotImplementedError
+
 
 class Fusion(Component):
     """Combines the modalities' encodings into approach outputs."""

@@ -26,6 +26,9 @@ WEIGHTS = "model.safetensors"
 TEXT_DIR = "text"
 #: a fine-tuned text encoder's weights live in ``text/``, not in ``model.safetensors``
 TEXT_MODULE_PREFIX = "text."
+#: a fine-tuned speech model (audio ``mode: finetune``) lives in ``audio/``, its weights not
+#: in ``model.safetensors``
+AUDIO_DIR = "audio"
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib"})
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from emoplug.errors import EmoplugError, SettingError
 from emoplug.model_folder import (
+    AUDIO_DIR,
     MODEL_JSON,
     TEXT_DIR,
     TEXT_MODULE_PREFIX,
@@ -65,8 +66,9 @@ class SavedModel:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
+        from emoplug.recipe import audio_mode
         from emoplug.registry import get_registry
-        from emoplug.train.model import CellModel
+        from emoplug.train.model import CellModel, pretrained_keys
 
         registry = get_registry()
         components = manifest["components"]
@@ -77,10 +79,18 @@ class SavedModel:
         self.batch_size = int(manifest.get("batch_size", 32))
         self.featurizer = (registry.build("audio", components["audio"])
                            if components["audio"] is not None else None)
+        self.audio_mode = audio_mode(components["audio"])
         self.text_module = (self._build_text(components["text"])
                             if components["text"] is not None else None)
-        audio_module = (self.featurizer.build_encoder(int(manifest["audio_input_dim"]))
-                        if self.featurizer is not None else None)
+        audio_module = None
+        if self.audio_mode == "finetune":  # the fine-tuned speech model, from audio/
+            self.featurizer = self.featurizer.saved_featurizer(folder / AUDIO_DIR)
+            try:
+                audio_module = self.featurizer.build_waveform_encoder()
+            except SettingError as exc:  # the saved folder, not a setting the user gave
+                raise EmoplugError(exc.message) from None
+        elif self.featurizer is not None:
+            audio_module = self.featurizer.build_encoder(int(manifest["audio_input_dim"]))
         # modality order matters (fusions concatenate in it): text first, as in training
         dims = {m: int(manifest["dims"][m]) for m in ("text", "audio") if m in manifest["dims"]}
         fusion = registry.build("fusion", components["fusion"]).build(
@@ -102,7 +112,9 @@ class SavedModel:
                                f"{resized[0]}); are they from different cells? export the "
                                "model again")
         loaded = model.load_state_dict(weights, strict=False)
-        missing = [k for k in loaded.missing_keys if not k.startswith(TEXT_MODULE_PREFIX)]
+        speech = pretrained_keys(model, "audio") if self.audio_mode == "finetune" else set()
+        missing = [k for k in loaded.missing_keys
+                   if not k.startswith(TEXT_MODULE_PREFIX) and k not in speech]
         if missing or loaded.unexpected_keys:
             raise EmoplugError(f"{folder / WEIGHTS} does not match the model described in "
                                f"{MODEL_JSON} (missing {missing[:3]}, unexpected "
@@ -129,6 +141,19 @@ class SavedModel:
     def needs_audio(self) -> bool:
         return self.featurizer is not None
 
+    @property
+    def input_key(self) -> str:
+        """Which audio input the model reads: its featurizer's features, or (``finetune``)
+        the waveform its speech model reads."""
+        key = self.featurizer.cache_key()
+        return f"{key}:waveform" if self.audio_mode == "finetune" else key
+
+    def audio_input(self, waveform: np.ndarray) -> np.ndarray:
+        """The model's audio input ``[frames, D]`` for one waveform at the featurizer's rate."""
+        if self.audio_mode == "finetune":
+            return self.featurizer.prepare_waveform(waveform)[:, None]
+        return self.featurizer.featurize(waveform, self.featurizer.sample_rate)
+
     def decode(self, rows: Sequence[Row], features: Sequence[dict[str, np.ndarray]]
                ) -> Decoded:
         """Predictions for ``rows`` (in order); ``features[i]`` maps a featurizer's cache key
@@ -153,7 +178,7 @@ class SavedModel:
                 else:
                     example.text = row.text
             if self.featurizer is not None:
-                array = feats[self.featurizer.cache_key()]
+                array = feats[self.input_key]
                 example.audio = lambda array=array: array
             examples.append(example)
         tokenize = self.text_module.tokenize if self.text_mode == "finetune" else None
@@ -178,8 +203,7 @@ class Predictor:
         self.avd_scale = tuple(avd_scale)
         self.needs_text = any(m.needs_text for m in members)
         self.needs_audio = any(m.needs_audio for m in members)
-        self.featurizers = {m.featurizer.cache_key(): m.featurizer
-                            for m in members if m.featurizer is not None}
+        self.audio_readers = {m.input_key: m for m in members if m.featurizer is not None}
 
     @property
     def predicts_avd(self) -> bool:
@@ -198,10 +222,11 @@ class Predictor:
         if not Path(row.audio).is_file():
             raise EmoplugError(f"audio file {row.audio} not found")
         out = {}
-        for key, featurizer in self.featurizers.items():
+        for key, member in self.audio_readers.items():
+            featurizer = member.featurizer
             waveform = load_audio(row.audio, featurizer.sample_rate)
             try:
-                array = featurizer.featurize(waveform, featurizer.sample_rate)
+                array = member.audio_input(waveform)
             except Exception as exc:  # e.g. audio too short for the featurizer's window
                 reason = (str(exc).splitlines() or [type(exc).__name__])[0]
                 raise EmoplugError(f"audio file {row.audio}: {featurizer.name} features "

@@ -809,11 +809,11 @@ def _cell_train(run: TrainSettings, own: dict[str, Any], where: str,
 
 def _saved_speech_problem(run: TrainSettings, config: dict[str, Any],
                           where: dict[str, str]) -> str | None:
-    """A saved model (``train.save: best``) cannot hold a trained speech encoder yet."""
-    mode = audio_mode(config.get("audio"))
-    if run.save == "best" and mode in ("finetune", "staged"):
-        return (f"{where['audio']}: train.save: best does not save a {mode} speech encoder "
-                "yet; use mode frozen for the cells whose models you save, or train.save: none")
+    """A saved model (``train.save: best``) cannot hold a staged speech encoder yet."""
+    if run.save == "best" and audio_mode(config.get("audio")) == "staged":
+        return (f"{where['audio']}: train.save: best does not save a staged speech encoder "
+                "yet; use mode frozen or finetune for the cells whose models you save, or "
+                "train.save: none")
     return None
 
 

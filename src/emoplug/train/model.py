@@ -59,6 +59,16 @@ def describe_model(model: CellModel, dims: dict[str, int], out_dim: int,
             "dims": dict(dims), "out_dim": int(out_dim), "audio_input_dim": audio_input_dim}
 
 
+def pretrained_keys(model: nn.Module, modality: str) -> set[str]:
+    """The ``state_dict`` keys of the ``modality`` encoder's pretrained weights (its
+    module's ``pretrained_parameters()``); empty when it has none."""
+    module = getattr(model, modality, None)
+    if module is None or not hasattr(module, "pretrained_parameters"):
+        return set()
+    ids = {id(p) for p in module.pretrained_parameters()}
+    return {f"{modality}.{name}" for name, p in module.named_parameters() if id(p) in ids}
+
+
 def parameter_groups(model: nn.Module, lr: float, encoder_lr: dict[str, float],
                      weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: each modality's pretrained encoder weights (its module's

@@ -7,7 +7,9 @@ names: :mod:`emoplug.model_folder`):
   every component's config (the audio featurizer's settings included), the sizes the modules
   are rebuilt with and the approach's ``state_dict`` (AVD statistics, a two-stage mapper);
 - ``model.safetensors``: the cell network's weights (audio encoder, fusion) without the text
-  encoder;
+  encoder and without a fine-tuned speech model;
+- ``audio/`` (audio ``mode: finetune``): the fine-tuned speech model as its featurizer's
+  ``save_waveform_encoder`` writes it (``wav2vec``: a Hugging Face checkpoint folder);
 - ``text/`` (cells with text): the text encoder as its component's ``save`` writes it (the
   bundled transformers: a Hugging Face checkpoint folder). Which encoder depends on the
   text mode: ``finetune``, the one trained inside the cell; ``staged``, the stage's
@@ -25,11 +27,19 @@ from typing import Any
 import emoplug
 from emoplug.errors import EmoplugError
 from emoplug.files import atomic_folder, link_or_copy_tree, write_json_atomic
-from emoplug.model_folder import FORMAT_VERSION, MODEL_JSON, TEXT_DIR, TEXT_MODULE_PREFIX, WEIGHTS
+from emoplug.model_folder import (
+    AUDIO_DIR,
+    FORMAT_VERSION,
+    MODEL_JSON,
+    TEXT_DIR,
+    TEXT_MODULE_PREFIX,
+    WEIGHTS,
+)
 from emoplug.recipe import Job, audio_mode
 from emoplug.train import text_stage
 from emoplug.train.context import RunContext
 from emoplug.train.inputs import text_mode
+from emoplug.train.model import pretrained_keys
 from emoplug.train.outcome import versions
 from emoplug.types import AVD_NAMES
 
@@ -91,15 +101,20 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
 
     cfg = job.cell.config
     mode = audio_mode(cfg["audio"])
-    if mode not in (None, "frozen"):
-        raise EmoplugError(f"job {job.id}: a model folder cannot hold a {mode} speech "
-                           "encoder yet; save cells whose audio is mode frozen")
+    if mode == "staged":
+        raise EmoplugError(f"job {job.id}: a model folder cannot hold a staged speech "
+                           "encoder yet; save cells whose audio is mode frozen or finetune")
+    speech_keys = pretrained_keys(model, "audio") if mode == "finetune" else set()
     with atomic_folder(folder) as tmp:
         dims: dict[str, int] = {}
         if cfg["text"] is not None:
             dims["text"] = _write_text(ctx, job, model, tmp / TEXT_DIR)
         if model.audio is not None:
             dims["audio"] = int(model.audio.dim)
+        if mode == "finetune":
+            (tmp / AUDIO_DIR).mkdir()
+            ctx.registry.build("audio", cfg["audio"]).save_waveform_encoder(model.audio,
+                                                                            tmp / AUDIO_DIR)
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": "model",
@@ -116,7 +131,9 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
             "text_mode": text_mode(job),
             "components": {axis: cfg[axis] for axis in ("text", "audio", "fusion", "approach")},
             "dims": dims,
-            "audio_input_dim": _audio_input_dim(ctx, job) if cfg["audio"] is not None else None,
+            "audio_mode": mode,
+            "audio_input_dim": (1 if mode == "finetune" else _audio_input_dim(ctx, job)
+                                if cfg["audio"] is not None else None),
             "out_dim": _out_dim(model.fusion, dims),
             "batch_size": ctx.plan.train_settings(job.cell).batch_size,
             "approach_state": approach.state_dict(),
@@ -124,6 +141,6 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
             "versions": versions(),
         }
         weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()
-                   if not k.startswith(TEXT_MODULE_PREFIX)}
+                   if not k.startswith(TEXT_MODULE_PREFIX) and k not in speech_keys}
         save_file(weights, str(tmp / WEIGHTS), metadata={"format_version": FORMAT_VERSION})
         write_json_atomic(tmp / MODEL_JSON, manifest)
