@@ -388,3 +388,29 @@ def test_a_saved_finetune_model_predicts_what_its_job_did(tmp_path, cache):
         assert pred["category"] == row["predicted"]
         for label, p in pred["probabilities"].items():
             assert p == pytest.approx(float(row[f"p_{label}"]), abs=1e-5)
+
+
+def test_waveforms_are_prepared_read_once_and_packed_like_features(tiny_w2v, tmp_path, cache):
+    from emoplug.data.audio import load_audio
+    from emoplug.train.context import RunContext
+    from emoplug.train.data import pad_arrays
+
+    plan = load_plan(write_recipe(tmp_path, tiny_w2v, "finetune", cache=cache))
+    ctx = RunContext(plan, tmp_path / "out")
+    config = plan.cells[0].config["audio"]
+    store = ctx.waveforms(config)
+    assert ctx.waveforms({**config, "encoder_lr": 1e-4}) is store  # training keys: same input
+    utterances = [u for u in ctx.corpus.utterances if u.audio][:3]
+    featurizer = get_registry().build("audio", config)
+    for utt in utterances:
+        y = load_audio(utt.audio, SR)
+        expected = ((y - y.mean()) / np.sqrt(y.var() + 1e-7)).astype(np.float32)[:, None]
+        np.testing.assert_allclose(store.loader(utt)(), expected, rtol=1e-6, atol=1e-6)
+        np.testing.assert_array_equal(featurizer.prepare_waveform(y)[:, None], expected)
+        assert store.frames[utt.id] == len(y)
+    ids = [u.id for u in utterances]
+    packed, mask = store.packed(utterances, torch.device("cpu")).pad(ids)
+    host, host_mask = pad_arrays([store.loader(u)() for u in utterances])
+    torch.testing.assert_close(packed, host)
+    assert torch.equal(mask, host_mask)
+    assert not any(p.name.startswith("wav2vec") for p in cache.iterdir())  # nothing cached
