@@ -282,6 +282,9 @@ def test_staged_speech_encoders_are_fine_tuned_once_per_fold_and_reused(tiny_w2v
                "MixedLayersEncoder" for r in fused)
     assert weights == {sid: sorted((out / "stages" / sid / "features").rglob("*.npy"))
                        for sid in stages}
+    from emoplug.train.model_check import check_run
+
+    assert check_run(out) == {"checked": 4, "mismatched": []}
 
 
 def test_a_stage_whose_lease_was_lost_keeps_nothing(tiny_w2v, tmp_path, cache):

@@ -190,8 +190,10 @@ def stage_features(ctx: RunContext, sid: str) -> FeatureStore:
     """The store of a finished stage's features (one stage's kept in memory at a time: jobs
     run grouped by stage)."""
     status = stage_status(ctx, sid)
-    if status is None or status.get("status") != "done":
+    if status is None:
         raise EmoplugError(f"speech stage {sid} has not run (stages/{sid}/stage.json)")
+    if status.get("status") != "done":
+        raise EmoplugError(f"speech stage failed: {status.get('error', 'unknown error')}")
     featurizer = ctx.registry.build("audio", status["audio"])
     return ctx.exclusive_store(
         f"audio-stage-{sid}", "audio-stage-",
