@@ -119,6 +119,7 @@ def run_audio_stage(ctx: RunContext, audio_config: dict[str, Any], fold_name: st
                            "utterance with readable audio")
     loss = stage_loss(objective, len(ctx.labels), train, where)
     torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # the speech model's time masking draws from NumPy
     module = ctx.registry.build("audio", audio_config).build_waveform_encoder()
     model = CellModel(_SpeechHead(module.dim, loss.out_dim), audio=module)
     collate = Collator(None)
@@ -131,7 +132,7 @@ def run_audio_stage(ctx: RunContext, audio_config: dict[str, Any], fold_name: st
             "fold": fold_name, "seed": seed, "objective": objective, "control": control,
             "head_outputs": loss.out_dim, "best_epoch": result.best_epoch,
             "epochs_run": result.epochs_run, "dev_loss": result.best_dev_loss,
-            "train_s": result.seconds, "trainable_parameters": sum(
+            "train_s": result.seconds, "pretrained_parameters": sum(
                 p.numel() for p in module.pretrained_parameters() if p.requires_grad)}
     if accelerator.is_main_process or not ddp:
         utterances = [ctx.by_id[i] for i in (*fold.train, *fold.dev, *fold.test)]
