@@ -335,7 +335,6 @@ def test_stage_ids_change_with_model_settings_fold_seed_and_control(tiny_w2v, tm
 @pytest.mark.parametrize(("mode", "override", "message"), [
     ("finetune", "train.optimizer=lbfgs",
      "optimizer lbfgs fits full-batch and cannot fine-tune a speech"),
-    ("staged", "train.save=best", "train.save: best does not save a staged speech encoder"),
     ("staged", "protocol=inner", "a staged speech encoder is fine-tuned once per fold on its "
                                  "dev split"),
 ])
@@ -358,9 +357,11 @@ def test_a_staged_speech_encoders_settings_cannot_be_tuned_per_job(tiny_w2v, tmp
     assert load_plan(write_recipe(tmp_path, tiny_w2v, "finetune", tune)).recipe.tune
 
 
-def test_a_saved_finetune_model_predicts_what_its_job_did(tmp_path, cache):
-    """train.save: best keeps the fine-tuned speech model in model/audio/ (not twice): the
-    folder predicts the job's test utterances without the original checkpoint."""
+@pytest.mark.parametrize("mode", ["finetune", "staged"])
+def test_a_saved_model_predicts_what_its_job_did(tmp_path, cache, mode):
+    """train.save: best keeps the fine-tuned speech model in model/audio/ (not twice; for
+    staged, the stage's): the folder predicts the job's test utterances without the original
+    checkpoint."""
     import csv
     import shutil
 
@@ -369,7 +370,7 @@ def test_a_saved_finetune_model_predicts_what_its_job_did(tmp_path, cache):
     from emoplug.predict import Row, load_model
 
     pretrained = tiny_checkpoint(tmp_path / "w2v", **QUIET)
-    plan = load_plan(write_recipe(tmp_path, pretrained, "finetune", cache=cache),
+    plan = load_plan(write_recipe(tmp_path, pretrained, mode, cache=cache),
                      ["train.save=best"])
     plan.jobs = plan.jobs[:1]
     assert run_plan(plan, tmp_path / "out", verbosity=0).ok
@@ -378,7 +379,11 @@ def test_a_saved_finetune_model_predicts_what_its_job_did(tmp_path, cache):
     assert (job / "model" / "audio" / "config.json").is_file()
     with safe_open(str(job / "model" / "model.safetensors"), "pt") as weights:
         assert not any(k.startswith("audio.speech.") for k in weights.keys())
-        assert any(k.startswith("audio.head.") for k in weights.keys())
+        assert any(k.startswith("audio.head." if mode == "finetune" else "audio.mix.")
+                   for k in weights.keys())
+    if mode == "staged":  # the stage kept its speech model for the saved models
+        (stage,) = (tmp_path / "out" / "stages").iterdir()
+        assert (stage / "encoder" / "model.safetensors").is_file()
     expected = list(csv.DictReader(open(job / "predictions.csv")))
     from emoplug.data.loading import load_corpus_and_folds
 

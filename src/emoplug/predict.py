@@ -83,13 +83,14 @@ class SavedModel:
         self.text_module = (self._build_text(components["text"])
                             if components["text"] is not None else None)
         audio_module = None
-        if self.audio_mode == "finetune":  # the fine-tuned speech model, from audio/
+        if self.audio_mode in ("finetune", "staged"):  # the fine-tuned model, from audio/
             self.featurizer = self.featurizer.saved_featurizer(folder / AUDIO_DIR)
+        if self.audio_mode == "finetune":
             try:
                 audio_module = self.featurizer.build_waveform_encoder()
             except SettingError as exc:  # the saved folder, not a setting the user gave
                 raise EmoplugError(exc.message) from None
-        elif self.featurizer is not None:
+        elif self.featurizer is not None:  # features: of the stage's model when staged
             audio_module = self.featurizer.build_encoder(int(manifest["audio_input_dim"]))
         # modality order matters (fusions concatenate in it): text first, as in training
         dims = {m: int(manifest["dims"][m]) for m in ("text", "audio") if m in manifest["dims"]}

@@ -663,8 +663,7 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
                 continue
             config["train"] = own
         problem = (_optimizer_problem(recipe.train, config, where)
-                   or _inner_folds_problem(config.get("protocol") or protocol, config, where)
-                   or _saved_speech_problem(recipe.train, config, where))
+                   or _inner_folds_problem(config.get("protocol") or protocol, config, where))
         if problem:
             resolver.problems.append(problem)
             continue
@@ -805,16 +804,6 @@ def _cell_train(run: TrainSettings, own: dict[str, Any], where: str,
         problems.extend(_pydantic_problems(exc, where))
         return None
     return {key: getattr(merged, key) for key in sorted(own)}
-
-
-def _saved_speech_problem(run: TrainSettings, config: dict[str, Any],
-                          where: dict[str, str]) -> str | None:
-    """A saved model (``train.save: best``) cannot hold a staged speech encoder yet."""
-    if run.save == "best" and audio_mode(config.get("audio")) == "staged":
-        return (f"{where['audio']}: train.save: best does not save a staged speech encoder "
-                "yet; use mode frozen or finetune for the cells whose models you save, or "
-                "train.save: none")
-    return None
 
 
 def _optimizer_problem(run: TrainSettings, config: dict[str, Any],

@@ -6,7 +6,8 @@ from waveforms on the fold's training set with a speech-only head trained on the
 dev. Its features (the frames its encoder reads, ``[frames, dim]`` float16, one utterance at a
 time, unpadded: what the frozen featurizer would give with the fine-tuned weights) are saved
 for every utterance of the fold under ``<run>/stages/<id>/features/`` (a feature cache keyed
-by the audio file's content), then ``stage.json``; every fusion/approach cell of that fold and
+by the audio file's content), with ``train.save: best`` its fine-tuned model under
+``encoder/``, then ``stage.json``; every fusion/approach cell of that fold and
 seed trains its audio encoder on them. A learning control gets stages of its own.
 
 The runner may run stages before their jobs (:func:`run_audio_stage`, like text stages);
@@ -39,6 +40,8 @@ from emoplug.types import Encoded, Utterance
 
 #: folder of a stage holding its features, and their namespace in that feature cache
 FEATURES = "features"
+#: folder of a stage holding its fine-tuned speech model (written when ``train.save: best``)
+STAGE_ENCODER = "encoder"
 NAMESPACE = "outputs"
 #: seconds between looks at a stage another process fine-tunes
 POLL_SECONDS = 2.0
@@ -69,9 +72,15 @@ def stage_path(ctx: RunContext, sid: str) -> Path:
 
 
 def stage_status(ctx: RunContext, sid: str) -> dict[str, Any] | None:
-    """``stage.json`` of a stage, or None when it has not run."""
+    """``stage.json`` of a stage, or None when it has not run. With ``train.save: best``, a
+    stage that finished without keeping its speech model counts as not run (it runs again)."""
     status = read_json(stage_path(ctx, sid) / "stage.json")
-    return status if isinstance(status, dict) else None
+    if not isinstance(status, dict):
+        return None
+    if (ctx.plan.recipe.train.save == "best" and status.get("status") == "done"
+            and not (stage_path(ctx, sid) / STAGE_ENCODER).is_dir()):
+        return None
+    return status
 
 
 class _SpeechHead(nn.Module):
@@ -145,6 +154,9 @@ def run_audio_stage(ctx: RunContext, audio_config: dict[str, Any], fold_name: st
                     raise _Discarded  # leaves the folder as it was
         except _Discarded:
             return {**info, "status": "discarded"}
+        if settings.save == "best":  # saved models of staged cells need the speech model
+            with atomic_folder(stage_path(ctx, sid) / STAGE_ENCODER) as tmp:
+                ctx.registry.build("audio", audio_config).save_waveform_encoder(module, tmp)
         write_json_atomic(stage_path(ctx, sid) / "stage.json", info)
     return info
 

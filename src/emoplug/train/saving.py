@@ -8,8 +8,10 @@ names: :mod:`emoplug.model_folder`):
   are rebuilt with and the approach's ``state_dict`` (AVD statistics, a two-stage mapper);
 - ``model.safetensors``: the cell network's weights (audio encoder, fusion) without the text
   encoder and without a fine-tuned speech model;
-- ``audio/`` (audio ``mode: finetune``): the fine-tuned speech model as its featurizer's
-  ``save_waveform_encoder`` writes it (``wav2vec``: a Hugging Face checkpoint folder);
+- ``audio/`` (audio ``mode: finetune`` or ``staged``): the fine-tuned speech model as its
+  featurizer's ``save_waveform_encoder`` writes it (``wav2vec``: a Hugging Face checkpoint
+  folder); for ``staged``, the stage's (kept under ``stages/<id>/encoder/``, linked or
+  copied here);
 - ``text/`` (cells with text): the text encoder as its component's ``save`` writes it (the
   bundled transformers: a Hugging Face checkpoint folder). Which encoder depends on the
   text mode: ``finetune``, the one trained inside the cell; ``staged``, the stage's
@@ -36,7 +38,7 @@ from emoplug.model_folder import (
     WEIGHTS,
 )
 from emoplug.recipe import Job, audio_mode
-from emoplug.train import text_stage
+from emoplug.train import audio_stage, text_stage
 from emoplug.train.context import RunContext
 from emoplug.train.inputs import text_mode
 from emoplug.train.model import pretrained_keys
@@ -44,9 +46,21 @@ from emoplug.train.outcome import versions
 from emoplug.types import AVD_NAMES
 
 
+def _link_speech_stage(ctx: RunContext, job: Job, folder: Path) -> None:
+    """The fine-tuned speech model of the stage ``job`` read, linked or copied to ``folder``."""
+    sid = audio_stage.job_stage_id(ctx, job)
+    source = audio_stage.stage_path(ctx, sid) / audio_stage.STAGE_ENCODER
+    if not source.is_dir():
+        raise EmoplugError(f"job {job.id}: speech stage {sid} kept no model (it ran without "
+                           f"train.save: best); delete stages/{sid} and run again")
+    link_or_copy_tree(source, folder)
+
+
 def _audio_input_dim(ctx: RunContext, job: Job) -> int:
     """The feature width the audio encoder was built for (from a training utterance)."""
-    store = ctx.features(job.cell.config["audio"])
+    sid = audio_stage.job_stage_id(ctx, job)
+    store = (ctx.features(job.cell.config["audio"]) if sid is None
+             else audio_stage.stage_features(ctx, sid))
     for utt_id in ctx.folds[job.fold].train:
         features = store.compute(ctx.by_id[utt_id])
         if features is not None:
@@ -101,9 +115,6 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
 
     cfg = job.cell.config
     mode = audio_mode(cfg["audio"])
-    if mode == "staged":
-        raise EmoplugError(f"job {job.id}: a model folder cannot hold a staged speech "
-                           "encoder yet; save cells whose audio is mode frozen or finetune")
     speech_keys = pretrained_keys(model, "audio") if mode == "finetune" else set()
     with atomic_folder(folder) as tmp:
         dims: dict[str, int] = {}
@@ -115,6 +126,8 @@ def save_model(folder: Path, ctx: RunContext, job: Job, model: Any, approach: An
             (tmp / AUDIO_DIR).mkdir()
             ctx.registry.build("audio", cfg["audio"]).save_waveform_encoder(model.audio,
                                                                             tmp / AUDIO_DIR)
+        elif mode == "staged":
+            _link_speech_stage(ctx, job, tmp / AUDIO_DIR)
         manifest = {
             "format_version": FORMAT_VERSION,
             "kind": "model",
