@@ -2,7 +2,7 @@
 
 A run folder holds ``plan.json`` (the planned jobs), ``jobs/<id>/config.json`` (written when
 a job starts), ``jobs/<id>/result.json`` (written last; ``done`` or ``failed``) and
-``stages/<id>/stage.json`` (staged text-encoder fine-tuning). Nothing here computes a
+``stages/<id>/stage.json`` (staged text- and speech-encoder fine-tuning). Nothing here computes a
 statistic; this module only turns files into records, so a run still in progress reads as
 what has finished so far.
 """
