@@ -422,3 +422,30 @@ def test_waveforms_are_prepared_read_once_and_packed_like_features(tiny_w2v, tmp
     torch.testing.assert_close(packed, host)
     assert torch.equal(mask, host_mask)
     assert not any(p.name.startswith("wav2vec") for p in cache.iterdir())  # nothing cached
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["finetune", "staged"])
+def test_ddp_trains_the_speech_model_across_both_processes(tiny_w2v, tmp_path, cache, mode):
+    """train.strategy: ddp: both processes train each job's (or each stage's) speech model
+    together; the main process writes."""
+    import os
+    import subprocess
+    import sys
+
+    recipe = write_recipe(tmp_path, tiny_w2v, mode, cache=cache)
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+         "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+         "-m", "emoplug", "run", str(recipe), "--output", str(out), "-q",
+         "train.strategy=ddp"],
+        capture_output=True, text=True, timeout=400,
+        env={**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    found = results(out)
+    assert len(found) == 2 and all(r["status"] == "done" for r in found)
+    assert {r["process"]["count"] for r in found} == {2}
+    assert {r["audio_mode"] for r in found} == {mode}
+    stages = list(out.glob("stages/*/stage.json"))
+    assert len(stages) == (2 if mode == "staged" else 0)
