@@ -1,7 +1,8 @@
 """What every job of a run shares in one process: corpus, folds, features, text caches.
 
 Built once per process, so many small jobs pay no per-job start-up cost: the corpus is read
-once, each audio feature is loaded from the cache once (kept in memory up to a budget), and
+once, each audio feature is loaded from the cache once (kept in memory up to a budget, as
+are the waveforms of speech models that train and a speech stage's features), and
 frozen/staged text outputs are loaded once per (encoder, fold, seed).
 """
 
