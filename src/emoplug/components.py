@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from emoplug.errors import SettingError
 
@@ -135,6 +135,29 @@ class TextEncoderConfig(ComponentConfig):
     stage_objective: Literal["multitask", "category", "avd"] = Field(
         "multitask", description="staged mode: what the text-only head of the per-fold "
         "fine-tuning is trained on")
+    source: Literal["gold", "asr"] = Field(
+        "gold", description="the transcripts encoded: gold (the corpus's own) or asr "
+        "(made from the audio by the speech recogniser `asr`)")
+    asr: dict[str, Any] | None = Field(
+        None, description="source asr: the speech recogniser, {type: whisper, ...settings} "
+        "(type defaults to whisper); validated by that recogniser's config")
+
+    @model_validator(mode="after")
+    def _asr_only_for_asr_source(self) -> TextEncoderConfig:
+        if self.asr is not None and self.source != "asr":
+            raise ValueError("asr settings are given but source is gold; set source: asr")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _gold_left_out(self, handler: Any) -> dict[str, Any]:
+        """The resolved config without ``source``/``asr`` when the source is gold, so the
+        ids and cache keys of gold-transcript cells are those they had before the setting
+        existed (an absent ``source`` reads as gold)."""
+        data = handler(self)
+        if self.source == "gold":
+            data.pop("source", None)
+            data.pop("asr", None)
+        return data
 
 
 class TextEncoder(Component):
@@ -170,6 +193,23 @@ class TextEncoder(Component):
             module = self.build(texts=[], work_dir=Path(work_dir))
         load_model(module, str(folder / "weights.safetensors"))
         return module
+
+
+class SpeechRecogniser(Component):
+    """Turns speech into text (a text encoder's ``source: asr``). Its transcripts are cached
+    per audio file and :meth:`cache_key`, so a corpus is transcribed once per recogniser
+    config; subclasses bump ``version`` when their output changes."""
+
+    version: ClassVar[str] = "1"
+    sample_rate: int = 16000
+
+    def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[str]:
+        """One transcript per mono float32 waveform at ``self.sample_rate``, in order."""
+        raise NotImplementedError
+
+    def cache_key(self) -> str:
+        """Names the transcripts of this config: every setting is part of it."""
+        return f"{self.name}-{self.fingerprint(self.version)}"
 
 
 class AudioFeaturizer(Component):

@@ -70,6 +70,15 @@ def emoplug_register_protocols(register: Any) -> None:
 
 
 @hookspec
+def emoplug_register_speech_recognisers(register: Any) -> None:
+    """Register speech recognisers (subclasses of :class:`emoplug.SpeechRecogniser`).
+
+    Called once when the registry first loads. A text encoder with ``source: asr`` encodes
+    the transcripts its ``asr: {type: <name>, ...}`` recogniser makes from the audio.
+    """
+
+
+@hookspec
 def emoplug_register_report_sections(register: Any) -> None:
     """Register sections of ``emoplug report``.
 

@@ -21,12 +21,15 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from emoplug.components import missing_package
 from emoplug.data.loading import CorpusRequest, Split
 from emoplug.errors import EmoplugError, RecipeError, dataset_problems
 from emoplug.files import default_cache_dir
 from emoplug.registry import Registry, get_registry
 
 COMPONENT_SECTIONS = ("text", "audio", "fusion", "approach")
+#: the speech recogniser of a text encoder's ``source: asr`` when its ``asr`` names no type
+DEFAULT_RECOGNISER = "whisper"
 #: recipe sections whose entries cells name
 _NAMED_SECTIONS = (*COMPONENT_SECTIONS, "protocols")
 #: training settings that do not change results, left out of job ids
@@ -344,9 +347,10 @@ class Plan:
         splits = [*([Split(None, self.protocol, self.folds)] if self.folds else []),
                   *(Split(name, self.protocols[name], folds)
                     for name, folds in self.protocol_folds.items())]
-        return CorpusRequest(self.dataset, splits,
-                             any(c.audio is not None for c in self.cells), self.cache_dir(),
-                             self.source, need_text=any(c.text is not None for c in self.cells))
+        speech = [c for c in self.cells if c.audio is not None or transcribed(c)]
+        gold = [c for c in self.cells if c.text is not None and not transcribed(c)]
+        return CorpusRequest(self.dataset, splits, bool(speech), self.cache_dir(),
+                             self.source, need_text=bool(gold))
 
     def component_key(self, kind: str, config: dict[str, Any]) -> str:
         """The recipe key of the component whose resolved config is ``config``
@@ -363,6 +367,11 @@ class Plan:
 
     def cache_dir(self) -> Path:
         return Path(self.recipe.cache_dir) if self.recipe.cache_dir else default_cache_dir()
+
+
+def transcribed(cell: Cell) -> bool:
+    """Whether the cell's text comes from a speech recogniser (``text.source: asr``)."""
+    return (cell.config.get("text") or {}).get("source", "gold") == "asr"
 
 
 def stable_hash(payload: Any, length: int = 16) -> str:
@@ -525,9 +534,25 @@ class _Resolver:
             for name, mapping in getattr(self.recipe, kind).items():
                 mapping = {"type": name, **(mapping or {})}
                 config = self.component(kind, mapping, f"{kind}.{name}")
+                if config is not None and kind == "text":
+                    config = self.transcript_source(config, f"{kind}.{name}")
                 if config is not None:
                     resolved[kind][name] = config
         return resolved
+
+    def transcript_source(self, config: dict[str, Any], where: str) -> dict[str, Any] | None:
+        """A text encoder config with its speech recogniser (``source: asr``) resolved:
+        ``asr`` validated by the recogniser's own config (``type`` defaults to whisper)."""
+        if config.get("source", "gold") == "gold":
+            return config
+        missing = missing_package("jiwer", 'pip install "emoplug[asr]"')
+        if missing:
+            self.problems.append(f"{where}.source: asr transcripts are scored against the gold "
+                                 f"ones by word error rate, which {missing}")
+            return None
+        asr = self.component("asr", {"type": DEFAULT_RECOGNISER, **(config["asr"] or {})},
+                             f"{where}.asr")
+        return None if asr is None else {**config, "asr": asr}
 
     def reference(self, kind: str, name: str, where: str,
                   sections: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
@@ -733,6 +758,10 @@ def _tune_problems(tune: TuneSpec, cells: list[Cell], registry: Registry) -> lis
         if not tuned:
             problems.append(f"{where}: no cell has a {section} component")
             continue
+        if section == "text" and path[0] in ("source", "asr"):
+            problems.append(f"{where}: transcripts are made once per speech recogniser and "
+                            "shared by cells, so the transcript source cannot be tuned per job")
+            continue
         if section == "text" and any(c.config["text"].get("mode") == "staged" for c in tuned):
             problems.append(f"{where}: staged text encoders are fine-tuned once and shared by "
                             "cells, so their settings cannot be tuned per job")
@@ -907,6 +936,8 @@ def preflight(plan: Plan, registry: Registry | None = None) -> list[str]:
             name = getattr(cell, kind)
             if name is not None:
                 entries.setdefault(f"{kind}.{name}", (kind, cell.config[kind]))
+        if transcribed(cell):
+            entries.setdefault(f"text.{cell.text}.asr", ("asr", cell.config["text"]["asr"]))
     problems = []
     for key, (kind, config) in entries.items():
         problems.extend(str(p.at(key)) for p in registry.build(kind, config).check())

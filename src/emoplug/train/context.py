@@ -1,8 +1,9 @@
 """What every job of a run shares in one process: corpus, folds, features, text caches.
 
 Built once per process, so many small jobs pay no per-job start-up cost: the corpus is read
-once, each audio feature is loaded from the cache once (kept in memory up to a budget), and
-frozen/staged text outputs are loaded once per (encoder, fold, seed).
+once, each audio feature is loaded from the cache once (kept in memory up to a budget),
+frozen/staged text outputs are loaded once per (encoder, fold, seed), and transcripts made
+from speech once per speech recogniser config.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from emoplug.data.cache import FeatureCache
 from emoplug.data.features import load_features
 from emoplug.data.loading import load_corpus_and_folds
+from emoplug.data.transcripts import Transcripts, transcribe_corpus
 from emoplug.errors import EmoplugError
 from emoplug.recipe import Plan
 from emoplug.registry import Registry, get_registry
@@ -150,15 +152,30 @@ class RunContext:
         self._budget = MemoryBudget(feature_memory_bytes())
         self._stores: dict[str, FeatureStore] = {}
         self.text_outputs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        self._transcripts: dict[str, Transcripts] = {}  # by speech recogniser cache key
         #: key -> (the text_outputs dict it was packed from, sequence, pooled)
         self._packed_text: dict[str, tuple[Any, PackedSequences, PackedSequences]] = {}
         self.device_inputs_failed: str | None = None  # why packing was given up, if it was
         self.show_progress = False  # bars for slow passes (frozen encoders) on this process
 
-    @property
-    def texts(self) -> list[str]:
-        """Every transcript of the corpus, sorted (tokenizer training for tiny encoders)."""
-        return sorted({u.text for u in self.corpus.utterances if u.text})
+    def transcripts(self, text_config: dict[str, Any]) -> dict[str, str]:
+        """The transcripts a text encoder config reads, by utterance id: the corpus's own
+        (``source: gold``, the default), or those its speech recogniser makes from the audio
+        (``source: asr``; an utterance whose audio cannot be read has none)."""
+        if text_config.get("source", "gold") == "gold":
+            return {u.id: u.text for u in self.corpus.utterances if u.text}
+        return self.asr_transcripts(text_config["asr"]).texts
+
+    def asr_transcripts(self, asr_config: dict[str, Any]) -> Transcripts:
+        """The transcripts of one speech recogniser config (made once per process, read
+        from the cache when another process or run made them)."""
+        recogniser = self.registry.build("asr", asr_config)
+        key = recogniser.cache_key()
+        if key not in self._transcripts:
+            progress = f"transcribing ({asr_config['type']})" if self.show_progress else None
+            self._transcripts[key] = transcribe_corpus(recogniser, self.corpus.utterances,
+                                                       self.cache, progress)
+        return self._transcripts[key]
 
     def work_dir(self) -> Path:
         path = self.plan.cache_dir() / "models"
