@@ -276,7 +276,17 @@ def test_an_asr_cell_runs_on_a_manifest_without_a_text_column(whisper_dir, tmp_p
         run_recipe(gold, tmp_path / "gold", cache_dir=cache, folds=1)
 
 
-def test_asr_text_is_what_the_encoder_reads_and_its_wer_is_recorded(whisper_dir, tmp_path):
+@pytest.fixture(scope="module")
+def gold_and_asr(whisper_dir, tmp_path_factory) -> tuple[dict, Path, dict[str, dict]]:
+    """A run of one gold-transcript and one ASR-transcript cell on the demo corpus (first
+    fold): its recipe, folder and results by text entry."""
+    folder = tmp_path_factory.mktemp("gold-and-asr")
+    data = {**recipe(whisper_dir, DEMO, gold=True), "cache_dir": str(folder / "cache")}
+    results = run_recipe(data, folder / "run", folds=1)
+    return data, folder / "run", {r["names"]["text"]: r for r in results}
+
+
+def test_asr_text_is_what_the_encoder_reads_and_its_wer_is_recorded(gold_and_asr):
     import torch
 
     from emoplug.recipe import build_plan as plan_of
@@ -288,11 +298,10 @@ def test_asr_text_is_what_the_encoder_reads_and_its_wer_is_recorded(whisper_dir,
         frozen_outputs,
     )
 
-    data = {**recipe(whisper_dir, DEMO, gold=True), "cache_dir": str(tmp_path / "cache")}
-    results = {r["names"]["text"]: r for r in run_recipe(data, tmp_path / "run", folds=1)}
+    data, run_dir, results = gold_and_asr
     assert "transcripts" not in results["gold_text"]
     record = results["asr_text"]["transcripts"]
-    ctx = RunContext(plan_of(data), tmp_path / "run")
+    ctx = RunContext(plan_of(data), run_dir)
     asr_cell = next(c for c in ctx.plan.cells if c.text == "asr_text")
     heard = ctx.transcripts(asr_cell.config["text"])
     gold_cell = next(c for c in ctx.plan.cells if c.text == "gold_text")
@@ -316,3 +325,37 @@ def test_asr_text_is_what_the_encoder_reads_and_its_wer_is_recorded(whisper_dir,
     fresh = encode_texts(module, {utt: heard[utt]}, 4, cpu)[utt][0]
     gold = encode_texts(module, {utt: ctx.by_id[utt].text}, 4, cpu)[utt][0]
     assert same(cached[utt][0], fresh) and not same(cached[utt][0], gold)
+
+
+def test_the_report_shows_the_wer_and_the_gold_minus_asr_difference(gold_and_asr, tmp_path):
+    from emoplug.report import write_report
+    from emoplug.report.collect import load_run
+    from emoplug.report.transcripts import transcripts_section
+
+    _, run_dir, results = gold_and_asr
+    section = transcripts_section(load_run(run_dir))
+    rows = section.tables[0].rows
+    assert len(rows) == 1
+    asr_ua = results["asr_text"]["metrics"]["test"]["ua"]
+    gold_ua = results["gold_text"]["metrics"]["test"]["ua"]
+    wer = results["asr_text"]["transcripts"]["wer"]["test"]["wer"]
+    label, recogniser, jobs, shown_wer, shown_asr, twin, shown_gold, difference = rows[0]
+    assert label.startswith("asr_text") and twin.startswith("gold_text")
+    assert recogniser.startswith("whisper ") and jobs == "1/1"
+    assert shown_wer == f"{100 * wer:.1f}"
+    assert (shown_asr, shown_gold) == (f"{100 * asr_ua:.1f}", f"{100 * gold_ua:.1f}")
+    assert difference == f"{100 * (gold_ua - asr_ua):+.1f}".replace("+0.0", "0.0")
+    assert section.tables[1].columns[0] == "Gold vs ASR"  # the paired test of the pair
+    markdown = write_report(run_dir, tmp_path / "report", ["md"])["md"].read_text()
+    assert "## Text from speech" in markdown
+
+
+def test_without_asr_cells_the_section_says_so(tmp_path):
+    from emoplug.report.collect import load_run
+    from emoplug.report.transcripts import transcripts_section
+
+    run_recipe({**recipe(Path("unused"), DEMO, gold=True),
+                "grid": {"text": ["gold_text"], "approach": ["direct"]}}, tmp_path / "run",
+               folds=1)
+    section = transcripts_section(load_run(tmp_path / "run"))
+    assert section.empty and "No cell reads ASR transcripts" in section.empty

@@ -21,6 +21,7 @@ def emoplug_register_report_sections(register: Any) -> None:
         sections,
         speakers,
         stopping,
+        transcripts,
         tuning,
     )
 
@@ -46,6 +47,7 @@ def emoplug_register_report_sections(register: Any) -> None:
                 grouped, axis="fusion", key="fusion", title="Fusion comparison",
                 text="Multimodal cells, grouped by fusion strategy.")),
             (110, "staged", comparisons.staged_section),
+            (115, "transcripts", transcripts.transcripts_section),
             (120, "settings", comparisons.setting_section),
             (130, "ablation", comparisons.ablation_section),
             (140, "confusion", sections.confusion_section),
