@@ -359,3 +359,42 @@ def test_without_asr_cells_the_section_says_so(tmp_path):
                folds=1)
     section = transcripts_section(load_run(tmp_path / "run"))
     assert section.empty and "No cell reads ASR transcripts" in section.empty
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_fine_tuned_and_staged_encoders_train_on_the_asr_transcripts(gold_and_asr,
+                                                                       monkeypatch):
+    import torch
+
+    from emoplug.recipe import build_plan as plan_of
+    from emoplug.train import text_stage
+    from emoplug.train.context import RunContext
+    from emoplug.train.inputs import load_inputs
+
+    data, run_dir, _ = gold_and_asr
+    seen: list[list[str]] = []
+
+    def record_and_stop(model, loss, train, *args, **kwargs):
+        seen.append([e.text for e in train.examples])
+        raise _Stop
+
+    monkeypatch.setattr(text_stage, "fit", record_and_stop)
+    for mode in ("finetune", "staged"):
+        data = {**data, "text": {"asr_text": {**data["text"]["asr_text"], "mode": mode}},
+                "grid": {"text": ["asr_text"], "approach": ["direct"]}}
+        ctx = RunContext(plan_of(data), run_dir)
+        job = ctx.plan.jobs[0]
+        heard = ctx.transcripts(job.cell.config["text"])
+        expected = [heard[i] for i in ctx.folds[job.fold].train]
+        if mode == "finetune":
+            train = load_inputs(ctx, job, torch.device("cpu")).splits["train"]
+            assert sorted(e.text for e in train) == sorted(expected)
+        else:
+            with pytest.raises(_Stop):
+                text_stage.run_text_stage(ctx, job.cell.config["text"], job.fold, job.seed,
+                                          accelerator=None)
+            assert sorted(seen[-1]) == sorted(expected)
+    assert set(expected) != {ctx.by_id[i].text for i in ctx.folds[job.fold].train}
