@@ -217,6 +217,24 @@ def test_the_source_is_part_of_the_cell_and_gold_ids_are_unchanged(whisper_dir):
     # without asr, nothing in the corpus request needs text; with it, the audio is read
     assert build_plan(recipe(whisper_dir, DEMO)).corpus_request().need_text is False
     assert build_plan(recipe(whisper_dir, DEMO)).corpus_request().need_audio is True
+    assert plan.size()["transcriptions"] == 1 and other.size()["transcriptions"] == 1
+    both = recipe(whisper_dir, DEMO, gold=True)
+    both["text"]["beams"] = {**both["text"]["asr_text"], "asr": asr(whisper_dir, num_beams=2)}
+    both["grid"]["text"].append("beams")
+    assert build_plan(both).size()["transcriptions"] == 2  # one per recogniser config
+
+
+def test_plan_counts_the_speech_recogniser_passes(whisper_dir, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from emoplug.cli import main
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe(whisper_dir, DEMO, gold=True)))
+    result = CliRunner().invoke(main, ["plan", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "(cached), 1 speech recogniser passes over its audio (cached), " in result.output
 
 
 @pytest.mark.parametrize("text, problem", [

@@ -181,7 +181,10 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     size = summary["size"]
     click.echo(f"  size: {size['feature_extractions']} audio feature extractions and "
                f"{size['frozen_encoder_passes']} frozen text encoder passes over the corpus "
-               f"(cached), {size['stage_fine_tunings']} text stage fine-tunings, "
+               f"(cached), "
+               + (f"{size['transcriptions']} speech recogniser passes over its audio (cached), "
+                  if size["transcriptions"] else "")
+               + f"{size['stage_fine_tunings']} text stage fine-tunings, "
                f"{size['head_jobs']} jobs ({size['fine_tuning_jobs']} fine-tune an encoder)"
                + (f", {size['tuning_trials']} tuning trials" if size["tuning_trials"] else "")
                + f"; {size['trainings']} network trainings")

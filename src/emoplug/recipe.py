@@ -313,7 +313,8 @@ class Plan:
 
     def size(self) -> dict[str, int]:
         """What running the plan costs, in passes over the corpus and trainings: audio
-        feature extractions (one per featurizer, cached), frozen text encoder passes (one per
+        feature extractions (one per featurizer, cached), transcriptions of the corpus's
+        audio (one per speech recogniser config, cached), frozen text encoder passes (one per
         encoder, cached), staged text encoder fine-tunings (one per encoder, fold, seed and
         control), jobs fine-tuning an encoder themselves, head jobs, tuning trials, and the
         network trainings all jobs make (one each; with ``tune``, one per trial more; under
@@ -328,6 +329,8 @@ class Plan:
         return {
             "feature_extractions": len({key(c.config["audio"]) for c in self.cells
                                         if c.config["audio"] is not None}),
+            "transcriptions": len({key(c.config["text"]["asr"]) for c in self.cells
+                                   if transcribed(c)}),
             "frozen_encoder_passes": len({key(t) for _, t in texts if t.get("mode") == "frozen"}),
             "stage_fine_tunings": len({(key(t), j.fold, j.seed, j.cell.control)
                                        for j, t in texts if t.get("mode") == "staged"}),
