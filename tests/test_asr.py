@@ -416,3 +416,33 @@ def test_fine_tuned_and_staged_encoders_train_on_the_asr_transcripts(gold_and_as
                                           accelerator=None)
             assert sorted(seen[-1]) == sorted(expected)
     assert set(expected) != {ctx.by_id[i].text for i in ctx.folds[job.fold].train}
+
+
+def test_warming_transcribes_each_ranks_share_once(whisper_dir, tmp_path, calls):
+    from emoplug.train.context import RunContext
+    from emoplug.train.warm import warm_transcripts
+
+    plan = build_plan({**recipe(whisper_dir, DEMO), "cache_dir": str(tmp_path / "cache")})
+    ctx = RunContext(plan, tmp_path / "run")
+    made = [sum(warm_transcripts(plan, ctx, rank, 2).values()) for rank in (0, 1)]
+    assert made == [20, 20] and sum(calls) == 40
+    calls.clear()
+    assert len(ctx.transcripts(plan.cells[0].config["text"])) == 40 and calls == []
+
+
+def test_featurize_fills_the_transcript_cache(whisper_dir, tmp_path):
+    import yaml
+    from click.testing import CliRunner
+
+    from emoplug.cli import main
+
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump({**recipe(whisper_dir, DEMO),
+                                    "cache_dir": str(tmp_path / "cache")}))
+    lines = []
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["featurize", str(path)])
+        assert result.exit_code == 0, result.output
+        lines.append(result.stderr.strip().splitlines()[-1])
+    assert lines == [f"whisper {whisper_dir}: 40 transcribed, 0 already cached",
+                     f"whisper {whisper_dir}: 0 transcribed, 40 already cached"]

@@ -279,11 +279,14 @@ def _warn_undertrained(run_dir: Path) -> None:
 @RECIPE
 @OVERRIDES
 def featurize(recipe: Path, overrides: tuple[str, ...]) -> None:
-    """Compute and cache the audio features of every featurizer in a recipe."""
+    """Compute and cache the audio features of every featurizer in a recipe, and the
+    transcripts of every speech recogniser its text encoders read."""
     from emoplug.recipe import load_plan
-    from emoplug.train.warm import warm_feature_cache
+    from emoplug.train.warm import warm_feature_cache, warm_transcripts
 
-    warm_feature_cache(_cache_checked(load_plan(recipe, overrides)), verbose=True)
+    plan = _cache_checked(load_plan(recipe, overrides))
+    warm_feature_cache(plan, verbose=True)
+    warm_transcripts(plan, verbose=True)
 
 
 @main.command()
