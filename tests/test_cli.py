@@ -126,7 +126,8 @@ def test_every_bundled_recipe_validates(recipe, monkeypatch, tmp_path):
 
     # validation checks hub checkpoints are cached (the hub is off): pretend they are
     fake_hub_cache(monkeypatch, tmp_path / "hub",
-                   [f.checkpoint for f in FAMILIES.values()] + ["facebook/wav2vec2-base"])
+                   [f.checkpoint for f in FAMILIES.values()]
+                   + ["facebook/wav2vec2-base", "openai/whisper-small"])
     monkeypatch.setenv("IEMOCAP_ROOT", "/data/IEMOCAP_full_release")
     # IEMOCAP is not in the repository: those recipes are checked without reading the data
     iemocap = "type: iemocap" in Path(f"recipes/{recipe}").read_text()
