@@ -252,6 +252,17 @@ def test_bad_transcript_settings_are_one_line_each(text, problem):
         caught.value.problems
 
 
+def test_the_transcript_source_is_not_tuned_per_job(whisper_dir):
+    data = {**recipe(whisper_dir, DEMO), "tune": {"trials": 2, "space": {
+        "text.asr.num_beams": [1, 2], "text.source": ["gold", "asr"]}}}
+    with pytest.raises(RecipeError) as caught:
+        build_plan(data)
+    assert sorted(p.split(":")[0] for p in caught.value.problems) == [
+        "tune.space.text.asr.num_beams", "tune.space.text.source"]
+    assert all("transcripts are made once per speech recogniser" in p
+               for p in caught.value.problems)
+
+
 def test_validate_names_an_uncached_recogniser_checkpoint_in_one_line(tmp_path, monkeypatch):
     import yaml
     from click.testing import CliRunner
