@@ -282,6 +282,22 @@ def test_validate_names_an_uncached_recogniser_checkpoint_in_one_line(tmp_path, 
                         "give a local checkpoint directory instead")
 
 
+def test_a_checkpoint_that_fails_to_load_names_the_recipe_entry(tmp_path):
+    from emoplug import SettingError
+    from emoplug.train.context import RunContext
+
+    broken = tmp_path / "not-whisper"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")  # passes the check, fails to load
+    plan = build_plan({**recipe(broken, DEMO), "cache_dir": str(tmp_path / "cache")})
+    ctx = RunContext(plan, tmp_path / "run")
+    with pytest.raises(SettingError) as caught:
+        ctx.transcripts(plan.cells[0].config["text"])
+    assert str(caught.value).startswith(
+        f"text.asr_text.asr.pretrained: {broken} is not a usable Whisper checkpoint (")
+    assert "\n" not in str(caught.value)
+
+
 # -- runs -------------------------------------------------------------------------------------
 
 def test_an_asr_cell_runs_on_a_manifest_without_a_text_column(whisper_dir, tmp_path, calls):

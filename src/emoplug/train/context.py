@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoplug.components import recipe_key
 from emoplug.data.cache import FeatureCache
 from emoplug.data.features import load_features
 from emoplug.data.loading import load_corpus_and_folds
@@ -164,7 +165,8 @@ class RunContext:
         (``source: asr``; an utterance whose audio cannot be read has none)."""
         if text_config.get("source", "gold") == "gold":
             return {u.id: u.text for u in self.corpus.utterances if u.text}
-        return self.asr_transcripts(text_config["asr"]).texts
+        with recipe_key(f"{self.plan.component_key('text', text_config)}.asr"):
+            return self.asr_transcripts(text_config["asr"]).texts
 
     def asr_transcripts(self, asr_config: dict[str, Any]) -> Transcripts:
         """The transcripts of one speech recogniser config (made once per process, read
