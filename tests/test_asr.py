@@ -104,17 +104,20 @@ def recipe(whisper_dir: Path, dataset: dict, *, gold: bool = False, **settings) 
             "grid": {"text": list(text), "approach": ["direct"]}}
 
 
-def demo_corpus(cache_dir: Path):
-    return get_registry().build("dataset", DEMO).load(need_audio=True, cache_dir=cache_dir)
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """The demo corpus (40 utterances with audio and gold transcripts)."""
+    folder = tmp_path_factory.mktemp("demo")
+    return get_registry().build("dataset", DEMO).load(need_audio=True, cache_dir=folder)
 
 
-def no_text_manifest(folder: Path, cache_dir: Path) -> Path:
+def no_text_manifest(folder: Path, corpus) -> Path:
     """The demo corpus as a manifest with audio but no text column."""
     path = folder / "speech.csv"
     with path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "speaker", "session", "label", "audio"])
-        for u in demo_corpus(cache_dir).utterances:
+        for u in corpus.utterances:
             writer.writerow([u.id, u.speaker, u.session, u.label, u.audio])
     return path
 
@@ -130,8 +133,8 @@ def test_whisper_gives_one_transcript_per_waveform(whisper_dir):
     assert recogniser.check() == []
 
 
-def test_transcripts_are_cached_per_audio_file_and_recogniser(whisper_dir, tmp_path, calls):
-    corpus = demo_corpus(tmp_path / "data")
+def test_transcripts_are_cached_per_audio_file_and_recogniser(whisper_dir, corpus, tmp_path,
+                                                              calls):
     cache = FeatureCache(tmp_path / "cache")
     recogniser = get_registry().build("asr", {"type": "whisper", **asr(whisper_dir)})
     first = transcribe_corpus(recogniser, corpus.utterances, cache)
@@ -147,7 +150,7 @@ def test_transcripts_are_cached_per_audio_file_and_recogniser(whisper_dir, tmp_p
     assert calls == [] and again.texts == first.texts  # the model was not called again
 
 
-def test_the_cache_key_changes_with_the_model_and_every_generation_setting(whisper_dir,
+def test_the_cache_key_changes_with_the_model_and_every_generation_setting(whisper_dir, corpus,
                                                                              tmp_path, calls):
     registry = get_registry()
     base = {"type": "whisper", **asr(whisper_dir)}
@@ -156,7 +159,6 @@ def test_the_cache_key_changes_with_the_model_and_every_generation_setting(whisp
                 {**base, "num_beams": 2}, {**base, "max_new_tokens": 4}]
     keys = [transcripts_namespace(registry.build("asr", v)) for v in variants]
     assert len(set(keys)) == len(variants)
-    corpus = demo_corpus(tmp_path / "data")
     cache = FeatureCache(tmp_path / "cache")
     some = corpus.utterances[:3]
     transcribe_corpus(registry.build("asr", base), some, cache)
@@ -300,8 +302,9 @@ def test_a_checkpoint_that_fails_to_load_names_the_recipe_entry(tmp_path):
 
 # -- runs -------------------------------------------------------------------------------------
 
-def test_an_asr_cell_runs_on_a_manifest_without_a_text_column(whisper_dir, tmp_path, calls):
-    manifest = {"type": "manifest", "path": str(no_text_manifest(tmp_path, tmp_path / "data"))}
+def test_an_asr_cell_runs_on_a_manifest_without_a_text_column(whisper_dir, corpus, tmp_path,
+                                                               calls):
+    manifest = {"type": "manifest", "path": str(no_text_manifest(tmp_path, corpus))}
     cache = tmp_path / "cache"
     results = run_recipe(recipe(whisper_dir, manifest), tmp_path / "run", cache_dir=cache,
                          folds=1)
