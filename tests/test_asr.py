@@ -394,8 +394,12 @@ def test_the_report_shows_the_wer_and_the_gold_minus_asr_difference(gold_and_asr
     assert (shown_asr, shown_gold) == (f"{100 * asr_ua:.1f}", f"{100 * gold_ua:.1f}")
     assert difference == f"{100 * (gold_ua - asr_ua):+.1f}".replace("+0.0", "0.0")
     assert section.tables[1].columns[0] == "Gold vs ASR"  # the paired test of the pair
-    markdown = write_report(run_dir, tmp_path / "report", ["md"])["md"].read_text()
-    assert "## Text from speech" in markdown
+    written = write_report(run_dir, tmp_path / "report", ["md", "csv"])
+    assert "## Text from speech" in written["md"].read_text()
+    with written["csv"].open() as f:
+        rows = {row["text"]: row for row in csv.DictReader(f)}
+    assert (rows["asr_text"]["text_source"], rows["gold_text"]["text_source"]) == ("asr", "gold")
+    assert float(rows["asr_text"]["wer_test"]) == wer and rows["gold_text"]["wer_test"] == ""
 
 
 def test_without_asr_cells_the_section_says_so(tmp_path):
