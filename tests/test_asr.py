@@ -284,6 +284,17 @@ def test_validate_names_an_uncached_recogniser_checkpoint_in_one_line(tmp_path, 
                         "give a local checkpoint directory instead")
 
 
+@pytest.mark.parametrize("language, known", [
+    ("en", True), ("English", True), ("<|de|>", True), ("klingon", False), ("xx", False)])
+def test_check_refuses_a_language_whisper_does_not_know(whisper_dir, language, known):
+    recogniser = get_registry().build("asr", {"type": "whisper", **asr(whisper_dir),
+                                              "language": language})
+    problems = [str(p) for p in recogniser.check()]
+    assert problems == ([] if known else [
+        f"language: {language!r} is not a language Whisper knows; give its code (en, de, ...) "
+        "or name (english, german, ...)"])
+
+
 def test_a_checkpoint_that_fails_to_load_names_the_recipe_entry(tmp_path):
     from emoplug import SettingError
     from emoplug.train.context import RunContext

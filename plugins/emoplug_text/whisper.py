@@ -47,9 +47,23 @@ class Whisper(SpeechRecogniser):
         self._pipeline: Any = None
 
     def check(self) -> list[SettingError]:
-        """A ``pretrained`` checkpoint that is not there."""
-        problem = checkpoint_problem(self.config.pretrained)
-        return [] if problem is None else [problem]
+        """A ``pretrained`` checkpoint that is not there; a ``language`` Whisper does not
+        know."""
+        problems = [checkpoint_problem(self.config.pretrained), self._language_problem()]
+        return [p for p in problems if p is not None]
+
+    def _language_problem(self) -> SettingError | None:
+        """Whisper takes a language code (``en``), name (``english``) or token (``<|en|>``)."""
+        if self.config.language is None:
+            return None
+        from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+        language = self.config.language.lower()
+        if language in TO_LANGUAGE_CODE or language.strip("<|>") in TO_LANGUAGE_CODE.values():
+            return None
+        return SettingError("language", f"{self.config.language!r} is not a language Whisper "
+                                        "knows; give its code (en, de, ...) or name (english, "
+                                        "german, ...)")
 
     def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[str]:
         cfg = self.config
