@@ -1,4 +1,4 @@
-"""Base classes of the six component kinds: the contract a plugin implements.
+"""Base classes of the seven component kinds: the contract a plugin implements.
 
 A component is a class with a unique ``name`` and a pydantic ``Config`` model. The registry
 validates a recipe's mapping with ``Config`` and calls ``cls(config)``. Component classes must
