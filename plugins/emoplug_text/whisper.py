@@ -101,7 +101,8 @@ class Whisper(SpeechRecogniser):
             try:
                 self._pipeline = pipeline(
                     "automatic-speech-recognition", model=self.config.pretrained,
-                    device=0 if torch.cuda.is_available() else -1, ignore_warning=True)
+                    device="cuda" if torch.cuda.is_available() else "cpu",  # this process's
+                    ignore_warning=True)
             except (OSError, ValueError) as err:
                 first = (str(err).strip().splitlines() or [type(err).__name__])[0]
                 raise SettingError("pretrained", f"{self.config.pretrained} is not a usable "

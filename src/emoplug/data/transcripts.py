@@ -2,10 +2,10 @@
 
 A transcript is cached in the feature cache under the namespace
 ``transcripts-<recogniser cache key>`` (the recogniser's name, every setting and its code
-version), keyed by the content digest of the audio file, as a one-element unicode array. So a corpus
-is transcribed once per recogniser config, whichever run, cell or process asks; a changed
-audio file is transcribed again. Misses are transcribed in chunks, each cached as soon as it
-is done, so a stopped run keeps what it transcribed.
+version), keyed by the content digest of the audio file, as a one-element unicode array. So
+a corpus is transcribed once per recogniser config, whichever run, cell or process asks; a
+changed audio file is transcribed again. Misses are transcribed in chunks, each cached as
+soon as it is done, so a stopped run keeps what it transcribed.
 
 The word error rate compares transcripts with the corpus's gold ones (``jiwer``), both
 lower-cased and stripped of punctuation first.
