@@ -491,3 +491,36 @@ def test_featurize_fills_the_transcript_cache(whisper_dir, tmp_path):
         lines.append(result.stderr.strip().splitlines()[-1])
     assert lines == [f"whisper {whisper_dir}: 40 transcribed, 0 already cached",
                      f"whisper {whisper_dir}: 0 transcribed, 40 already cached"]
+
+
+def test_a_saved_asr_model_transcribes_audio_given_without_text(whisper_dir, tmp_path, calls,
+                                                                 monkeypatch):
+    import emoplug
+    from emoplug import EmoplugError
+
+    monkeypatch.setenv("EMOPLUG_CACHE", str(tmp_path / "cache"))  # the run's and predict's
+    data = recipe(whisper_dir, DEMO)
+    data["train"] = {**data["train"], "save": "best"}
+    (result,) = run_recipe(data, tmp_path / "run", folds=1)
+    assert calls  # the run transcribed the corpus
+    job = tmp_path / "run" / "jobs" / result["job"]
+    expected = {row["id"]: row for row in csv.DictReader((job / "predictions.csv").open())}
+    corpus = get_registry().build("dataset", DEMO).load(need_audio=True,
+                                                        cache_dir=tmp_path / "cache")
+    audio = {u.id: u.audio for u in corpus.utterances}
+    model = emoplug.load(job / "model", device="cpu")
+    rows = [emoplug.predict.Row(i, audio[i]) for i in expected]
+    calls.clear()
+    predicted, bad = model.predict_many(rows)
+    assert bad == [] and calls == []  # the run's transcripts, read from the cache
+    for row, answer in predicted:
+        assert answer["category"] == expected[row.id]["predicted"]
+        for label, p in answer["probabilities"].items():
+            assert p == pytest.approx(float(expected[row.id][f"p_{label}"]), abs=1e-5)
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"not a wav")
+    with pytest.raises(EmoplugError, match="neither text nor an audio file"):
+        model.predict()
+    with pytest.raises(EmoplugError, match="cannot read audio file"):
+        model.predict(audio=broken)
+    assert model.predict(text="some words")["category"] in result["labels"]
