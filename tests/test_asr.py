@@ -265,6 +265,20 @@ def test_the_transcript_source_is_not_tuned_per_job(whisper_dir):
                for p in caught.value.problems)
 
 
+def test_asr_transcripts_without_jiwer_say_what_to_install(whisper_dir, monkeypatch):
+    import emoplug.recipe
+
+    real = emoplug.recipe.missing_package
+    monkeypatch.setattr(emoplug.recipe, "missing_package", lambda module, install: (
+        f"needs {module}, which is not installed: {install}" if module == "jiwer"
+        else real(module, install)))
+    with pytest.raises(RecipeError) as caught:
+        build_plan(recipe(whisper_dir, DEMO))
+    assert caught.value.problems == [
+        "text.asr_text.source: asr transcripts are scored against the gold ones by word error "
+        'rate, which needs jiwer, which is not installed: pip install "emoplug[asr]"']
+
+
 def test_validate_names_an_uncached_recogniser_checkpoint_in_one_line(tmp_path, monkeypatch):
     import yaml
     from click.testing import CliRunner
