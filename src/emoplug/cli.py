@@ -215,7 +215,8 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
     from emoplug.train.leases import lease_timeout
     from emoplug.train.local_workers import run_with_workers
     from emoplug.train.packed import device_inputs_mode
-    from emoplug.train.runner import check_plan_change, run_plan
+    from emoplug.train.run_files import check_plan_change
+    from emoplug.train.runner import run_plan
     from emoplug.train.signals import Stopped, stop_on_signals, watch_parent
     from emoplug.train.workers import Worker, threads_per_process, use_threads
 
