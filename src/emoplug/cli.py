@@ -206,8 +206,16 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.option("--force", is_flag=True,
               help="run into a folder holding another recipe's plan or other settings "
                    "(the earlier plans stay under plans/)")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True,
+              help="local: this process (with --workers, local processes) sharing units "
+                   "through leases; ray: every unit a task on a Ray cluster")
+@click.option("--address", default=None,
+              help="with --executor ray: the cluster to join (auto: the one `ray start` "
+                   "runs here; ray://HOST:10001; default: start a local one)")
 def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bool,
-        verbose: bool, workers: int, threads: int | None, force: bool) -> None:
+        verbose: bool, workers: int, threads: int | None, force: bool, executor: str,
+        address: str | None) -> None:
     """Run every job of a recipe (skips finished ones)."""
     from emoplug.files import check_writable_folder
     from emoplug.recipe import load_plan
@@ -220,6 +228,15 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
     from emoplug.train.signals import Stopped, stop_on_signals, watch_parent
     from emoplug.train.workers import Worker, threads_per_process, use_threads
 
+    if executor == "ray" and workers > 1:
+        raise click.UsageError("--workers shares units between local processes; with "
+                               "--executor ray, Ray's workers run them")
+    if address is not None and executor != "ray":
+        raise click.UsageError("--address names a Ray cluster: use it with --executor ray")
+    if executor == "ray":
+        from emoplug.train.ray_executor import import_ray
+
+        import_ray()  # one line when Ray is not installed, before anything is written
     # workers started by --workers were checked by the command that started them
     plan_ = (load_plan(recipe, overrides) if Worker.from_env() is not None
              else _checked_plan(recipe, overrides))
@@ -248,7 +265,7 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
             if worker is not None:
                 watch_parent(worker.parent)
             stop_on_signals()
-            summary = run_plan(plan_, output, verbosity)
+            summary = run_plan(plan_, output, verbosity, executor=executor, address=address)
     except Stopped as stop:
         if worker is None:  # the main process speaks for its workers
             click.echo(f"emoplug: {stop}; finished jobs are kept (run the same command to "

@@ -114,6 +114,34 @@ class TuneSpec(_Strict):
         "fusion, approach), e.g. train.lr, audio.encoder.hidden, fusion.dropout")
 
 
+class UnitResources(_Strict):
+    """What one unit of a kind asks of a Ray cluster (``--executor ray``)."""
+
+    cpus: float = Field(1.0, gt=0, description="CPU cores per unit")
+    gpus: float | None = Field(
+        None, ge=0, description="GPUs per unit; a fraction (e.g. 0.125) packs that many units "
+        "onto one device; default: 1 when the cluster has GPUs, else 0")
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_above_one(cls, value: float | None) -> float | None:
+        if value is not None and value > 1 and value != int(value):
+            raise ValueError("above 1, GPUs per unit must be a whole number (Ray's rule)")
+        return value
+
+
+class ResourcesSpec(_Strict):
+    """Resources per unit kind and retries, for ``emoplug run --executor ray``
+    (``resources:`` in a recipe; other executors ignore it, and it is no part of any id)."""
+
+    stage: UnitResources = Field(default_factory=UnitResources,
+                                 description="a staged text encoder's fine-tuning")
+    job: UnitResources = Field(default_factory=lambda: UnitResources(gpus=None),
+                               description="a head job, or a cohort of them")
+    max_retries: int = Field(3, ge=0, description="times a unit is run again after its "
+                             "worker or node was lost (not after an error of its own)")
+
+
 class GridSpec(_Strict):
     """Cartesian product of component names; ``null`` in text/audio = modality absent."""
 
@@ -165,6 +193,8 @@ class Recipe(_Strict):
     grid: GridSpec | None = None
     extra: list[CellSpec] = Field(default_factory=list)
     tune: TuneSpec | None = Field(None, description="tune every cell's settings on dev")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec,
+                                     description="per-unit resources on a Ray cluster")
 
     @field_validator("dataset", "protocol")
     @classmethod

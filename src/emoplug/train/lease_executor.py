@@ -70,12 +70,7 @@ class LeaseExecutor:
     def settled(self, job: Job) -> bool:
         """Whether ``job`` needs no run here: done, or failed in this launch or by another
         launch since this one started (a failure from an earlier run is retried)."""
-        path = job_dir(self.ctx.output_dir, job) / "result.json"
-        result = read_json(path)
-        if result is None:
-            return False
-        return (result.get("status") == "done" or result.get("launch") == self.token
-                or stamp(path) != self.before.get(path))
+        return job_settled(self.ctx, job, self.token, self.before)
 
     def stage_status(self, sid: str) -> dict[str, Any] | None:
         """A stage's status as this launch sees it (like :meth:`settled`)."""
@@ -244,6 +239,17 @@ class LeaseExecutor:
             owners = ", ".join(sorted({str(h) for h in held}))
             self.progress.line(f"{len(held)} units are held by another live launch ({owners}); "
                                "helping with the rest", level=0)
+
+
+def job_settled(ctx: RunContext, job: Job, token: str, before: dict[Path, Stamp]) -> bool:
+    """Whether ``job`` needs no run by launch ``token``: done, or failed in this launch or by
+    another launch since this one started (its record's stamp differs from ``before``)."""
+    path = job_dir(ctx.output_dir, job) / "result.json"
+    result = read_json(path)
+    if result is None:
+        return False
+    return (result.get("status") == "done" or result.get("launch") == token
+            or stamp(path) != before.get(path))
 
 
 def current_stage_status(ctx: RunContext, sid: str, token: str,

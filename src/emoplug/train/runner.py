@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
 
 from emoplug.data.loading import data_record
 from emoplug.errors import EmoplugError
@@ -32,24 +31,12 @@ from emoplug.train.packed import device_inputs_mode
 from emoplug.train.progress import Progress, Totals, stamp
 from emoplug.train.run_files import write_plan
 from emoplug.train.run_summary import RunSummary
+from emoplug.train.unit_work import make_accelerator
 from emoplug.train.units import plan_units
 from emoplug.train.warm import warm_feature_cache
 from emoplug.train.workers import Worker
 
 EXECUTORS = ("local", "ray")
-
-
-def _accelerator(mixed_precision: str, kwargs_handlers: list[Any]) -> Any:
-    """An ``Accelerator`` with this precision. Accelerate keeps one state per process; a
-    later run in the same process (a notebook, a test suite) asking for another precision
-    resets it first (the distributed set-up is kept)."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
-
-    if AcceleratorState._shared_state and \
-            AcceleratorState().mixed_precision != mixed_precision:
-        AcceleratorState._reset_state()
-    return Accelerator(mixed_precision=mixed_precision, kwargs_handlers=kwargs_handlers)
 
 
 def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
@@ -68,7 +55,7 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
     settings = plan.recipe.train
     ddp = settings.strategy == "ddp"
     kwargs = [DistributedDataParallelKwargs(find_unused_parameters=True)] if ddp else []
-    accelerator = _accelerator(settings.mixed_precision, kwargs)
+    accelerator = make_accelerator(settings.mixed_precision, kwargs)
     device_inputs_mode()  # a bad EMOPLUG_DEVICE_INPUTS stops the run before its jobs
     worker = worker or Worker.from_env()
     if worker is not None and (ddp or accelerator.num_processes > 1):

@@ -19,6 +19,19 @@ from emoplug.train.outcome import JobOutcome, failure
 from emoplug.train.signals import Stopped
 
 
+def make_accelerator(mixed_precision: str, kwargs_handlers: list[Any]) -> Any:
+    """An ``Accelerator`` with this precision. Accelerate keeps one state per process; a
+    later run in the same process (a notebook, a test suite, a Ray worker) asking for
+    another precision resets it first (the distributed set-up is kept)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    if AcceleratorState._shared_state and \
+            AcceleratorState().mixed_precision != mixed_precision:
+        AcceleratorState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision, kwargs_handlers=kwargs_handlers)
+
+
 def train_jobs(ctx: RunContext, jobs: list[Job], accelerator: Any, ddp: bool,
                logs: list[JobLog]) -> dict[str, JobOutcome]:
     """Train and evaluate one job, or one cohort of jobs in lockstep; a job's exception
