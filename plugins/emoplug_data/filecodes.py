@@ -42,10 +42,12 @@ class CodedFile:
 
 @dataclass(frozen=True)
 class PublishedCounts:
-    """A corpus's published utterances per emotion and where the numbers come from."""
+    """A corpus's published utterances per emotion (or per ``unit``: ``partition`` where a
+    corpus publishes only its partitions' sizes) and where the numbers come from."""
 
     source: str
     per_label: dict[str, int]
+    unit: str = "emotion"
 
     def check(self, found: Counter[str]) -> dict[str, Any]:
         """Found vs published counts per label, how many files are present out of the
@@ -53,6 +55,7 @@ class PublishedCounts:
         labels = list(self.per_label) + sorted(set(found) - set(self.per_label))
         return {
             "source": self.source,
+            "unit": self.unit,
             "per_label": {label: {"found": found.get(label, 0),
                                   "published": self.per_label.get(label, 0)}
                           for label in labels},

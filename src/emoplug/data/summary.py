@@ -132,9 +132,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _published_lines(check: dict[str, Any]) -> list[str]:
-    """The corpus's files per emotion (before any label set or merge) beside the numbers the
-    corpus publishes, and whether the full corpus is present."""
-    rows = [["emotion", "found", "published"]]
+    """The corpus's files per emotion (before any label set or merge; per partition for a
+    corpus that publishes only those) beside the numbers the corpus publishes, and whether
+    the full corpus is present."""
+    rows = [[check.get("unit", "emotion"), "found", "published"]]
     rows += [[label, str(n["found"]), str(n["published"])]
              for label, n in check["per_label"].items()]
     verdict = (f"matches the published counts: the full corpus ({check['present']} files)"
