@@ -84,6 +84,11 @@ class FileCodeDataset(Dataset):
         parse."""
         raise NotImplementedError
 
+    def relabel(self, coded: CodedFile) -> CodedFile:
+        """The file as the chosen label source labels it (its ``emotion``, or ``excluded``
+        saying why it has no label); by default the emotion its name encodes."""
+        return coded
+
     def label_plan(self) -> tuple[tuple[str, ...], dict[str, str]]:
         """The labels kept, in order, and the mapping from each emotion to its label."""
         labels = self.config.labels or self.emotions
@@ -143,6 +148,8 @@ class FileCodeDataset(Dataset):
             seen.add(coded.id)
             if coded.published:
                 found[coded.emotion] += 1
+            intended = coded.emotion
+            coded = self.relabel(coded)
             if coded.excluded:
                 count_excluded(corpus, coded.excluded)
                 continue
@@ -156,6 +163,6 @@ class FileCodeDataset(Dataset):
                 continue
             corpus.utterances.append(Utterance(
                 id=coded.id, speaker=coded.speaker, session=coded.speaker, text=coded.text,
-                audio=str(path), label=label, meta={**coded.meta, "emotion": coded.emotion}))
+                audio=str(path), label=label, meta={**coded.meta, "emotion": intended}))
         corpus.meta["published_counts"] = self.published.check(found)
         return corpus
