@@ -20,6 +20,7 @@ from emoplug import hookimpl
 def emoplug_register_datasets(register):
     from emoplug_data.cremad import CremadDataset
     from emoplug_data.demo import DemoDataset
+    from emoplug_data.emobox import EmoboxDataset
     from emoplug_data.emodb import EmodbDataset
     from emoplug_data.iemocap import IemocapDataset
     from emoplug_data.manifest import ManifestDataset
@@ -28,7 +29,7 @@ def emoplug_register_datasets(register):
     from emoplug_data.ravdess import RavdessDataset
 
     for cls in (IemocapDataset, EmodbDataset, RavdessDataset, CremadDataset, MspPodcastDataset,
-                MeldDataset, ManifestDataset, DemoDataset):
+                MeldDataset, EmoboxDataset, ManifestDataset, DemoDataset):
         register(cls)
 
 
