@@ -132,7 +132,8 @@ def test_emobox_skips_segments_and_feature_records(tmp_path):
 
 @pytest.mark.parametrize(("change", "message"), [
     (lambda lines: lines.insert(2, "{not json"), r"iemocap.jsonl:3: not JSON"),
-    (lambda lines: lines.__setitem__(0, json.dumps({"wav": "a.wav"})), r"iemocap.jsonl:1: no 'key'"),
+    (lambda lines: lines.__setitem__(0, json.dumps({"wav": "a.wav"})),
+     r"iemocap.jsonl:1: no 'key'"),
     (lambda lines: lines.__setitem__(1, lines[1].replace("iemocap-", "crema-")),
      r"iemocap.jsonl:2: key 'crema-Ses01F_impro01_F001' does not start with 'iemocap-'"),
     (lambda lines: lines.append(lines[0]), r"iemocap.jsonl:13: key 'iemocap-Ses01F_impro01_F000' "
