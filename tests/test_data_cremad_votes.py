@@ -4,6 +4,7 @@ tree in the published layout."""
 from __future__ import annotations
 
 import csv
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -149,3 +150,5 @@ def test_summary_says_where_the_labels_come_from(crema, tmp_path):
             "ties: intended, min_agreement: 0)") in summary.stdout
     assert re.search(r"\n  tie broken by the intended emotion +1\n", summary.stdout)
     assert "differs from the published counts (6 of 7442 files present)" in summary.stdout
+    as_json = json.loads(CliRunner().invoke(main, ["data", "summary", str(path), "--json"]).stdout)
+    assert as_json["label_source"]["counts"]["tie broken by the intended emotion"] == 1

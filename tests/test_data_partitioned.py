@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import textwrap
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -281,6 +282,16 @@ def test_meld_bad_rows_are_one_error_naming_file_and_line(tmp_path):
     (root / "test_sent_emo.csv").unlink()
     with pytest.raises(EmoplugError, match="has no test_sent_emo.csv"):
         load({"type": "meld", "root": str(root)}, tmp_path)
+
+
+def test_the_published_numbers_add_up_to_the_published_totals():
+    by_split = list(zip(*meld.PUBLISHED_BY_SPLIT.values(), strict=True))
+    assert [sum(split) for split in by_split] == [9989, 1109, 2610]  # MELD README statistics
+    assert meld.PUBLISHED.check(Counter(meld.PUBLISHED.per_label))["matches"]
+    assert sum(msp_podcast.PUBLISHED.per_label.values()) == 151654  # release 1.11 total
+    found = Counter(msp_podcast.PUBLISHED.per_label)
+    found["Test1"] -= 1
+    assert not msp_podcast.PUBLISHED.check(found)["matches"]
 
 
 # --- the command line --------------------------------------------------------------------

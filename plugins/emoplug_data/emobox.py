@@ -69,7 +69,9 @@ class EmoboxDataset(Dataset):
 
     name: ClassVar[str] = "emobox"
     Config: ClassVar[type[EmoboxConfig]] = EmoboxConfig
-    location_fields: ClassVar[tuple[str, ...]] = ("path", "wav_root")
+    #: ``path`` names the corpus (its folder is the default corpus name), so it stays in
+    #: job ids; where the audio lives does not
+    location_fields: ClassVar[tuple[str, ...]] = ("wav_root",)
 
     def check(self) -> list[SettingError]:
         """Each kept label must be one of label_map.json's (when the file is there)."""
