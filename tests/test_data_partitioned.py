@@ -341,3 +341,12 @@ def test_validate_names_a_malformed_labels_file_in_one_line(tmp_path):
     assert result.output.strip() == (f"error: {path}: dataset.root: Labels/labels_consensus.csv"
                                      ":4: unknown EmoClass '?' (expected one of A, S, H, U, F, "
                                      "D, C, N, O, X)")
+
+
+def test_plugins_lists_the_new_datasets_and_protocol():
+    listed = CliRunner().invoke(main, ["plugins"])
+    assert listed.exit_code == 0, listed.output
+    rows = {tuple(line.split()[:2]) for line in listed.output.splitlines() if line.strip()}
+    for kind, name in (("dataset", "msp_podcast"), ("dataset", "meld"), ("dataset", "emobox"),
+                       ("dataset", "cremad"), ("protocol", "official_partitions")):
+        assert (kind, name) in rows

@@ -5,7 +5,8 @@ Corpora such as MSP-Podcast (``Train``, ``Development``, ``Test1``, ``Test2``, .
 has one puts each utterance's partition in ``meta["partition"]`` and describes its
 partitions with :class:`PartitionedInfo` (names, and which serve as train, dev and test by
 default), so the fold names are known before the corpus is read. Each chosen test partition
-is one fold, trained on the train partitions and early-stopped on the dev partition.
+is one fold (named after it), trained on the train partitions and early-stopped on the dev
+partition.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ class OfficialPartitionsProtocol(Protocol):
             folds.append(Fold(
                 name=part, train=train, dev=dev, test=test,
                 meta={"protocol": self.name, "train_partitions": list(train_parts),
-                      "dev_partition": dev_part, "test_partition": part,
+                      "dev_partition": dev_part,
                       "speaker_dependent": any(by_id[i].speaker in speakers for i in test)}))
         return folds
 
