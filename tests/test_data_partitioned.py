@@ -204,6 +204,10 @@ def test_msp_podcast_skips_non_numeric_dimensions_naming_the_line(tmp_path):
     corpus = load({"type": "msp_podcast", "root": str(root)}, tmp_path, need_audio=False)
     assert corpus.skipped_examples["non-numeric EmoVal/EmoAct/EmoDom"] == [
         "Labels/labels_consensus.csv:2"]
+    rows[0][2], rows[1][7] = 4.5, ""
+    write_csv(root / "Labels" / "labels_consensus.csv", MSP_HEADER, rows)
+    corpus = load({"type": "msp_podcast", "root": str(root)}, tmp_path, need_audio=False)
+    assert corpus.meta["excluded"]["no Split_Set"] == 1
 
 
 # --- meld --------------------------------------------------------------------------------

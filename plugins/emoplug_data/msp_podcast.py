@@ -125,6 +125,9 @@ class MspPodcastDataset(Dataset):
         for where, row in self.rows:
             partition = row["Split_Set"].strip()
             found[partition] += 1
+            if not partition:
+                count_excluded(corpus, "no Split_Set")
+                continue
             code = row["EmoClass"].strip()
             if not code:
                 count_excluded(corpus, "no EmoClass (labels not released)")
