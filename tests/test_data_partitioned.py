@@ -224,7 +224,8 @@ def test_meld_reads_utterances_speakers_episodes_and_partitions(tmp_path):
                           "starttime": "00:20:57,256", "endtime": "00:21:00,049"}
     assert first.audio == str(tmp_path / "MELD" / "dev" / "dia1_utt1.wav")
     check = corpus.meta["published_counts"]
-    assert check["per_label"]["neutral"] == {"found": 3, "published": 6436}
+    assert check["per_label"]["neutral (dev)"] == {"found": 1, "published": 470}
+    assert check["per_label"]["anger (test)"] == {"found": 1, "published": 345}
     assert check["published_total"] == 13708
 
 
@@ -291,6 +292,8 @@ def test_meld_bad_rows_are_one_error_naming_file_and_line(tmp_path):
 def test_the_published_numbers_add_up_to_the_published_totals():
     by_split = list(zip(*meld.PUBLISHED_BY_SPLIT.values(), strict=True))
     assert [sum(split) for split in by_split] == [9989, 1109, 2610]  # MELD README statistics
+    assert meld.PUBLISHED.per_label["surprise (dev)"] == 150
+    assert sum(meld.PUBLISHED.per_label.values()) == 13708
     assert meld.PUBLISHED.check(Counter(meld.PUBLISHED.per_label))["matches"]
     assert sum(msp_podcast.PUBLISHED.per_label.values()) == 151654  # release 1.11 total
     found = Counter(msp_podcast.PUBLISHED.per_label)

@@ -42,8 +42,11 @@ PUBLISHED_BY_SPLIT: dict[str, tuple[int, int, int]] = {
 }
 PUBLISHED = PublishedCounts(
     source="MELD README (github.com/declare-lab/MELD): 13,708 utterances, train 9,989 / "
-           "dev 1,109 / test 2,610; per emotion, summed over the three",
-    per_label={emotion: sum(counts) for emotion, counts in PUBLISHED_BY_SPLIT.items()})
+           "dev 1,109 / test 2,610",
+    per_label={f"{emotion} ({split})": n for split, column in zip(
+        SPLITS, zip(*PUBLISHED_BY_SPLIT.values(), strict=True), strict=True)
+        for emotion, n in zip(PUBLISHED_BY_SPLIT, column, strict=True)},
+    unit="emotion (split)")
 
 
 class MeldConfig(ComponentConfig):
@@ -152,7 +155,7 @@ class MeldDataset(Dataset):
         for split, where, row in self.rows:
             emotion = row["Emotion"].strip().lower()
             sentiment = row["Sentiment"].strip().lower()
-            found[emotion] += 1
+            found[f"{emotion} ({split})"] += 1
             label = emotion if self.config.target == "emotion" else sentiment
             if label not in labels:
                 count_excluded(corpus, f"label {label} outside the label set")
