@@ -109,6 +109,13 @@ def test_votes_from_other_presentations_ties_and_agreement(crema, tmp_path):
     assert strict.meta["excluded"]["voice agreement below 0.5"] == 1
 
 
+def test_vote_settings_without_label_votes_are_refused(crema):
+    problems = get_registry().build("dataset", {"type": "cremad", "root": str(crema),
+                                                "ties": "intended"}).check()
+    assert [(p.setting, p.message) for p in problems] == [
+        ("ties", "applies only with label: votes")]
+
+
 def test_bad_votes_files_are_one_error_naming_file_and_line(crema, tmp_path):
     votes = crema / "processedResults" / "tabulatedVotes.csv"
     rows = [vote_row(*v) for v in VOTES]

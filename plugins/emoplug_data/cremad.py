@@ -16,7 +16,7 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from emoplug import ComponentConfig, Corpus, EmoplugError
+from emoplug import ComponentConfig, Corpus, EmoplugError, SettingError
 from emoplug_data.cremad_votes import VOTES_CSV, VoteTally, read_votes
 from emoplug_data.filecodes import BadName, CodedFile, FileCodeDataset, PublishedCounts
 
@@ -43,6 +43,9 @@ PUBLISHED = PublishedCounts(
     source="Cao et al. 2014: 7,442 clips of 91 actors",
     per_label={label: 1087 if label == "neutral" else 1271
                for label in EMOTION_CODES.values()})
+
+#: the settings that only ``label: votes`` reads
+VOTE_SETTINGS = frozenset({"votes_from", "ties", "min_agreement", "votes_path"})
 
 _NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 
@@ -83,6 +86,15 @@ class CremadDataset(FileCodeDataset):
     def parse(self, path: Path) -> CodedFile:
         return parse_name(path.stem)
 
+    def check(self) -> list[SettingError]:
+        """The file-code checks, and vote settings changed from their defaults without
+        ``label: votes`` (they would be ignored)."""
+        fields = CremadConfig.model_fields
+        ignored = [name for name in sorted(VOTE_SETTINGS) if self.config.label == "filename"
+                   and getattr(self.config, name) != fields[name].default]
+        return super().check() + [SettingError(name, "applies only with label: votes")
+                                  for name in ignored]
+
     def votes_file(self) -> tuple[Path, str]:
         """The tabulated votes and the recipe key that names them."""
         if self.config.votes_path is not None:
@@ -101,7 +113,7 @@ class CremadDataset(FileCodeDataset):
                           ties=self.config.ties, min_agreement=self.config.min_agreement)
 
     def relabel(self, coded: CodedFile) -> CodedFile:
-        if self.config.label == "filename":
+        if self.config.label == "filename" or coded.excluded:
             return coded
         vote = self.tally.vote(coded.id, coded.emotion)
         return dataclasses.replace(coded, emotion=vote.emotion or coded.emotion,
