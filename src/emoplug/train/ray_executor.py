@@ -45,7 +45,7 @@ from emoplug.train.ray_worker import (
     unpack_folder,
 )
 from emoplug.train.run_summary import RunSummary, raise_if_one_reason
-from emoplug.train.signals import raise_if_stopped
+from emoplug.train.signals import raise_if_stopped, stops_deferred
 from emoplug.train.unit_work import stop_reason
 from emoplug.train.units import Unit
 from emoplug.train.warm import warm_feature_cache
@@ -142,8 +142,9 @@ class _Driver:
                 waiting = [rest for unit in waiting for rest in self._submit(unit)]
                 self.progress.postfix(f"{len(self.inflight)} units submitted to Ray")
                 if self.inflight:
-                    done, _ = self.ray.wait(list(self.inflight), num_returns=1,
-                                            timeout=POLL_SECONDS)
+                    with stops_deferred():  # a stop raised inside Ray's C wait is garbled
+                        done, _ = self.ray.wait(list(self.inflight), num_returns=1,
+                                                timeout=POLL_SECONDS)
                     for ref in done:
                         self._finish(ref, self.inflight.pop(ref))
                 elif waiting:
