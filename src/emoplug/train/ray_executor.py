@@ -5,8 +5,10 @@ unit a Ray task, the results written into the run folder by this process (the dr
   such as 0.125 packs that many head jobs onto one device), and ``max_retries``: a task whose
   worker or node is lost runs again, up to that many times; an error of the unit's own is
   recorded as its failure, not retried.
-- **Dependencies**: a job reading a staged text encoder gets the stage task's result (its
-  files) as an object ref, so Ray starts it once the stage is done, on any node.
+- **Dependencies**: a job reading a staged text encoder is submitted once the stage's task
+  has returned and its files are written; the job gets them as an object ref the driver
+  put in the object store (so a lost node never makes Ray fine-tune a stage again to
+  rebuild its result). A job whose stage failed is recorded failed without starting.
 - **What reaches the workers** (no shared folder needed; ``ray_worker.py``): the plan,
   corpus and folds once, the audio features one object per featurizer (computed and cached
   here first), stage files through the refs above. Each task returns its unit's files; the
@@ -46,7 +48,7 @@ from emoplug.train.ray_worker import (
 )
 from emoplug.train.run_summary import RunSummary, raise_if_one_reason
 from emoplug.train.signals import raise_if_stopped, stops_deferred
-from emoplug.train.unit_work import stop_reason
+from emoplug.train.unit_work import stage_failure, stop_reason
 from emoplug.train.units import Unit
 from emoplug.train.warm import warm_feature_cache
 
@@ -163,35 +165,53 @@ class _Driver:
         jobs = [j for j in unit.jobs if not self._settled(j)]
         if not jobs:
             return []
-        if unit.stage is not None and unit.stage not in self.stage_refs:
-            return [replace(unit, jobs=tuple(jobs))]  # its stage runs elsewhere
+        status = self._stage_ready(unit.stage)
+        if status is None:
+            return [replace(unit, jobs=tuple(jobs))]  # its stage is running (here or not)
         mine = [j for j in jobs if self.leases.take(j.id)]
         for job in [j for j in mine if self._settled(j)]:  # recorded meanwhile
             self.leases.release(job.id)
             mine.remove(job)
         rest = [j for j in jobs if j not in mine and not self._settled(j)]
-        if mine:
+        if mine and status.get("status") != "done":  # the stage failed: the jobs never start
+            for job in mine:
+                outcome = stage_failure(job, status)
+                outcome.result["launch"] = self.token
+                write_outcome(self.ctx, job, outcome)
+                self._recorded(unit, job.id, "failed", self._driver_process())
+        elif mine:
             ref = self.task.options(**self.options["jobs"]).remote(
                 self.snapshot, replace(unit, jobs=tuple(mine)),
                 self.stage_refs.get(unit.stage), self.log, *self._features_of(mine))
             self.inflight[ref] = replace(unit, jobs=tuple(mine))
         return [replace(unit, jobs=tuple(rest))] if rest else []
 
+    def _stage_ready(self, sid: str | None) -> dict[str, Any] | None:
+        """The status of the stage jobs read (``done`` without one), once it is recorded in
+        the run folder; a finished stage's files are then put in the object store (owned by
+        the driver, so a lost node never makes Ray fine-tune it again). None while it runs."""
+        if sid is None:
+            return {"status": "done"}
+        status = self._stage_status(sid)
+        if status is not None and status.get("status") == "done" and sid not in self.stage_refs:
+            folder = text_stage.stage_path(self.ctx, sid)
+            self.stage_refs[sid] = self.ray.put({"files": {f"stages/{sid}": pack_folder(folder)}})
+        return status
+
     def _submit_stage(self, unit: Unit) -> list[Unit]:
+        """Submit a stage unless it is recorded already; it waits while another launch holds
+        its lease (the jobs reading it wait for its record)."""
         sid, name = unit.stage, unit.names[0]
-        if self._stage_status(sid) is None:
-            if not self.leases.take(name):
-                return [unit]  # another launch fine-tunes it; jobs reading it wait
-            if self._stage_status(sid) is None:
-                ref = self.task.options(**self.options["stage"]).remote(
-                    self.snapshot, unit, None, self.log)
-                self.stage_refs[sid] = ref
-                self.inflight[ref] = unit
-                return []
+        if self._stage_status(sid) is not None:
+            return []
+        if not self.leases.take(name):
+            return [unit]
+        if self._stage_status(sid) is not None:  # recorded between the look and the lease
             self.leases.release(name)
-        # recorded already: jobs reading it get its files from the run folder
-        folder = text_stage.stage_path(self.ctx, sid)
-        self.stage_refs[sid] = self.ray.put({"files": {f"stages/{sid}": pack_folder(folder)}})
+            return []
+        ref = self.task.options(**self.options["stage"]).remote(self.snapshot, unit, None,
+                                                                self.log)
+        self.inflight[ref] = unit
         return []
 
     def _features_of(self, jobs: list[Job]) -> list[Any]:
