@@ -4,8 +4,9 @@ Datasets: ``iemocap`` (:mod:`emoplug_data.iemocap`), ``emodb``, ``ravdess`` and 
 (read by their file-name codes, :mod:`emoplug_data.filecodes`), ``manifest`` (CSV/JSONL,
 :mod:`emoplug_data.manifest`) and ``demo`` (a synthetic corpus generated on first use,
 :mod:`emoplug_data.demo`). Protocols: ``loso``, ``loso_speaker``, ``kfold`` and ``random``
-(:mod:`emoplug_data.protocols`), and ``fold_files`` (EmoBox's and s3prl's published folds,
-:mod:`emoplug_data.foldfiles_protocol`).
+(:mod:`emoplug_data.protocols`), ``fold_files`` (EmoBox's and s3prl's published folds,
+:mod:`emoplug_data.foldfiles_protocol`), and ``cross_corpus`` and ``leave_one_corpus_out``
+over a recipe's ``datasets:`` (:mod:`emoplug_data.corpus_protocols`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def emoplug_register_datasets(register):
 
 @hookimpl
 def emoplug_register_protocols(register):
+    from emoplug_data.corpus_protocols import CrossCorpusProtocol, LeaveOneCorpusOutProtocol
     from emoplug_data.foldfiles_protocol import FoldFilesProtocol
     from emoplug_data.protocols import (
         KFoldProtocol,
@@ -38,5 +40,5 @@ def emoplug_register_protocols(register):
     )
 
     for cls in (LosoProtocol, LosoSpeakerProtocol, KFoldProtocol, RandomProtocol,
-                FoldFilesProtocol):
+                FoldFilesProtocol, CrossCorpusProtocol, LeaveOneCorpusOutProtocol):
         register(cls)
