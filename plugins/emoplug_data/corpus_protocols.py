@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from emoplug import ComponentConfig, Corpus, DatasetInfo, EmoplugError, Fold, Protocol, Utterance
 
@@ -49,11 +49,12 @@ class CrossCorpusConfig(CorpusSplitConfig):
             raise ValueError("corpora must be distinct")
         return value
 
-    @model_validator(mode="after")
-    def _test_apart(self) -> CrossCorpusConfig:
-        if self.test in self.train:
-            raise ValueError(f"test corpus '{self.test}' is also a training corpus")
-        return self
+    @field_validator("test")
+    @classmethod
+    def _test_apart(cls, value: str, info: ValidationInfo) -> str:
+        if value in info.data.get("train", ()):
+            raise ValueError(f"test corpus '{value}' is also a training corpus")
+        return value
 
 
 class CorpusProtocol(Protocol):
