@@ -72,10 +72,11 @@ def test_an_unmapped_label_is_refused_naming_the_key(corpora):
                     "label, or to null to leave its utterances out)")
 
 
-def test_a_label_map_key_that_is_no_label_of_its_corpus_is_refused(corpora):
+def test_a_label_map_key_that_is_no_label_of_its_corpus_is_warned_about(corpora):
     identity = {label: label for label in LABELS}
-    text = problems(recipe(corpora, label_map={"b": {**identity, "fear": "sad"}}))
-    assert "r.yaml: label_map.b.fear: not a label of 'b' (its labels: " in text
+    plan, corpus, folds = load(recipe(corpora, label_map={"b": {**identity, "fear": "sad"}}))
+    assert corpus.meta["warnings"] == [
+        "label_map.b: 'fear' are not labels of 'b' (its labels: ang, hap, neu, sad): not used"]
 
 
 def test_a_target_label_missing_in_the_test_corpus_is_refused(corpora, tmp_path):
@@ -176,6 +177,19 @@ def test_cross_corpus_fold_trains_on_train_corpora_and_draws_dev_from_them_by_sp
     assert fold.meta["train_corpora"] == "a+b" and fold.meta["test_corpus"] == "c"
     audit = fold.meta["audit"]  # the leakage audit runs: no speaker crosses corpora
     assert audit["train"]["speaker"] == 0 and audit["dev"]["speaker"] == 0
+
+
+def test_data_summary_counts_each_corpus_on_the_shared_labels(corpora, tmp_path):
+    from emoplug.data.summary import format_summary, summarize
+
+    corpora["c"] = str(write_manifest(tmp_path / "c2.csv", labels=("neu", "hap"), speakers=2))
+    merge = {"neu": "calm", "hap": "aroused", "ang": "aroused", "sad": "calm"}
+    plan, corpus, folds = load(recipe(corpora, label_map={"a": merge, "b": merge, "c": merge}))
+    summary = summarize(corpus, folds)
+    assert summary["per_corpus"] == {"a": {"aroused": 16, "calm": 16},
+                                     "b": {"aroused": 16, "calm": 16},
+                                     "c": {"aroused": 8, "calm": 8}}
+    assert "  c          16        8     8" in format_summary(summary).splitlines()
 
 
 def test_leave_one_corpus_out_tests_each_corpus_once(corpora):

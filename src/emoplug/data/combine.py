@@ -38,17 +38,13 @@ def combined_info(infos: Mapping[str, DatasetInfo]) -> DatasetInfo:
 
 def label_map_problems(name: str, labels: tuple[str, ...],
                        mapping: Mapping[str, str | None] | None) -> list[str]:
-    """Why ``mapping`` (``label_map.<name>``) cannot map corpus ``name`` with ``labels``: a
-    kept label it leaves unmapped, a key that is not a label of the corpus; one line each."""
+    """Why ``mapping`` (``label_map.<name>``) cannot map corpus ``name`` with ``labels``: each
+    kept label it leaves unmapped, one line each."""
     if mapping is None:
         return []
-    where = f"label_map.{name}"
-    problems = [f"{where}: label '{label}' of '{name}' is not mapped (map it to a shared "
-                "label, or to null to leave its utterances out)"
-                for label in labels if label not in mapping]
-    problems += [f"{where}.{key}: not a label of '{name}' (its labels: {', '.join(labels)})"
-                 for key in mapping if key not in labels]
-    return problems
+    return [f"label_map.{name}: label '{label}' of '{name}' is not mapped (map it to a shared "
+            "label, or to null to leave its utterances out)"
+            for label in labels if label not in mapping]
 
 
 def shared_labels(corpora: Mapping[str, Corpus],
@@ -85,6 +81,11 @@ def combine_corpora(corpora: Mapping[str, Corpus],
             warnings.append(f"datasets.{name}: valence/arousal/dominance on the scale "
                             f"{list(corpus.avd_scale)} are rescaled linearly onto "
                             f"{list(first.avd_scale)} (the first corpus's)")
+        unused = [key for key in mapping or {} if key not in corpus.labels]
+        if unused:  # one map shared by corpora may name labels some do not keep
+            warnings.append(f"label_map.{name}: {', '.join(repr(k) for k in unused)} are not "
+                            f"labels of '{name}' (its labels: {', '.join(corpus.labels)}): "
+                            "not used")
         dropped = 0
         for utt in corpus.utterances:
             label = utt.label if mapping is None or utt.label is None else mapping[utt.label]
