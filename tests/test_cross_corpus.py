@@ -104,9 +104,9 @@ def test_a_target_label_missing_in_training_is_refused(corpora, tmp_path):
      "protocol: protocol cross_corpus: corpus 'z' is not in `datasets` (a, b, c)"),
     ({"protocol": {"type": "cross_corpus", "train": ["a", "c"], "test": "c"}},
      "protocol.test: test corpus 'c' is also a training corpus"),
-    ({"protocols": {"in_z": {"type": "loso", "corpus": "z"}},
+    ({"protocols": {"in_z": {"type": "loso", "within": "z"}},
       "extra": [{"text": "t", "approach": "direct", "protocol": "in_z"}]},
-     "protocols.in_z.corpus: 'z' is not a name in `datasets` (a, b, c)"),
+     "protocols.in_z.within: 'z' is not a name in `datasets` (a, b, c)"),
     ({"label_map": {"z": {"neu": "neu"}}}, "label_map.z: not a name in `datasets` (a, b, c)"),
     ({"dataset": {"type": "demo"}},
      "datasets: give `dataset` (one corpus) or `datasets` (several), not both"),
@@ -201,8 +201,8 @@ def test_leave_one_corpus_out_tests_each_corpus_once(corpora):
         assert fold.name not in {by_id[i].meta["corpus"] for i in (*fold.train, *fold.dev)}
 
 
-def test_a_protocol_with_a_corpus_key_splits_that_corpus_alone(corpora):
-    data = recipe(corpora, protocols={"in_b": {"type": "loso", "corpus": "b"}},
+def test_a_protocol_within_a_corpus_splits_that_corpus_alone(corpora):
+    data = recipe(corpora, protocols={"in_b": {"type": "loso", "within": "b"}},
                   extra=[{"text": "t", "approach": "direct", "protocol": "in_b"}])
     plan, corpus, folds = load(data)
     by_id = corpus.by_id()
@@ -210,7 +210,7 @@ def test_a_protocol_with_a_corpus_key_splits_that_corpus_alone(corpora):
     assert [f.name for f in folds] == plan.protocol_folds["in_b"]
     for fold in folds:
         assert {by_id[i].meta["corpus"] for i in (*fold.train, *fold.dev, *fold.test)} == {"b"}
-    assert plan.jobs[0].resolved_config()["protocol"]["corpus"] == "b"
+    assert plan.jobs[0].resolved_config()["protocol"]["within"] == "b"
 
 
 def test_job_ids_depend_on_the_label_map(corpora):
@@ -237,7 +237,7 @@ def test_a_cross_corpus_run_reports_the_train_by_test_matrix(tmp_path):
     data = {"name": "cc",
             "datasets": {"north": {**short, "seed": 1}, "south": {**short, "seed": 2}},
             "protocols": {"across": {"type": "leave_one_corpus_out"},
-                          "within_south": {"type": "kfold", "k": 2, "corpus": "south",
+                          "within_south": {"type": "kfold", "k": 2, "within": "south",
                                            "dev": "speaker"}},
             "train": {"epochs": 2, "batch_size": 16},
             "audio": {"m": {"type": "mfcc", "n_mfcc": 13, "hop_ms": 20,
@@ -248,7 +248,7 @@ def test_a_cross_corpus_run_reports_the_train_by_test_matrix(tmp_path):
     ua = {(r["protocol"].get("train_corpora"), r["protocol"].get("test_corpus")):
           r["metrics"]["test"]["ua"] for r in results if "test_corpus" in r["protocol"]}
     assert set(ua) == {("south", "north"), ("north", "south")}
-    within = [r["metrics"]["test"]["ua"] for r in results if r["protocol"].get("corpus")]
+    within = [r["metrics"]["test"]["ua"] for r in results if r["protocol"].get("within")]
     assert len(within) == 2
 
     section = next(s for s in build_report(load_run(tmp_path / "run")).sections

@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from emoplug.data.combine import CORPUS_KEY, combined_info, namespaced, split_protocol
+from emoplug.data.combine import WITHIN_KEY, combined_info, namespaced, split_protocol
 from emoplug.data.loading import CorpusRequest, Split
 from emoplug.errors import EmoplugError, RecipeError, dataset_problems
 from emoplug.files import default_cache_dir
@@ -552,19 +552,19 @@ class _Resolver:
         return None
 
     def protocol(self, mapping: dict[str, Any], where: str) -> dict[str, Any] | None:
-        """A protocol mapping validated by its config model; a ``corpus`` key (with
+        """A protocol mapping validated by its config model; a ``within`` key (with
         ``datasets``: the one corpus it splits) is checked here and kept, last."""
         settings, corpus = split_protocol(mapping)
         names = list(self.recipe.datasets or {})
         if corpus is not None and corpus not in names:
             self.problems.append(
-                f"{where}.{CORPUS_KEY}: '{corpus}' is not a name in `datasets` "
-                f"({', '.join(names) or 'none: a corpus key needs `datasets`'})")
+                f"{where}.{WITHIN_KEY}: '{corpus}' is not a name in `datasets` "
+                f"({', '.join(names) or 'none: `within` needs `datasets`'})")
             return None
         config = self.component("protocol", settings, where)
         if config is None or corpus is None:
             return config
-        return {**config, CORPUS_KEY: corpus}
+        return {**config, WITHIN_KEY: corpus}
 
     def sections(self) -> dict[str, dict[str, dict[str, Any]]]:
         resolved: dict[str, dict[str, dict[str, Any]]] = {}
@@ -926,7 +926,7 @@ def _dataset_info(registry: Registry, dataset_config: dict[str, Any], source: st
 def _fold_names(registry: Registry, info: DatasetInfo, protocol_config: dict[str, Any],
                 source: str, where: str) -> list[str]:
     """The folds the protocol will make of the data ``info`` describes (of its one corpus
-    alone, when the protocol names a ``corpus``)."""
+    alone, when the protocol names one ``within``)."""
     settings, corpus = split_protocol(protocol_config)
     if corpus is not None:
         prefix = namespaced(corpus, "")

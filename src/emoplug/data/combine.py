@@ -18,6 +18,8 @@ from emoplug.types import Corpus, DatasetInfo, Utterance
 
 #: the ``Utterance.meta`` key naming the corpus (the ``datasets:`` key) an utterance is from
 CORPUS_KEY = "corpus"
+#: the protocol key naming the one corpus of a recipe's ``datasets`` the protocol splits
+WITHIN_KEY = "within"
 #: joins a corpus name and a value of it: ``north/Ses01F_impro01_F000``
 SEPARATOR = "/"
 
@@ -131,10 +133,10 @@ def _rescaler(source: tuple[float, float], target: tuple[float, float]) -> Any:
 
 
 def split_protocol(config: Mapping[str, Any]) -> tuple[dict[str, Any], str | None]:
-    """A resolved protocol config without its ``corpus`` key (the one corpus of a recipe's
+    """A resolved protocol config without its ``within`` key (the one corpus of a recipe's
     ``datasets:`` it splits), and that corpus (None: all of them)."""
     protocol = dict(config)
-    return protocol, protocol.pop(CORPUS_KEY, None)
+    return protocol, protocol.pop(WITHIN_KEY, None)
 
 
 def corpus_of(corpus: Corpus, name: str) -> Corpus:

@@ -68,7 +68,7 @@ def load_corpus_and_folds(request: CorpusRequest, registry: Registry | None = No
     (``emoplug.data.audit``). With ``warn``, skipped items are summarised in one line and a
     protocol that puts test speakers in train says so in one line. Several ``datasets`` are
     read one by one and combined (:func:`emoplug.data.combine.combine_corpora`); a protocol
-    with a ``corpus`` key splits that corpus alone.
+    with a ``within`` key splits that corpus alone.
 
     Raises :class:`RecipeError` (one line per problem) for data that cannot be studied."""
     registry = registry or get_registry()

@@ -5,7 +5,7 @@ the corpora its fold trained on and the corpus it tested on (``train_corpora``,
 ``test_corpus`` in ``result.json``'s ``protocol``). Each matrix entry is one fold: a training
 set of corpora (row) tested on one corpus (column), its seeds averaged (± their SD). The
 in-corpus row beside it holds, for each test corpus, the same components' score under a
-within-corpus protocol over that corpus alone (a protocol with ``corpus: <name>`` in the
+within-corpus protocol over that corpus alone (a protocol with ``within: <name>`` in the
 recipe), mean ± std over its folds; a dash when the recipe has none.
 """
 
@@ -89,7 +89,7 @@ def corpus_matrices(run: RunData) -> tuple[list[CorpusMatrix], list[str]]:
                     values.setdefault(metric, []).append(value)
     for matrix in matrices.values():
         for cell in run.cells:
-            corpus = cell.protocol.get("corpus")
+            corpus = cell.protocol.get("within")
             if (cell.done and isinstance(corpus, str) and corpus in matrix.tests
                     and components_label(cell) == matrix.label):
                 matrix.in_corpus.setdefault(corpus, (cell, cell.protocol_name or
@@ -135,7 +135,7 @@ def cross_corpus_section(run: RunData) -> Section:
     missing = sorted({t for m in matrices for t in m.tests if t not in m.in_corpus})
     if missing:
         section.notes.append(f"No in-corpus score for {', '.join(missing)}: add a protocol "
-                             "with `corpus: <name>` (e.g. {type: loso, corpus: "
+                             "with `within: <name>` (e.g. {type: loso, within: "
                              f"{missing[0]}}}) to the recipe's `protocols` and its grid.")
     return section
 
