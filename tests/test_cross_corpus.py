@@ -213,6 +213,17 @@ def test_a_protocol_within_a_corpus_splits_that_corpus_alone(corpora):
     assert plan.jobs[0].resolved_config()["protocol"]["within"] == "b"
 
 
+def test_a_shared_label_missing_in_the_one_corpus_a_protocol_splits_is_refused(corpora,
+                                                                               tmp_path):
+    corpora["b"] = str(write_manifest(tmp_path / "b3.csv", labels=("neu", "hap", "ang")))
+    data = recipe(corpora, protocols={"in_b": {"type": "loso", "within": "b"}},
+                  extra=[{"text": "t", "approach": "direct", "protocol": "in_b"}])
+    assert problems(data) == (
+        "r.yaml: protocols.in_b.within: label(s) 'sad' of the shared label set never occur in "
+        "'b', so a model trained within it never learns them; map them onto its labels "
+        "(label_map) or study 'b' apart")
+
+
 def test_job_ids_depend_on_the_label_map(corpora):
     shared = {label: label for label in LABELS}
     plain = build_plan(recipe(corpora), "r.yaml").jobs[0].id

@@ -92,6 +92,13 @@ def load_corpus_and_folds(request: CorpusRequest, registry: Registry | None = No
         protocol = registry.build("protocol", protocol_config)
         where = f"protocols.{name}" if name else "protocol"
         part = corpus if only is None else corpus_of(corpus, only)
+        absent = [label for label in part.labels if not any(u.label == label
+                                                            for u in part.utterances)]
+        if only is not None and absent:
+            raise RecipeError(request.source, [
+                f"{where}.within: label(s) {', '.join(repr(a) for a in absent)} of the shared "
+                f"label set never occur in '{only}', so a model trained within it never "
+                f"learns them; map them onto its labels (label_map) or study '{only}' apart"])
         try:
             made = [dataclasses.replace(f, name=f"{name}:{f.name}" if name else f.name,
                                         meta={**f.meta, "audit": audit_fold(f, by_id)})
