@@ -977,12 +977,10 @@ def preflight(plan: Plan, registry: Registry | None = None) -> list[str]:
     """What the plan's components find wrong with their own settings before anything runs
     (:meth:`emoplug.Component.check`): one ``key.setting: problem`` line each."""
     registry = registry or get_registry()
-    entries: dict[str, tuple[str, dict[str, Any]]] = {
-        "protocol": ("protocol", split_protocol(plan.protocol)[0])}
-    if plan.datasets is None:
-        entries["dataset"] = ("dataset", plan.dataset)
-    for name, config in (plan.datasets or {}).items():
-        entries[f"datasets.{name}"] = ("dataset", config)
+    entries: dict[str, tuple[str, dict[str, Any]]] = (
+        {"dataset": ("dataset", plan.dataset)} if plan.datasets is None else
+        {f"datasets.{name}": ("dataset", config) for name, config in plan.datasets.items()})
+    entries["protocol"] = ("protocol", split_protocol(plan.protocol)[0])
     for name in plan.protocols:
         entries[f"protocols.{name}"] = ("protocol", split_protocol(plan.protocols[name])[0])
     for cell in plan.cells:
