@@ -224,6 +224,17 @@ def test_a_shared_label_missing_in_the_one_corpus_a_protocol_splits_is_refused(c
         "(label_map) or study 'b' apart")
 
 
+def test_a_recipe_with_one_dataset_keeps_its_job_ids():
+    from fakes import fake_registry
+
+    data = {"name": "r", "dataset": {"type": "fakedata", "sessions": 1},
+            "protocol": {"type": "fakeloso"}, "extra": [{"text": "bert", "approach": "direct"}]}
+    plan = build_plan(data, "r.yaml", fake_registry())
+    # the ids this recipe had before `datasets` existed: finished runs are not re-run
+    assert (plan.jobs[0].id, plan.cells[0].id) == ("8727311a43feacca", "69584dcd9a95")
+    assert "datasets" not in plan.jobs[0].resolved_config()
+
+
 def test_job_ids_depend_on_the_label_map(corpora):
     shared = {label: label for label in LABELS}
     plain = build_plan(recipe(corpora), "r.yaml").jobs[0].id
