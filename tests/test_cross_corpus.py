@@ -127,18 +127,19 @@ def test_cross_corpus_protocols_need_several_corpora():
                               "with two or more corpora in `datasets:` (found one `dataset`)")
 
 
-def test_validate_prints_one_line_and_exits_2(corpora, tmp_path):
+def test_validate_prints_one_line_and_exits_2(corpora, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)
     path = tmp_path / "r.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(textwrap.dedent("""\
         name: cc
         datasets:
-          a: {{type: manifest, path: {corpora['a']}}}
-          b: {{type: manifest, path: {corpora['b']}}}
+          a: {type: manifest, path: a.csv}   # relative: read from the recipe's folder
+          b: {type: manifest, path: b.csv}
         label_map:
-          a: {{neu: neutral, hap: happy, ang: angry}}
-        protocol: {{type: leave_one_corpus_out}}
-        text: {{t: {{type: bert, tiny: true, mode: frozen}}}}
-        extra: [{{text: t, approach: direct}}]
+          a: {neu: neutral, hap: happy, ang: angry}
+        protocol: {type: leave_one_corpus_out}
+        text: {t: {type: bert, tiny: true, mode: frozen}}
+        extra: [{text: t, approach: direct}]
         """))
     result = CliRunner().invoke(main, ["validate", str(path)])
     assert result.exit_code == 2
