@@ -274,8 +274,9 @@ def test_a_cross_corpus_run_reports_the_train_by_test_matrix(tmp_path):
     within = [r["metrics"]["test"]["ua"] for r in results if r["protocol"].get("within")]
     assert len(within) == 2
 
-    section = next(s for s in build_report(load_run(tmp_path / "run")).sections
-                   if s.key == "cross_corpus")
+    sections = {s.key: s for s in build_report(load_run(tmp_path / "run")).sections}
+    assert "utterances studied (synthetic, generated data" in sections["data"].empty
+    section = sections["cross_corpus"]
     matrix = section.tables[0]
     assert matrix.columns == ["Trained on \\ tested on", "north", "south"]
     assert matrix.rows == [
@@ -283,7 +284,8 @@ def test_a_cross_corpus_run_reports_the_train_by_test_matrix(tmp_path):
         ["south", fmt_summary(summarize([ua["south", "north"]]), "ua"), "—"],
         ["in-corpus", "—", fmt_summary(summarize(within), "ua")]]
     assert "finds 0 of their 80 test utterances with a speaker in train or dev" in \
-        section.notes[-2]
+        section.notes[-3]
+    assert section.notes[-2].startswith("The corpora are synthetic (generated demo data)")
     assert "No in-corpus score for north" in section.notes[-1]
     (chart,) = section.charts  # the heatmap: one panel, rows north, south, in-corpus
     (name, rows, columns, values), = chart.panels

@@ -260,11 +260,13 @@ def fold_problems(folds: list[Fold], expected: list[str], where: str, kind: str)
 
 
 def data_record(corpus: Corpus) -> dict[str, Any]:
-    """What ``plan.json`` and each ``result.json`` record of the data: utterances kept, and
-    the items skipped and excluded, by reason."""
+    """What ``plan.json`` and each ``result.json`` record of the data: utterances kept, the
+    items skipped and excluded, by reason, and ``synthetic: true`` for generated data (the
+    ``demo`` corpus: its numbers show the machinery, not emotion recognition)."""
     return {"utterances": len(corpus.utterances),
             "skipped": dict(sorted(corpus.skipped.items())),
-            "excluded": dict(sorted(corpus.meta.get("excluded", {}).items()))}
+            "excluded": dict(sorted(corpus.meta.get("excluded", {}).items())),
+            **({"synthetic": True} if corpus.meta.get("synthetic") else {})}
 
 
 def data_line(corpus: Corpus, folds: list[Fold]) -> str:

@@ -132,6 +132,10 @@ def cross_corpus_section(run: RunData) -> Section:
         f"Cross-corpus test {metric_title(MATRIX_METRIC)}", panels,
         f"test {metric_title(MATRIX_METRIC)} (%)", reference_rows=1))
     section.notes += [*notes, _speaker_note(matrices)]
+    if ((run.plan or {}).get("data") or {}).get("synthetic"):
+        section.notes.append("The corpora are synthetic (generated demo data): these numbers "
+                             "show that the machinery works, not how a model transfers "
+                             "between real corpora.")
     missing = sorted({t for m in matrices for t in m.tests if t not in m.in_corpus})
     if missing:
         section.notes.append(f"No in-corpus score for {', '.join(missing)}: add a protocol "
