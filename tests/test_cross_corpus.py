@@ -99,6 +99,16 @@ def test_a_target_label_missing_in_training_is_refused(corpora, tmp_path):
             "training part (dev held out) of 'a+b'" in problems(recipe(corpora)))
 
 
+def test_a_corpus_without_transcripts_is_refused_when_a_cell_reads_text(corpora, tmp_path):
+    untranscribed = tmp_path / "b_audio.csv"  # audio only (not opened: the cell reads text)
+    rows = (tmp_path / "b.csv").read_text().splitlines()
+    untranscribed.write_text("\n".join([rows[0].replace(",text", ",audio"), *(
+        f"{line.rsplit(',', 1)[0]},{i}.wav" for i, line in enumerate(rows[1:]))]) + "\n")
+    corpora["b"] = str(untranscribed)
+    assert "datasets.b: a cell of the recipe reads text, but no utterance of 'b_audio' has a " \
+        "transcript" in problems(recipe(corpora))
+
+
 @pytest.mark.parametrize("change, message", [
     ({"protocol": {"type": "cross_corpus", "train": ["a"], "test": "z"}},
      "protocol: protocol cross_corpus: corpus 'z' is not in `datasets` (a, b, c)"),

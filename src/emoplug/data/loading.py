@@ -128,13 +128,15 @@ def _read_dataset(request: CorpusRequest, registry: Registry, config: dict[str, 
 
 
 def _read_datasets(request: CorpusRequest, registry: Registry) -> Corpus:
-    """Every dataset of ``request.datasets`` read, checked on its own (and its label map
-    against its labels), then combined into one corpus."""
+    """Every dataset of ``request.datasets`` read, checked on its own (a corpus without any
+    transcript is refused when a cell reads text; its label map against its labels), then
+    combined into one corpus."""
     corpora, problems = {}, []
     for name, config in (request.datasets or {}).items():
         where = f"datasets.{name}"
         corpus = corpora[name] = _read_dataset(request, registry, config, where)
-        problems += [f"{where}{p.removeprefix('dataset')}" for p in corpus_problems(corpus)]
+        problems += [f"{where}{p.removeprefix('dataset')}"
+                     for p in corpus_problems(corpus, request.need_text)]
         problems += label_map_problems(name, corpus.labels, request.label_map.get(name))
     if problems:
         raise RecipeError(request.source, problems)
