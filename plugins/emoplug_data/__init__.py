@@ -7,8 +7,9 @@ data files, :mod:`emoplug_data.emobox`), ``manifest`` (CSV/JSONL,
 :mod:`emoplug_data.manifest`) and ``demo`` (a synthetic corpus generated on first use,
 :mod:`emoplug_data.demo`). Protocols: ``loso``, ``loso_speaker``, ``kfold`` and ``random``
 (:mod:`emoplug_data.protocols`), ``fold_files`` (EmoBox's and s3prl's published folds,
-:mod:`emoplug_data.foldfiles_protocol`) and ``official_partitions`` (a corpus's published
-train/dev/test partitions, :mod:`emoplug_data.partitions`).
+:mod:`emoplug_data.foldfiles_protocol`), ``official_partitions`` (a corpus's published
+train/dev/test partitions, :mod:`emoplug_data.partitions`), and ``cross_corpus`` and
+``leave_one_corpus_out`` over a recipe's ``datasets:`` (:mod:`emoplug_data.corpus_protocols`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def emoplug_register_datasets(register):
 
 @hookimpl
 def emoplug_register_protocols(register):
+    from emoplug_data.corpus_protocols import CrossCorpusProtocol, LeaveOneCorpusOutProtocol
     from emoplug_data.foldfiles_protocol import FoldFilesProtocol
     from emoplug_data.partitions import OfficialPartitionsProtocol
     from emoplug_data.protocols import (
@@ -45,5 +47,6 @@ def emoplug_register_protocols(register):
     )
 
     for cls in (LosoProtocol, LosoSpeakerProtocol, KFoldProtocol, RandomProtocol,
-                FoldFilesProtocol, OfficialPartitionsProtocol):
+                FoldFilesProtocol, OfficialPartitionsProtocol, CrossCorpusProtocol,
+                LeaveOneCorpusOutProtocol):
         register(cls)

@@ -99,6 +99,6 @@ def emoplug_run_finished(run: Any) -> None:
     ``failed``, ``skipped``: this process's jobs; on the main process ``totals`` also counts
     the whole run's, every process's, from disk; ``executor``: ``local`` or ``ray``). Every
     process of a run (each of ``--workers``, each rank; under ``--executor ray`` the driver
-    only, as for ``emoplug_job_finished``) calls it once, after the run's jobs are all recorded (not when
-    a signal stops it). An exception raised here is reported and ignored.
+    only, as for ``emoplug_job_finished``) calls it once, after the run's jobs are all
+    recorded (not when a signal stops it). An exception raised here is reported and ignored.
     """

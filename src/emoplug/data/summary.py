@@ -80,6 +80,7 @@ def summarize(corpus: Corpus, folds: Sequence[Fold]) -> dict[str, Any]:
         "folds": fold_rows,
         **({"published_counts": published} if published else {}),
         **({"label_source": label_source} if label_source else {}),
+        **({"per_corpus": _per_corpus(corpus)} if corpus.meta.get("corpora") else {}),
     }
 
 
@@ -97,6 +98,12 @@ def _counts(title: str, counts: dict[str, int], total: int) -> list[str]:
     return [f"{title}:", *(_table(rows) if rows else ["  (none)"])]
 
 
+def _per_corpus(corpus: Corpus) -> dict[str, dict[str, int]]:
+    """Utterances per shared label of each corpus a recipe's ``datasets`` combined."""
+    return {name: _label_counts((u for u in corpus.utterances if u.meta.get("corpus") == name),
+                                corpus.labels) for name in corpus.meta["corpora"]}
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A human-readable rendering of :func:`summarize`'s dict."""
     total = summary["total"]
@@ -104,6 +111,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"dataset {summary['dataset']}: {total} utterances, "
              f"labels: {', '.join(labels) or '(none)'}"]
     lines += _counts("per label", summary["per_label"], total)
+    if "per_corpus" in summary:
+        lines.append("per corpus (shared labels):")
+        lines += _table([["corpus", "total", *labels]] + [
+            [name, str(sum(counts.values())), *(str(counts.get(label, 0)) for label in labels)]
+            for name, counts in summary["per_corpus"].items()])
     lines += _counts("per session", summary["per_session"], total)
     lines += _counts("per speaker", summary["per_speaker"], total)
     if summary["avd"]:
