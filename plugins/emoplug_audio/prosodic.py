@@ -24,6 +24,8 @@ from emoplug_audio.base import Featurizer, FeaturizerConfig
 if TYPE_CHECKING:
     import numpy as np
 
+    from emoplug.cache_size import CacheLayout
+
 #: Columns of ``level: frames`` before deltas.
 FRAME_COLUMNS = ("f0_hz", "voicing", "energy_db", "zcr")
 #: Columns of ``level: functionals``.
@@ -81,6 +83,14 @@ class Prosodic(Featurizer):
         if self.config.encoder is not None:
             return self.config.encoder
         return AudioEncoderConfig(type="cnn" if self.config.level == "frames" else "mlp")
+
+    def cache_layout(self) -> CacheLayout:
+        from emoplug.cache_size import CacheLayout
+
+        if self.config.level == "functionals":
+            return CacheLayout(0.0, 1.0, len(FUNCTIONAL_COLUMNS), "float32")
+        return CacheLayout(1000.0 / self.config.hop_ms, 1.0,
+                           len(FRAME_COLUMNS) * (self.config.deltas + 1), "float32")
 
     def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         import numpy as np

@@ -161,10 +161,21 @@ class SpeechEncoder(Featurizer):
             path = Path(cached)
         return json.loads(path.read_text())
 
+    def geometry(self) -> tuple[int, int, float]:
+        """(transformer layers, hidden size, frames per second) from the checkpoint's
+        config files; one :class:`SettingError` line when they do not say."""
+        config = self.checkpoint_config()
+        try:
+            return (*self.depth_and_width(config), self.frames_per_second(config))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SettingError("pretrained", f"the config.json of {self.config.pretrained} "
+                               f"does not give the model's shape ({exc!r} missing or "
+                               "wrong)") from exc
+
     def model_layers(self) -> list[int]:
         """The configured layers clipped to the checkpoint's depth (reads its config only)."""
         if self._layers is None:
-            depth, _ = self.depth_and_width(self.checkpoint_config())
+            depth, _, _ = self.geometry()
             wanted = range(depth + 1) if self.config.layers == "all" else self.config.layers
             self._layers = sorted({min(layer, depth) for layer in wanted})
         return self._layers
@@ -208,15 +219,13 @@ class SpeechEncoder(Featurizer):
         """From the checkpoint's ``config.json``: frames per second, layers and width."""
         from emoplug.cache_size import CacheLayout
 
-        config = self.checkpoint_config()
-        _, width = self.depth_and_width(config)
+        _, width, rate = self.geometry()
         n_layers = len(self.model_layers())
         if self.config.level == "pooled":
             per_layer = width * (2 if self.config.statistics == "mean_std" else 1)
             return CacheLayout(0.0, 1.0, n_layers * per_layer, "float16",
                                f"{n_layers} layers x {per_layer}")
-        rate = self.frames_per_second(config) / self.config.downsample
-        return CacheLayout(rate, 0.0, n_layers * width, "float16",
+        return CacheLayout(rate / self.config.downsample, 0.0, n_layers * width, "float16",
                            f"{n_layers} layers x {width}")
 
     # -- encoder -------------------------------------------------------------------------
