@@ -239,7 +239,7 @@ def test_wav2vec_features_from_a_local_checkpoint(tiny_wav2vec):
     # receptive field 85 samples, total stride 80
     assert features.shape == ((len(y) - 85) // 80 + 1, 32)
     np.testing.assert_array_equal(features, featurizer.featurize(y, SR))
-    assert featurizer._load() is featurizer._load()  # loaded once per instance
+    assert featurizer.model() is featurizer.model()  # loaded once per instance
 
 
 def test_wav2vec_stacks_layers_and_downsamples(tiny_wav2vec):

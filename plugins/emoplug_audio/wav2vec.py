@@ -49,9 +49,6 @@ class Wav2Vec(SpeechEncoder):
         from transformers import AutoFeatureExtractor, AutoModel
 
         model = self.from_pretrained(AutoModel)
-        if getattr(model.config, "is_encoder_decoder", False):
-            raise SettingError("pretrained", f"{self.config.pretrained} is an encoder-decoder "
-                               f"model ({model.config.model_type}); use type: whisper")
         device = "cuda" if torch.cuda.is_available() else "cpu"
         try:
             extractor = AutoFeatureExtractor.from_pretrained(
@@ -62,6 +59,9 @@ class Wav2Vec(SpeechEncoder):
         return model.to(device).eval().requires_grad_(False)
 
     def depth_and_width(self, config: dict[str, Any]) -> tuple[int, int]:
+        if config.get("is_encoder_decoder"):
+            raise SettingError("pretrained", f"{self.config.pretrained} is an encoder-decoder "
+                               f"model ({config.get('model_type')}); use type: whisper")
         return int(config["num_hidden_layers"]), int(config["hidden_size"])
 
     def frames_per_second(self, config: dict[str, Any]) -> float:

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from emoplug.cache_size import CacheLayout
+
 #: Whisper's encoder halves the mel frame rate (conv2 has stride 2)
 ENCODER_STRIDE = 2
 
@@ -55,9 +57,6 @@ class Whisper(SpeechEncoder):
 
         name = self.config.pretrained
         model = self.from_pretrained(AutoModel)
-        if getattr(model.config, "model_type", "") != "whisper":
-            raise SettingError("pretrained", f"{name} is a {model.config.model_type} model, "
-                               "not Whisper; use type: wav2vec for waveform encoders")
         try:
             extractor = AutoFeatureExtractor.from_pretrained(name, local_files_only=offline())
         except (OSError, ValueError) as exc:
@@ -72,11 +71,25 @@ class Whisper(SpeechEncoder):
         return encoder.to(device).eval().requires_grad_(False)
 
     def depth_and_width(self, config: dict[str, Any]) -> tuple[int, int]:
+        if config.get("model_type") != "whisper":
+            raise SettingError("pretrained", f"{self.config.pretrained} is a "
+                               f"{config.get('model_type')} model, not Whisper; use type: "
+                               "wav2vec for waveform encoders")
         return int(config["encoder_layers"]), int(config["d_model"])
 
     def frames_per_second(self, config: dict[str, Any]) -> float:
         hop = self.checkpoint_config("preprocessor_config.json").get("hop_length", 160)
         return self.config.sample_rate / (hop * ENCODER_STRIDE)
+
+    def cache_layout(self) -> CacheLayout:
+        """As the base's; frames: half a frame more per file (each piece's real frames are
+        rounded up)."""
+        import dataclasses
+
+        layout = super().cache_layout()
+        if self.config.level == "frames":
+            layout = dataclasses.replace(layout, rows_per_file=0.5 / self.config.downsample)
+        return layout
 
     # -- hidden states -------------------------------------------------------------------
     def hidden_states(self, waveforms: Sequence[np.ndarray]) -> list[torch.Tensor]:
