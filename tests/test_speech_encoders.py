@@ -239,3 +239,21 @@ def test_pooled_cells_train_end_to_end_and_the_plan_estimate_holds(recipe):
         written = sum(p.stat().st_size for p in
                       (recipe.parent / "cache" / featurizer.cache_key()).rglob("*.npy"))
         assert written == pytest.approx(row["corpus_bytes"], rel=0.01), row["audio"]
+
+
+def test_validate_names_each_uncached_checkpoint_in_one_line(monkeypatch, tmp_path):
+    from fakes import fake_hub_cache
+
+    monkeypatch.setenv("IEMOCAP_ROOT", "/data/IEMOCAP_full_release")
+    fake_hub_cache(monkeypatch, tmp_path / "hub", ["facebook/hubert-base-ls960"])
+    result = CliRunner().invoke(main, ["validate", "recipes/ssl_audio.yaml", "--no-data"])
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    missing = "is not in the local Hugging Face cache and the hub is unreachable"
+    assert lines == [
+        f"error: recipes/ssl_audio.yaml: audio.{name}_frames.pretrained, "
+        f"audio.{name}_pooled.pretrained: {checkpoint} {missing}; give a local checkpoint "
+        "directory instead"
+        for name, checkpoint in [("wav2vec2", "facebook/wav2vec2-base"),
+                                 ("wavlm", "microsoft/wavlm-base-plus"),
+                                 ("whisper", "openai/whisper-base")]]
