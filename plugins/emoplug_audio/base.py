@@ -10,13 +10,17 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from emoplug import AudioEncoderConfig, AudioFeaturizer, ComponentConfig, build_audio_encoder
+from emoplug import (
+    AudioEncoderConfig,
+    AudioFeaturizer,
+    CacheLayout,
+    ComponentConfig,
+    build_audio_encoder,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
-
-    from emoplug.cache_size import CacheLayout
 
 
 class FeaturizerConfig(ComponentConfig):
@@ -83,8 +87,6 @@ def at_level(features: np.ndarray, config: LevelConfig) -> np.ndarray:
 def level_layout(columns: int, hop_ms: float, functionals: bool) -> CacheLayout:
     """The float32 cache layout of ``columns`` centred frames every ``hop_ms`` (one more
     row per file), or of one row of their mean and std when ``functionals``."""
-    from emoplug.cache_size import CacheLayout
-
     if functionals:
         return CacheLayout(0.0, 1.0, 2 * columns, "float32")
     return CacheLayout(1000.0 / hop_ms, 1.0, columns, "float32")

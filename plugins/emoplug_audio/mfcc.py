@@ -7,12 +7,11 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from emoplug import CacheLayout
 from emoplug_audio.base import Featurizer, LevelConfig, at_level, level_layout
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from emoplug.cache_size import CacheLayout
 
 
 class MFCC(Featurizer):

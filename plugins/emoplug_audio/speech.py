@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from emoplug import (
     AudioEncoderConfig,
+    CacheLayout,
     EmoplugError,
     SettingError,
     build_audio_encoder,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from emoplug.cache_size import CacheLayout
 
 #: the encoder each level gets when the recipe names none
 DEFAULT_ENCODERS = {
@@ -217,8 +217,6 @@ class SpeechEncoder(Featurizer):
     # -- cache size ----------------------------------------------------------------------
     def cache_layout(self) -> CacheLayout:
         """From the checkpoint's ``config.json``: frames per second, layers and width."""
-        from emoplug.cache_size import CacheLayout
-
         _, width, rate = self.geometry()
         n_layers = len(self.model_layers())
         if self.config.level == "pooled":
@@ -244,7 +242,6 @@ class SpeechEncoder(Featurizer):
             raise EmoplugError(f"{self.name} features of dim {input_dim} do not split into "
                                f"{n_layers} layers; clear the feature cache for {self.name}")
         return build_audio_encoder(self.config.encoder, input_dim, n_layers=n_layers)
-
 
 
 def checkpoint_problem_or_missing(source: str) -> SettingError:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from emoplug import SettingError
+from emoplug import CacheLayout, SettingError
 from emoplug_audio.speech import SpeechEncoder, SpeechEncoderConfig, offline
 
 if TYPE_CHECKING:
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
-    from emoplug.cache_size import CacheLayout
 
 #: Whisper's encoder halves the mel frame rate (conv2 has stride 2)
 ENCODER_STRIDE = 2

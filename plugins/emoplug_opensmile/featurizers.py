@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from emoplug import (
     AudioEncoderConfig,
     AudioFeaturizer,
+    CacheLayout,
     ComponentConfig,
     EmoplugError,
     build_audio_encoder,
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import nn
 
-    from emoplug.cache_size import CacheLayout
 
 INSTALL = 'pip install "emoplug[opensmile]"'
 
@@ -90,8 +90,6 @@ class OpenSmileFeaturizer(AudioFeaturizer):
 
     def cache_layout(self) -> CacheLayout:
         """Functionals: one row; LLDs: 100 frames a second (openSMILE's 10 ms hop)."""
-        from emoplug.cache_size import CacheLayout
-
         if self.config.level == "functionals":
             return CacheLayout(0.0, 1.0, self.functionals, "float32")
         return CacheLayout(100.0, 0.0, self.descriptors, "float32")
