@@ -144,22 +144,37 @@ class SpeechEncoder(Featurizer):
 
     def checkpoint_config(self, filename: str = "config.json") -> dict[str, Any]:
         """A JSON file of the checkpoint (``config.json``, ``preprocessor_config.json``) as
-        a dict, read without loading the model, from its directory or the local Hugging Face
-        cache; a ``config.json`` that is not there is a :class:`SettingError`, another file
-        an empty dict."""
+        a dict, without loading the model: from its directory, the local Hugging Face cache
+        or, when the hub is reachable, the hub. A ``config.json`` that cannot be had is a
+        :class:`SettingError`; another file that is not there is an empty dict."""
         source = self.config.pretrained
-        path = Path(source).expanduser() / filename
-        if not path.is_file():
-            from huggingface_hub import try_to_load_from_cache
+        local = Path(source).expanduser()
+        if local.is_dir() or checkpoints.looks_like_path(source):
+            path: Path | str | None = local / filename if (local / filename).is_file() else None
+        else:
+            path = self._hub_file(source, filename)
+        if path is None:
+            if filename != "config.json":
+                return {}
+            raise (checkpoints.checkpoint_problem(source)
+                   or SettingError("pretrained", f"{source} has no {filename}"))
+        return json.loads(Path(path).read_text())
 
-            cached = None if checkpoints.looks_like_path(source) else \
-                try_to_load_from_cache(source, filename)
-            if not isinstance(cached, str):
-                if filename != "config.json":
-                    return {}
-                raise checkpoint_problem_or_missing(source)
-            path = Path(cached)
-        return json.loads(path.read_text())
+    @staticmethod
+    def _hub_file(name: str, filename: str) -> str | None:
+        """The local path of a hub checkpoint's file, downloaded when it is not cached and
+        the hub is reachable; None when it cannot be had."""
+        from huggingface_hub import hf_hub_download, try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(name, filename)
+            if isinstance(cached, str):
+                return cached
+            if checkpoints.checkpoint_problem(name) is not None:
+                return None  # not cached, and the hub is off or unreachable
+            return hf_hub_download(name, filename)
+        except (OSError, ValueError):  # no such file or repository, a bad name
+            return None
 
     def geometry(self) -> tuple[int, int, float]:
         """(transformer layers, hidden size, frames per second) from the checkpoint's
@@ -226,7 +241,7 @@ class SpeechEncoder(Featurizer):
         return CacheLayout(rate / self.config.downsample, 0.0, n_layers * width, "float16",
                            f"{n_layers} layers x {width}")
 
-    # -- encoder -------------------------------------------------------------------------
+    # -- cache key and encoder -----------------------------------------------------------
     def cache_key(self) -> str:
         """Name + settings (model, layers, level, statistics, ...) + code version;
         ``encoder`` and ``batch_size`` do not change the features."""
@@ -243,7 +258,3 @@ class SpeechEncoder(Featurizer):
                                f"{n_layers} layers; clear the feature cache for {self.name}")
         return build_audio_encoder(self.config.encoder, input_dim, n_layers=n_layers)
 
-
-def checkpoint_problem_or_missing(source: str) -> SettingError:
-    """Why ``source``'s ``config.json`` cannot be read."""
-    return checkpoints.checkpoint_problem(source) or checkpoints.not_cached(source)
