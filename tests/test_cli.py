@@ -38,7 +38,7 @@ def test_plugins_json_lists_bundled_components():
     listed = {(c["kind"], c["name"]): c for c in json.loads(result.stdout)["components"]}
     for kind, names in {
         "text": ["bert", "roberta", "xlnet", "albert", "electra", "deberta"],
-        "audio": ["mfcc", "spectrogram", "prosodic", "wav2vec"],
+        "audio": ["mfcc", "spectrogram", "prosodic", "wav2vec", "whisper"],
         "fusion": ["early", "late", "hybrid", "attention", "none"],
         "approach": ["direct", "two_stage", "joint"],
         "dataset": ["iemocap", "manifest", "demo"],
