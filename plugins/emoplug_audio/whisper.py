@@ -120,10 +120,10 @@ class Whisper(SpeechEncoder):
         import numpy as np
         import torch
 
+        parameter = next(model.parameters())
         inputs = self._extractor([np.asarray(y, dtype=np.float32) for y in windows],
                                  sampling_rate=self.config.sample_rate, return_tensors="pt",
-                                 padding="max_length")
-        parameter = next(model.parameters())
+                                 padding="max_length", device=str(parameter.device))
         features = inputs["input_features"].to(parameter.device, parameter.dtype)
         with torch.inference_mode():
             out = model(features, output_hidden_states=True)
