@@ -218,6 +218,12 @@ def test_plan_prints_the_cache_each_featurizer_writes(recipe):
     assert "audio.whisper_frames  float16 [50/s, 2 layers x 32]: " in text
     assert "audio.pooled          float16 [1 per file, 3 layers x 64]: " in text
     assert f"corpus: {seconds / 3600:.2f} h of audio in 40 files" in text
+    unread = json.loads(CliRunner().invoke(main, ["plan", str(recipe), "--json",
+                                                  "--no-data"]).stdout)["audio_cache"]
+    assert unread["corpus"] == "not read (--no-data)" and unread["corpus_seconds"] is None
+    pooled = {row["audio"]: row for row in unread["featurizers"]}["audio.pooled"]
+    assert "corpus_bytes" not in pooled
+    assert pooled["bytes_per_hour"] == 360 * (3 * 64 * 2 + 144)  # at 10 s an utterance
 
 
 def test_pooled_cells_train_end_to_end_and_the_plan_estimate_holds(recipe):
