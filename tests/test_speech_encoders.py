@@ -136,6 +136,17 @@ def test_cache_key_changes_with_model_level_and_layers(tiny):
     assert key("whisper") != key("whisper", layers=[1])
 
 
+
+def test_a_model_saved_again_into_the_same_folder_gets_another_cache_key(tmp_path):
+    from emoplug_audio.tiny import tiny_speech_checkpoint
+
+    folder = tiny_speech_checkpoint("hubert", tmp_path / "model", seed=0)
+    first = build("hubert", str(folder)).cache_key()
+    assert build("hubert", str(folder)).cache_key() == first
+    tiny_speech_checkpoint("hubert", folder, seed=1)  # other weights, same path
+    assert build("hubert", str(folder)).cache_key() != first
+
+
 def test_level_settings_are_checked():
     with pytest.raises(ValidationError, match="statistics applies to level: pooled"):
         get_registry().build("audio", {"type": "whisper", "statistics": "mean_std"})

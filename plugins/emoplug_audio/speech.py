@@ -243,13 +243,28 @@ class SpeechEncoder(Featurizer):
 
     # -- cache key and encoder -----------------------------------------------------------
     def cache_key(self) -> str:
-        """Name + settings (model, layers, level, statistics, ...) + code version;
-        ``encoder`` and ``batch_size`` do not change the features."""
+        """Name + settings (model, layers, level, statistics, ...) + code version, and for a
+        local checkpoint directory the digest of its files (a model saved again into the same
+        folder is another model); ``encoder`` and ``batch_size`` do not change the
+        features."""
         import hashlib
 
         settings = self.config.model_dump(mode="json", exclude={"encoder", "batch_size"})
-        payload = json.dumps([self.name, settings, self.version], sort_keys=True)
+        payload = json.dumps([self.name, settings, self.version, self._checkpoint_digest()],
+                             sort_keys=True)
         return f"{self.name}-{hashlib.sha256(payload.encode()).hexdigest()[:20]}"
+
+    def _checkpoint_digest(self) -> str:
+        """Digests of a local checkpoint's config and weights files (each hashed once per
+        process); empty for a hub name, whose name says which model it is."""
+        from emoplug.data.cache import file_digest
+
+        folder = Path(self.config.pretrained).expanduser()
+        if not folder.is_dir():
+            return ""
+        files = sorted(f for f in folder.iterdir() if f.is_file() and (
+            f.suffix in (".safetensors", ".bin") or f.name.endswith("config.json")))
+        return ",".join(f"{f.name}:{file_digest(f)}" for f in files)
 
     def build_encoder(self, input_dim: int) -> nn.Module:
         n_layers = len(self.model_layers())
