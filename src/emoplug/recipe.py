@@ -1005,7 +1005,8 @@ def _unused_override_entries(plan: Plan, overrides: Sequence[str],
 
 def preflight(plan: Plan, registry: Registry | None = None) -> list[str]:
     """What the plan's components find wrong with their own settings before anything runs
-    (:meth:`emoplug.Component.check`): one ``key.setting: problem`` line each."""
+    (:meth:`emoplug.Component.check`): one ``key.setting: problem`` line each; entries
+    with the same problem (one uncached checkpoint at two levels) share one line."""
     registry = registry or get_registry()
     entries: dict[str, tuple[str, dict[str, Any]]] = (
         {"dataset": ("dataset", plan.dataset)} if plan.datasets is None else
@@ -1018,7 +1019,10 @@ def preflight(plan: Plan, registry: Registry | None = None) -> list[str]:
             name = getattr(cell, kind)
             if name is not None:
                 entries.setdefault(f"{kind}.{name}", (kind, cell.config[kind]))
-    problems = []
+    places: dict[str, list[str]] = {}  # problem -> where (one line for a shared checkpoint)
     for key, (kind, config) in entries.items():
-        problems.extend(str(p.at(key)) for p in registry.build(kind, config).check())
-    return problems
+        for problem in registry.build(kind, config).check():
+            located = problem.at(key)
+            where = f"{located.key}.{located.setting}" if located.key else located.setting
+            places.setdefault(located.message, []).append(where)
+    return [f"{', '.join(where)}: {message}" for message, where in places.items()]
