@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from emoplug.cache_size import CacheLayout
     from emoplug.types import Corpus, DatasetInfo, Decoded, Fold, Targets
 
 
@@ -224,6 +225,24 @@ class AudioFeaturizer(Component):
     def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         """Features of one mono float32 waveform at ``sample_rate`` (== ``self.sample_rate``)."""
         raise NotImplementedError
+
+    def featurize_many(self, waveforms: Sequence[np.ndarray],
+                       sample_rate: int) -> list[np.ndarray]:
+        """Features of several waveforms, each as ``featurize`` gives it alone (within
+        floating-point tolerance). The default runs them one by one; a featurizer that pads
+        them into one batch (a speech encoder on a GPU) overrides it and sets
+        :meth:`batch_size`."""
+        return [self.featurize(waveform, sample_rate) for waveform in waveforms]
+
+    def batch_size(self) -> int:
+        """How many waveforms :func:`emoplug.data.features.featurize_corpus` hands
+        :meth:`featurize_many` at once (1 by default)."""
+        return 1
+
+    def cache_layout(self) -> CacheLayout | None:
+        """The shape and dtype of what ``featurize`` returns, for ``emoplug plan``'s cache
+        size estimate; None when it cannot be told without featurizing."""
+        return None
 
     def cache_key(self) -> str:
         return f"{self.name}-{self.fingerprint(self.version)}"

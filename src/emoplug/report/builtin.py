@@ -16,6 +16,7 @@ from emoplug import hookimpl
 def emoplug_register_report_sections(register: Any) -> None:
     from emoplug.report import (
         comparisons,
+        cross_corpus,
         data,
         leakage,
         sections,
@@ -31,6 +32,7 @@ def emoplug_register_report_sections(register: Any) -> None:
             (20, "missing", sections.missing_section),
             (25, "data", data.data_section),
             (30, "protocol", leakage.protocol_section),
+            (35, "cross_corpus", cross_corpus.cross_corpus_section),
             (40, "control", comparisons.control_section),
             (50, "stage1", sections.stage1_section),
             (60, "approach", comparisons.approach_section),

@@ -25,7 +25,7 @@ from emoplug.errors import EmoplugError
 from emoplug.recipe import Plan
 from emoplug.registry import Registry, get_registry
 from emoplug.train.packed import PackedSequences, pack_text, resolved
-from emoplug.types import Fold, Utterance
+from emoplug.types import Corpus, Fold, Utterance
 
 #: bytes of audio features kept in memory per process (``EMOPLUG_FEATURE_MEMORY``, in MB)
 DEFAULT_FEATURE_MEMORY_MB = 4096
@@ -134,19 +134,32 @@ class FeatureStore:
         self._packed, self._packed_utterances = None, {}
 
 
+@dataclass
+class FeatureArrays:
+    """One featurizer's features for a corpus (``key``: its cache key), sent to processes
+    that do not read the cache (Ray workers); ``failed``: utterance id -> why it has none."""
+
+    key: str
+    arrays: dict[str, np.ndarray]
+    failed: dict[str, str]
+
+
 class RunContext:
     """Shared state of one process while it runs a plan's jobs."""
 
     def __init__(self, plan: Plan, output_dir: Path, registry: Registry | None = None,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1,
+                 loaded: tuple[Corpus, list[Fold]] | None = None):
+        """``loaded``: the corpus and folds when another process read them (a Ray worker
+        gets them from the driver); read from the dataset otherwise."""
         self.plan = plan
         self.rank, self.world = rank, world  # this process among those sharing the run
         self.output_dir = output_dir
         self.registry = registry or get_registry()
         self.cache = FeatureCache(plan.cache_dir())
         self.need_audio = any(c.audio is not None for c in plan.cells)
-        self.corpus, folds = load_corpus_and_folds(plan.corpus_request(), self.registry,
-                                                     warn=rank == 0)
+        self.corpus, folds = loaded or load_corpus_and_folds(plan.corpus_request(),
+                                                             self.registry, warn=rank == 0)
         self.folds: dict[str, Fold] = {f.name: f for f in folds}
         self.by_id = self.corpus.by_id()
         self.labels = list(self.corpus.labels)
@@ -191,6 +204,29 @@ class RunContext:
         if key not in self._stores:
             self._stores[key] = FeatureStore(featurizer, self.cache, self._budget)
         return self._stores[key]
+
+    def feature_arrays(self, audio_config: dict[str, Any]) -> FeatureArrays:
+        """Every utterance's features of one featurizer config, and why the unreadable ones
+        have none (read from the cache, computed on a miss): what a Ray worker is sent."""
+        store = self.features(audio_config)
+        arrays = {}
+        for utt in self.corpus.utterances:
+            if utt.audio:
+                array = store.compute(utt)
+                if array is not None:
+                    arrays[utt.id] = array
+        return FeatureArrays(store.featurizer.cache_key(), arrays, dict(store.failed))
+
+    def adopt_features(self, audio_config: dict[str, Any], shipped: FeatureArrays) -> None:
+        """Serve ``audio_config``'s features from ``shipped`` (another process's
+        :meth:`feature_arrays`) instead of the cache; they are held whatever the budget."""
+        store = self.features(audio_config)
+        if store.featurizer.cache_key() != shipped.key:
+            raise EmoplugError(f"features shipped for {shipped.key} cannot serve "
+                               f"{store.featurizer.cache_key()}")
+        store.held.update(shipped.arrays)
+        store.frames.update({i: int(a.shape[0]) for i, a in shipped.arrays.items()})
+        store.failed.update(shipped.failed)
 
     def packed_text(self, key: str, device: Any) -> tuple[PackedSequences, PackedSequences]:
         """The text outputs ``text_outputs[key]`` packed on ``device`` (sequence, pooled),

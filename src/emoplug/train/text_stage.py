@@ -111,7 +111,7 @@ def frozen_outputs(ctx: RunContext, text_config: dict[str, Any], device: torch.d
 def frozen_key(ctx: RunContext, text_config: dict[str, Any]) -> str:
     """Where a frozen encoder's outputs are kept in ``ctx.text_outputs`` and the cache."""
     # the dataset is part of the key: tiny encoders train their tokenizer on its texts
-    return "frozen-" + stable_hash([text_config, ctx.plan.shared_config["dataset"]], 20)
+    return "frozen-" + stable_hash([text_config, ctx.plan.data_identity()], 20)
 
 
 def stage_key(sid: str) -> str:
