@@ -419,6 +419,7 @@ def test_the_report_shows_the_wer_and_the_gold_minus_asr_difference(gold_and_asr
     assert (shown_asr, shown_gold) == (f"{100 * asr_ua:.1f}", f"{100 * gold_ua:.1f}")
     assert difference == f"{100 * (gold_ua - asr_ua):+.1f}".replace("+0.0", "0.0")
     assert section.tables[1].columns[0] == "Gold vs ASR"  # the paired test of the pair
+    assert any(n.startswith("The corpus is synthetic") for n in section.notes)  # demo data
     written = write_report(run_dir, tmp_path / "report", ["md", "csv"])
     assert "## Text from speech" in written["md"].read_text()
     with written["csv"].open() as f:

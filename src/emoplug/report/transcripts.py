@@ -76,6 +76,10 @@ def transcripts_section(run: RunData) -> Section:
     if any(test_wer(j) is None for c in heard for j in c.done):
         section.notes.append("A dash for WER: the corpus has no gold transcript for the test "
                              "utterances, so the transcripts cannot be scored.")
+    if ((run.plan or {}).get("data") or {}).get("synthetic"):
+        section.notes.append("The corpus is synthetic (generated demo data, whose speech is not "
+                             "words): these numbers show that the machinery works, not how "
+                             "well a speech recogniser's transcripts serve emotion recognition.")
     if comparisons:
         paired_table(run, section, comparisons, "Gold vs ASR")
     return section
