@@ -192,6 +192,11 @@ class RunContext:
                                                        self.cache, progress)
         return self._transcripts[key]
 
+    def adopt_transcripts(self, shipped: dict[str, Transcripts]) -> None:
+        """Serve speech recognisers' transcripts made by another process (a Ray worker gets
+        the driver's), by recogniser cache key."""
+        self._transcripts.update(shipped)
+
     def work_dir(self) -> Path:
         path = self.plan.cache_dir() / "models"
         path.mkdir(parents=True, exist_ok=True)

@@ -10,8 +10,9 @@ unit a Ray task, the results written into the run folder by this process (the dr
   put in the object store (so a lost node never makes Ray fine-tune a stage again to
   rebuild its result). A job whose stage failed is recorded failed without starting.
 - **What reaches the workers** (no shared folder needed; ``ray_worker.py``): the plan,
-  corpus and folds once, the audio features one object per featurizer (computed and cached
-  here first), stage files through the refs above. Each task returns its unit's files; the
+  corpus and folds once (with the transcripts of ``source: asr`` text encoders, made here
+  first), the audio features one object per featurizer (computed and cached here first),
+  stage files through the refs above. Each task returns its unit's files; the
   driver writes them, ``result.json``/``stage.json`` last, exactly where a local run would.
 - **Each unit runs once**: the driver holds each unit's lease while its task runs (a local
   launch on the same folder leaves it alone and vice versa); a worker logs its start in
@@ -30,7 +31,7 @@ from typing import Any
 
 from emoplug.errors import EmoplugError
 from emoplug.files import read_json, write_json_atomic
-from emoplug.recipe import Job, UnitResources
+from emoplug.recipe import Job, UnitResources, transcribed
 from emoplug.train import text_stage, work_log
 from emoplug.train.context import RunContext
 from emoplug.train.job_files import job_dir, write_outcome
@@ -50,7 +51,7 @@ from emoplug.train.run_summary import RunSummary, raise_if_one_reason
 from emoplug.train.signals import raise_if_stopped, stops_deferred
 from emoplug.train.unit_work import stage_failure, stop_reason
 from emoplug.train.units import Unit
-from emoplug.train.warm import warm_feature_cache
+from emoplug.train.warm import warm_feature_cache, warm_transcripts
 
 POLL_SECONDS = 1.0
 
@@ -84,6 +85,9 @@ def run_on_ray(ctx: RunContext, units: list[Unit], pending: list[Job], progress:
         if any(j.cell.audio is not None for j in pending):
             warm_feature_cache(ctx.plan, ctx, 0, 1, verbose=False,
                                progress=progress.main and progress.verbosity >= 1)
+        if any(transcribed(j.cell) for j in pending):
+            warm_transcripts(ctx.plan, ctx, 0, 1,
+                             progress=progress.main and progress.verbosity >= 1)
         driver = _Driver(ray, ctx, progress, summary, before, Leases(ctx.output_dir,
                                                                      new_token(), 0))
         driver.start(torch.get_num_threads())
@@ -118,8 +122,14 @@ class _Driver:
         ray, ctx = self.ray, self.ctx
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        transcripts = {}
+        for cell in ctx.plan.cells:
+            if transcribed(cell):
+                shipped = ctx.asr_transcripts(cell.config["text"]["asr"])
+                transcripts[ctx.registry.build("asr", cell.config["text"]["asr"]).cache_key()] \
+                    = shipped
         self.snapshot = ray.put(RunSnapshot(ctx.plan, ctx.corpus, list(ctx.folds.values()),
-                                            self.token, threads))
+                                            self.token, threads, transcripts))
         self.features = {}
         for config in audio_configs(ctx.plan):
             shipped = ctx.feature_arrays(config)

@@ -1,11 +1,12 @@
 """What runs inside a Ray worker for ``--executor ray`` (the driver is ``ray_executor.py``).
 
 A worker needs no shared folder. It gets from the driver, through Ray's object store: the
-plan, the corpus and folds as the driver read them (:class:`RunSnapshot`), the audio
-features of the featurizers its unit reads (one object per featurizer, shared by the tasks
-of a node), and, for a job reading a staged text encoder, the stage's files as the stage's
-task returned them. It runs the unit in a scratch folder of its own and returns the unit's
-files (``jobs/<id>/`` or ``stages/<id>/``) for the driver to write into the run folder.
+plan, the corpus and folds as the driver read them, with the transcripts of any speech
+recogniser (:class:`RunSnapshot`); the audio features of the featurizers its unit reads (one
+object per featurizer, shared by the tasks of a node); and, for a job reading a staged text
+encoder, the stage's files as the driver put them once the stage was recorded. It runs the
+unit in a scratch folder of its own and returns the unit's files (``jobs/<id>/`` or
+``stages/<id>/``) for the driver to write into the run folder.
 Text encoders, tokenizers and frozen text outputs are built on the worker's node, into its
 own cache folder (the recipe's ``cache_dir``, or the default). Every start is logged at once
 through the driver's :class:`WorkLogWriter`, so a worker lost mid-unit still leaves its
@@ -41,13 +42,15 @@ RESULT_FILES = ("result.json", "stage.json")
 @dataclass
 class RunSnapshot:
     """What every unit of a run reads, sent once: the plan, the corpus and folds, the launch
-    token and the threads each unit uses (those of the driver's process)."""
+    token, the threads each unit uses (those of the driver's process) and the transcripts of
+    the speech recognisers the text encoders read (by recogniser cache key)."""
 
     plan: Plan
     corpus: Corpus
     folds: list[Fold]
     token: str
     threads: int
+    transcripts: dict[str, Any]
 
 
 class WorkLogWriter:
@@ -77,6 +80,7 @@ def _context(snapshot: RunSnapshot, features: list[FeatureArrays]) -> RunContext
         _contexts.clear()  # one run at a time per worker
         scratch = Path(tempfile.mkdtemp(prefix=f"emoplug-ray-{snapshot.token}-"))
         ctx = RunContext(snapshot.plan, scratch, loaded=(snapshot.corpus, snapshot.folds))
+        ctx.adopt_transcripts(snapshot.transcripts)
         _contexts[snapshot.token] = ctx
     for shipped in features:
         for config in audio_configs(snapshot.plan):

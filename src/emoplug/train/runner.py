@@ -21,7 +21,7 @@ import time
 
 from emoplug.data.loading import data_record
 from emoplug.errors import EmoplugError
-from emoplug.recipe import Plan
+from emoplug.recipe import Plan, transcribed
 from emoplug.train import text_stage
 from emoplug.train.context import RunContext
 from emoplug.train.job_files import job_dir, job_finished
@@ -33,7 +33,7 @@ from emoplug.train.run_files import write_plan
 from emoplug.train.run_summary import RunSummary
 from emoplug.train.unit_work import make_accelerator
 from emoplug.train.units import plan_units
-from emoplug.train.warm import warm_feature_cache
+from emoplug.train.warm import warm_feature_cache, warm_transcripts
 from emoplug.train.workers import Worker
 
 EXECUTORS = ("local", "ray")
@@ -106,6 +106,8 @@ def run_plan(plan: Plan, output_dir: str | os.PathLike | None = None,
                 if any(j.cell.audio is not None for j in pending):
                     warm_feature_cache(plan, ctx, rank, world, verbose=False,
                                        progress=main and verbosity >= 1)
+                if any(transcribed(j.cell) for j in pending):
+                    warm_transcripts(plan, ctx, rank, world, progress=main and verbosity >= 1)
                 run.run(units, pending)
             finally:
                 leases.release_all()
