@@ -48,6 +48,7 @@ grid: {text: [bert], audio: [mfcc, null], fusion: [early], approach: [direct]}
 """
 WORK = _common.WORK / "faults"
 KILLS = 5
+RAY = ("--executor", "ray")
 
 
 def launch(recipe: Path, out: Path, *args: str, env: dict[str, str] | None = None,
@@ -202,6 +203,44 @@ def different_timeouts(recipe: Path, out: Path) -> dict[str, Any]:
     return {"lease_timeouts_s": [60, 3], "exit_codes": [first.wait(), second.wait()]}
 
 
+def on_ray(recipe: Path, out: Path) -> dict[str, Any]:
+    """``--executor ray`` on a local cluster (all cores), uninterrupted."""
+    return {"exit_code": launch(recipe, out, *RAY).wait()}
+
+
+def ray_worker_killed(recipe: Path, out: Path) -> dict[str, Any]:
+    """``--executor ray``: the Ray worker running the first head job killed (SIGKILL) once
+    it logged its start; Ray runs the job again on another worker."""
+    proc = launch(recipe, out, *RAY)
+
+    def first_job_start() -> work_log.WorkEvent | None:
+        return next((e for e in starts(out) if not e.unit.startswith("stage-")), None)
+
+    wait_for(lambda: first_job_start() is not None or proc.poll() is not None)
+    event = first_job_start()
+    if event is not None:
+        os.kill(int(event.process.rsplit(":", 1)[1]), signal.SIGKILL)
+    return {"killed_unit": event and event.unit, "exit_code": proc.wait()}
+
+
+def ray_driver_interrupted(recipe: Path, out: Path) -> dict[str, Any]:
+    """``--executor ray`` stopped by SIGINT (Ctrl-C) a second after its first unit started
+    (running tasks cancelled, their attempts logged as abandoned), then run again."""
+    proc = launch(recipe, out, *RAY)
+    wait_for(lambda: started(out) or proc.poll() is not None)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    stopped = proc.wait()
+    return {"exit_code_stopped": stopped, "exit_code_resumed": launch(recipe, out, *RAY).wait()}
+
+
+def ray_beside_local(recipe: Path, out: Path) -> dict[str, Any]:
+    """An ``--executor ray`` launch and a local launch on the same folder at once: the
+    leases share the units between them."""
+    procs = [launch(recipe, out, *RAY), launch(recipe, out)]
+    return {"exit_codes": [p.wait() for p in procs]}
+
+
 def corrupted_inputs(recipe: Path, out: Path, cache: Path, rng: random.Random
                      ) -> dict[str, Any]:
     """Three feature cache entries and three demo WAVs overwritten with garbage, then a run:
@@ -250,6 +289,12 @@ def main() -> None:
             lambda out: stalled_owner_resumed(recipe, out),
         "two live launches with different lease timeouts (60 s, 3 s)":
             lambda out: different_timeouts(recipe, out),
+        "ray: uninterrupted (local cluster)": lambda out: on_ray(recipe, out),
+        "ray: the worker running a job killed (SIGKILL), retried":
+            lambda out: ray_worker_killed(recipe, out),
+        "ray: the driver stopped (SIGINT) mid-run, then run again":
+            lambda out: ray_driver_interrupted(recipe, out),
+        "ray and a local launch on one folder at once": lambda out: ray_beside_local(recipe, out),
     }
     for name, scenario in scenarios.items():
         out = WORK / f"run-{len(rows)}"

@@ -52,6 +52,21 @@ def test_frame_featurizers_shape_dtype_and_determinism(settings, dim):
     np.testing.assert_array_equal(features, featurizer.featurize(y.copy(), SR))
 
 
+@pytest.mark.parametrize("settings", [
+    {"type": "mfcc", "deltas": 2}, {"type": "mfcc", "level": "functionals"},
+    {"type": "spectrogram", "kind": "linear", "deltas": 1}, {"type": "spectrogram", "hop_ms": 20},
+    {"type": "prosodic"}, {"type": "prosodic", "level": "functionals"},
+])
+def test_cache_layout_is_what_featurize_returns(settings):
+    featurizer = build(**settings)
+    y = tone(220, 1.5, harmonics=5)
+    features = featurizer.featurize(y, SR)
+    layout = featurizer.cache_layout()
+    assert features.shape == (layout.rows_per_second * 1.5 + layout.rows_per_file, layout.dim)
+    assert features.dtype == layout.dtype
+    assert layout.bytes_for(1.5, 1) == features.nbytes + 144
+
+
 def test_mfcc_cmvn_normalises_each_coefficient():
     rng = np.random.default_rng(0)
     y = (tone(150, 1.0, harmonics=8) + 0.05 * rng.standard_normal(SR)).astype(np.float32)
@@ -239,7 +254,7 @@ def test_wav2vec_features_from_a_local_checkpoint(tiny_wav2vec):
     # receptive field 85 samples, total stride 80
     assert features.shape == ((len(y) - 85) // 80 + 1, 32)
     np.testing.assert_array_equal(features, featurizer.featurize(y, SR))
-    assert featurizer._load() is featurizer._load()  # loaded once per instance
+    assert featurizer.model() is featurizer.model()  # loaded once per instance
 
 
 def test_wav2vec_stacks_layers_and_downsamples(tiny_wav2vec):

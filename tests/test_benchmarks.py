@@ -318,3 +318,32 @@ def test_pitch_benchmark_scores_known_f0():
     yin = get_registry().build("audio", {"type": "prosodic", "deltas": 0})
     tracked = pitch.score([clip], [yin.contours(clip.waveform, pitch.SR)[:, 0]])
     assert tracked["median_f0_error_hz"] < 2 and tracked["voicing_accuracy"] > 0.9
+
+
+def test_featurize_speech_rows_write_what_plan_estimates_and_keep_earlier_rows(tmp_path,
+                                                                               monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import featurize
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    clips = [featurize.speech_like_clip(rng) for _ in range(2)]
+    rows = featurize.speech_rows(clips, 2 * featurize.CLIP_S, tmp_path)
+    assert len(rows) == 8  # 4 families x 2 levels
+    for name, row in rows.items():
+        assert row["cache_mb_per_hour"] == pytest.approx(row["plan_estimate_mb_per_hour"],
+                                                         rel=2e-3), name
+    assert rows["whisper-tiny frames"]["shape_per_clip"] == [500, 5 * 64]  # 10 s at 50 Hz
+    assert rows["wavlm-tiny pooled"]["shape_per_clip"] == [1, 5 * 64]
+    assert rows["whisper-tiny pooled"]["encoded_seconds_per_audio_second"] == 3.0
+    estimates = featurize.real_estimates(tmp_path, 10.0)
+    pooled = estimates["facebook/wav2vec2-base pooled layers=all"]
+    assert pooled["cache_mb_per_hour"] == round(360 * (13 * 768 * 2 + 144) / 1e6, 1)
+    frames = estimates["openai/whisper-base frames layers=all"]
+    assert frames["layout"] == "float16 [50/s, 7 layers x 512]"
+
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"date": "2026-12-01", "machine": {"load_average_1min": 9.4},
+                               "results": {"mfcc": {"seconds": 1.0}}}))
+    assert featurize.previous_rows(old) == {
+        "mfcc": {"seconds": 1.0, "measured": {"date": "2026-12-01", "load_average_1min": 9.4}}}

@@ -11,6 +11,7 @@ import soundfile as sf
 
 from emoplug import EmoplugError, Utterance
 from emoplug.data import cache as cache_module
+from emoplug.data.audio import load_audio
 from emoplug.data.cache import FeatureCache, file_digest
 from emoplug.data.features import featurize_corpus, load_features
 from emoplug.files import default_cache_dir
@@ -241,3 +242,38 @@ def test_progress_bar(tmp_path, corpus, capsys):
     utts, _ = corpus
     featurize_corpus(CountingMFCC(), utts, FeatureCache(tmp_path / "c"), progress=True)
     assert "featurize mfcc" in capsys.readouterr().err
+
+
+class BatchedMFCC(MFCC):
+    """MFCC filled ``batch_size()`` files at a time, refusing audio under 0.2 s."""
+
+    def __init__(self, config=None):
+        super().__init__(config)
+        self.batches: list[int] = []
+
+    def batch_size(self) -> int:
+        return 3
+
+    def featurize(self, waveform, sample_rate):
+        if len(waveform) < 0.2 * SR:
+            raise EmoplugError(f"audio of {len(waveform) / SR:.2f} s is too short")
+        return super().featurize(waveform, sample_rate)
+
+    def featurize_many(self, waveforms, sample_rate):
+        self.batches.append(len(waveforms))
+        return super().featurize_many(waveforms, sample_rate)
+
+
+def test_the_cache_fills_in_batches_and_a_bad_file_is_skipped_alone(tmp_path, corpus):
+    utts, _ = corpus
+    short = Utterance("short", "spk", "s1", audio=write_tone(tmp_path / "short.wav", 200, 0.1))
+    cache = FeatureCache(tmp_path / "cache")
+    featurizer = BatchedMFCC()
+    result = featurize_corpus(featurizer, [*utts[:2], short, *utts[2:]], cache)
+    assert featurizer.batches == [3, 2]  # the batch holding the short file, then the rest
+    assert result.skipped == {"short": "audio of 0.10 s is too short"}
+    assert set(result.refs) == {u.id for u in utts}
+    for utt in utts:  # the batch's other files are cached, as each alone gives them
+        alone = MFCC().featurize(load_audio(utt.audio, SR), SR)
+        np.testing.assert_array_equal(cache.get(featurizer.cache_key(),
+                                                file_digest(utt.audio)), alone)

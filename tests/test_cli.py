@@ -38,7 +38,7 @@ def test_plugins_json_lists_bundled_components():
     listed = {(c["kind"], c["name"]): c for c in json.loads(result.stdout)["components"]}
     for kind, names in {
         "text": ["bert", "roberta", "xlnet", "albert", "electra", "deberta"],
-        "audio": ["mfcc", "spectrogram", "prosodic", "wav2vec"],
+        "audio": ["mfcc", "spectrogram", "prosodic", "wav2vec", "whisper"],
         "fusion": ["early", "late", "hybrid", "attention", "none"],
         "approach": ["direct", "two_stage", "joint"],
         "dataset": ["iemocap", "manifest", "demo"],
@@ -118,6 +118,11 @@ def test_help_imports_no_heavy_modules():
     assert out.strip() == "[]"
 
 
+#: the speech encoders and speech recognisers the bundled recipes name
+SPEECH_CHECKPOINTS = ["facebook/wav2vec2-base", "facebook/hubert-base-ls960",
+                      "microsoft/wavlm-base-plus", "openai/whisper-base", "openai/whisper-small"]
+
+
 @pytest.mark.parametrize("recipe", sorted(p.name for p in Path("recipes").glob("*.yaml")))
 def test_every_bundled_recipe_validates(recipe, monkeypatch, tmp_path):
     from fakes import fake_hub_cache
@@ -126,7 +131,7 @@ def test_every_bundled_recipe_validates(recipe, monkeypatch, tmp_path):
 
     # validation checks hub checkpoints are cached (the hub is off): pretend they are
     fake_hub_cache(monkeypatch, tmp_path / "hub",
-                   [f.checkpoint for f in FAMILIES.values()] + ["facebook/wav2vec2-base"])
+                   [f.checkpoint for f in FAMILIES.values()] + SPEECH_CHECKPOINTS)
     monkeypatch.setenv("IEMOCAP_ROOT", "/data/IEMOCAP_full_release")
     # IEMOCAP is not in the repository: those recipes are checked without reading the data
     iemocap = "type: iemocap" in Path(f"recipes/{recipe}").read_text()

@@ -11,7 +11,8 @@ from test_runner import RECIPE, results, write_recipe
 
 from emoplug.recipe import load_plan
 from emoplug.train.cohort import RngStreams, group_cohorts
-from emoplug.train.runner import _stage_resolver, run_plan
+from emoplug.train.runner import run_plan
+from emoplug.train.units import stage_of as stage_of_job
 
 COHORT_RECIPE = RECIPE.replace(
     "grid: {text: [bert], audio: [mfcc, null], fusion: [early, attention], approach: [direct]}",
@@ -69,7 +70,11 @@ def test_jobs_are_grouped_by_the_inputs_they_share(tmp_path):
         "text:\n", "text:\n  roberta: {type: roberta, tiny: true, mode: finetune}\n").replace(
         "grid: {text: [bert]", "grid: {text: [bert, roberta]"))
     plan = load_plan(recipe)
-    stage_of = _stage_resolver(SimpleNamespace(plan=plan))  # stage ids read only the plan
+    ctx = SimpleNamespace(plan=plan)  # stage ids read only the plan
+
+    def stage_of(job):
+        return stage_of_job(ctx, job)
+
     cohorts = group_cohorts(plan.jobs, stage_of, size=16)
     for cohort in cohorts:
         first = cohort[0]

@@ -143,3 +143,15 @@ def test_plugin_module_imports_without_opensmile():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.split() == ["True", "None"]
+
+
+@pytest.mark.parametrize(("name", "level"), [("egemaps", "functionals"), ("egemaps", "lld"),
+                                             ("compare", "functionals")])
+def test_cache_layout_is_what_featurize_returns(name, level):
+    featurizer = get_registry().build("audio", {"type": name, "level": level})
+    y = (0.3 * np.sin(2 * np.pi * 180 * np.arange(2 * 16000) / 16000)).astype(np.float32)
+    features = featurizer.featurize(y, 16000)
+    layout = featurizer.cache_layout()
+    assert features.shape[1] == layout.dim and features.dtype == layout.dtype
+    rows = layout.rows_per_second * 2 + layout.rows_per_file
+    assert features.shape[0] == pytest.approx(rows, rel=0.05)  # LLD windows lose a few frames

@@ -261,8 +261,8 @@ def test_a_stage_failure_from_an_earlier_launch_counts_as_not_run(tmp_path):
     or by another launch while this one runs, stands (it is not fine-tuned twice)."""
     from types import SimpleNamespace
 
+    from emoplug.train.lease_executor import current_stage_status
     from emoplug.train.progress import stamp
-    from emoplug.train.runner import _current_stage_status
 
     settings = SimpleNamespace(train=SimpleNamespace(save="none"))
     ctx = SimpleNamespace(output_dir=tmp_path, plan=SimpleNamespace(recipe=settings))
@@ -270,11 +270,11 @@ def test_a_stage_failure_from_an_earlier_launch_counts_as_not_run(tmp_path):
     folder.mkdir(parents=True)
     (folder / "stage.json").write_text(json.dumps({"status": "failed", "launch": "old"}))
     before = stamp(folder / "stage.json")  # as the new launch found it
-    assert _current_stage_status(ctx, "s1", "new", before) is None
-    assert _current_stage_status(ctx, "s1", "old", before)["status"] == "failed"
+    assert current_stage_status(ctx, "s1", "new", before) is None
+    assert current_stage_status(ctx, "s1", "old", before)["status"] == "failed"
     (folder / "stage.json").unlink()
     (folder / "stage.json").write_text(json.dumps({"status": "failed", "launch": "beside"}))
-    assert _current_stage_status(ctx, "s1", "new", before)["status"] == "failed"
+    assert current_stage_status(ctx, "s1", "new", before)["status"] == "failed"
 
 
 def test_shuffles_of_different_seeds_are_independent():

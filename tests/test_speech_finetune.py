@@ -449,3 +449,15 @@ def test_ddp_trains_the_speech_model_across_both_processes(tiny_w2v, tmp_path, c
     assert {r["audio_mode"] for r in found} == {mode}
     stages = list(out.glob("stages/*/stage.json"))
     assert len(stages) == (2 if mode == "staged" else 0)
+
+
+def test_the_ray_executor_refuses_speech_encoders_that_train(tiny_w2v, tmp_path, cache):
+    """Speech stages are not Ray units yet: refused in one line before anything is written."""
+    from emoplug.errors import EmoplugError
+    from emoplug.train.runner import run_plan
+
+    recipe = write_recipe(tmp_path, tiny_w2v, "finetune")
+    with pytest.raises(EmoplugError, match=r"--executor ray does not run speech encoders that "
+                                           r"train \(audio w2v: mode finetune or staged\)"):
+        run_plan(load_plan(recipe), tmp_path / "out", verbosity=-1, executor="ray")
+    assert not (tmp_path / "out").exists()

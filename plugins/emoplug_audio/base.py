@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from emoplug import AudioEncoderConfig, AudioFeaturizer, ComponentConfig, build_audio_encoder
+from emoplug import (
+    AudioEncoderConfig,
+    AudioFeaturizer,
+    CacheLayout,
+    ComponentConfig,
+    build_audio_encoder,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -80,3 +86,11 @@ def at_level(features: np.ndarray, config: LevelConfig) -> np.ndarray:
     elif config.cmvn:
         features = cmvn(features)
     return np.ascontiguousarray(features, dtype=np.float32)
+
+
+def level_layout(columns: int, hop_ms: float, functionals: bool) -> CacheLayout:
+    """The float32 cache layout of ``columns`` centred frames every ``hop_ms`` (one more
+    row per file), or of one row of their mean and std when ``functionals``."""
+    if functionals:
+        return CacheLayout(0.0, 1.0, 2 * columns, "float32")
+    return CacheLayout(1000.0 / hop_ms, 1.0, columns, "float32")

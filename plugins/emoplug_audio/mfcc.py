@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from emoplug_audio.base import Featurizer, LevelConfig, at_level
+from emoplug import CacheLayout
+from emoplug_audio.base import Featurizer, LevelConfig, at_level, level_layout
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,6 +34,11 @@ class MFCC(Featurizer):
                 raise ValueError(f"n_mfcc ({self.n_mfcc}) must not exceed n_mels "
                                  f"({self.n_mels})")
             return self
+
+    def cache_layout(self) -> CacheLayout:
+        cfg = self.config
+        return level_layout(cfg.n_mfcc * (cfg.deltas + 1), cfg.hop_ms,
+                            cfg.level == "functionals")
 
     def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         import librosa

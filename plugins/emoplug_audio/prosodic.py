@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from emoplug import AudioEncoderConfig, missing_package
+from emoplug import AudioEncoderConfig, CacheLayout, missing_package
 from emoplug_audio.base import Featurizer, FeaturizerConfig
 
 if TYPE_CHECKING:
     import numpy as np
+
 
 #: Columns of ``level: frames`` before deltas.
 FRAME_COLUMNS = ("f0_hz", "voicing", "energy_db", "zcr")
@@ -81,6 +82,12 @@ class Prosodic(Featurizer):
         if self.config.encoder is not None:
             return self.config.encoder
         return AudioEncoderConfig(type="cnn" if self.config.level == "frames" else "mlp")
+
+    def cache_layout(self) -> CacheLayout:
+        if self.config.level == "functionals":
+            return CacheLayout(0.0, 1.0, len(FUNCTIONAL_COLUMNS), "float32")
+        return CacheLayout(1000.0 / self.config.hop_ms, 1.0,
+                           len(FRAME_COLUMNS) * (self.config.deltas + 1), "float32")
 
     def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         import numpy as np

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
-from emoplug_audio.base import Featurizer, LevelConfig, at_level
+from emoplug import CacheLayout
+from emoplug_audio.base import Featurizer, LevelConfig, at_level, level_layout
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,6 +31,14 @@ class Spectrogram(Featurizer):
         top_db: float = Field(80.0, gt=0, description="floor: this many dB below the "
                               "utterance's loudest bin")
         deltas: Literal[0, 1, 2] = Field(0, description="append deltas (1) and delta-deltas (2)")
+
+    def cache_layout(self) -> CacheLayout:
+        from emoplug_audio.dsp import frame_sizes
+
+        cfg = self.config
+        bins = (cfg.n_mels if cfg.kind == "logmel"
+                else frame_sizes(cfg.sample_rate, cfg.win_ms, cfg.hop_ms)[2] // 2 + 1)
+        return level_layout(bins * (cfg.deltas + 1), cfg.hop_ms, cfg.level == "functionals")
 
     def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         import librosa

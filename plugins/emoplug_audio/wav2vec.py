@@ -1,42 +1,43 @@
 """wav2vec featurizer: hidden states of a frozen self-supervised speech model
-(wav2vec 2.0, HuBERT, WavLM, ... anything ``transformers.AutoModel`` loads).
+(wav2vec 2.0, HuBERT, WavLM, ... anything ``transformers.AutoModel`` loads that takes a raw
+waveform), at the frame or pooled level (:mod:`emoplug_audio.speech`).
 
-Selected layers are concatenated per frame (``[frames, n_layers * hidden]``, float16); the
-encoder mixes them back with learned softmax weights. Each utterance runs unpadded, alone.
+Each waveform is normalised to zero mean and unit variance when the checkpoint's feature
+extractor says so (or ships none). A batch is zero-padded with an attention mask, and each
+utterance keeps only its own frames, when the model's front end allows it; a front end with
+group normalisation (``feat_extract_norm: group``: wav2vec2-base, HuBERT-base,
+WavLM-base-plus) normalises over time, so padding would change every frame: those models
+run each utterance alone, unpadded.
+
 With ``mode: finetune`` the model is instead trained end to end inside every cell, from
 waveforms (:mod:`emoplug_audio.speech_model`); with ``mode: staged`` it is fine-tuned once
-per fold and seed and its features reused (:mod:`emoplug.train.audio_stage`).
+per fold and seed and its features reused (:mod:`emoplug.train.audio_stage`). Both train the
+frame level.
 """
 
 from __future__ import annotations
 
-import os
+import math
+import warnings
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, model_validator
 
-from emoplug import (
-    AudioEncoderConfig,
-    EmoplugError,
-    SettingError,
-    build_audio_encoder,
-    checkpoints,
-)
-from emoplug_audio.base import Featurizer, FeaturizerConfig
+from emoplug import SettingError, build_audio_encoder
+from emoplug_audio.speech import SpeechEncoder, SpeechEncoderConfig, offline
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     import numpy as np
+    import torch
     from torch import nn
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").lower() not in ("", "0", "false", "no")
-
-
-class Wav2Vec(Featurizer):
-    """``[frames, n_layers * hidden]`` float16 at the model's frame rate / ``downsample``."""
+class Wav2Vec(SpeechEncoder):
+    """``frames``: ``[frames, L * H]`` at the model's frame rate (50 Hz) / ``downsample``;
+    ``pooled``: ``[1, L * S * H]``; float16."""
 
     name: ClassVar[str] = "wav2vec"
     version: ClassVar[str] = "1"
@@ -44,15 +45,9 @@ class Wav2Vec(Featurizer):
         "mode", "freeze_feature_encoder", "encoder_lr", "gradient_checkpointing",
         "stage_objective"})
 
-    class Config(FeaturizerConfig):
+    class Config(SpeechEncoderConfig):
         pretrained: str = Field("facebook/wav2vec2-base",
                                 description="hub name or local directory of the checkpoint")
-        layers: tuple[int, ...] = Field(
-            (4, 8, 12), min_length=1, description="hidden-state layers (0 = the conv "
-            "front end's projection); indices past the model's depth become its last layer")
-        downsample: int = Field(1, ge=1, description="average every N frames into one")
-        encoder: AudioEncoderConfig = AudioEncoderConfig(type="attention_pool", hidden=256,
-                                                         layers=1)
         mode: Literal["frozen", "finetune", "staged"] = Field(
             "frozen", description="frozen: features of the pretrained model, cached once; "
             "finetune: the model trained end to end from waveforms in every job; staged: "
@@ -70,99 +65,102 @@ class Wav2Vec(Featurizer):
             "multitask", description="staged: what the speech-only head of the per-fold "
             "fine-tuning is trained on")
 
-        @field_validator("layers")
-        @classmethod
-        def _non_negative(cls, value: tuple[int, ...]) -> tuple[int, ...]:
-            if min(value) < 0:
-                raise ValueError(f"layers must be >= 0, got {list(value)}")
-            return value
+        @model_validator(mode="after")
+        def _trained_at_the_frame_level(self) -> Wav2Vec.Config:
+            if self.mode != "frozen" and self.level != "frames":
+                raise ValueError(f"mode: {self.mode} trains the frame level; level: pooled "
+                                 "is for frozen features")
+            return self
 
     def __init__(self, config: Any = None):
         super().__init__(config)
-        self._model: Any = None
         self._normalize = True
-        self._layers: list[int] | None = None
         self._prepare: tuple[bool, int] | None = None
-
-    # -- loading -------------------------------------------------------------------------
-    def _from_pretrained(self, loader: Any) -> Any:
-        name = self.config.pretrained
-        try:
-            return loader.from_pretrained(name, local_files_only=_offline())
-        except OSError as exc:
-            if os.path.isdir(name):
-                raise SettingError("pretrained", f"cannot load the checkpoint in {name}: "
-                                                 f"{exc}") from exc
-            raise checkpoints.not_cached(name) from exc
 
     def check(self) -> list[SettingError]:
         """A ``pretrained`` checkpoint that is not there; for ``mode: finetune``/``staged``,
         one whose model has no convolutional front end to train from waveforms."""
-        problem = checkpoints.checkpoint_problem(self.config.pretrained)
-        if problem is None and self.config.mode != "frozen":
+        problems = super().check()
+        if not problems and self.config.mode != "frozen":
             from transformers import AutoConfig
 
             try:
-                model_config = self._from_pretrained(AutoConfig)
+                model_config = self.from_pretrained(AutoConfig)
             except (SettingError, OSError, ValueError):
                 return []  # found when the model loads
             if not hasattr(model_config, "conv_kernel"):
-                problem = self._not_trainable(model_config.model_type)
-        return [] if problem is None else [problem]
+                problems = [self._not_trainable(model_config.model_type)]
+        return problems
 
     def _not_trainable(self, model_type: str) -> SettingError:
         return SettingError("mode", f"{self.config.mode} trains a wav2vec 2.0-style model "
                             "(wav2vec 2.0, HuBERT, WavLM, data2vec-audio); "
                             f"{self.config.pretrained} is a {model_type}")
 
-    def model_layers(self) -> list[int]:
-        """The configured layers clipped to the checkpoint's depth (reads its config only)."""
-        if self._layers is None:
-            from transformers import AutoConfig
-
-            depth = self._from_pretrained(AutoConfig).num_hidden_layers
-            self._layers = sorted({min(layer, depth) for layer in self.config.layers})
-        return self._layers
-
-    def _load(self) -> Any:
-        """The model, loaded once per instance: eval mode, on the GPU when there is one."""
-        if self._model is None:
-            import torch
-            from transformers import AutoFeatureExtractor, AutoModel
-
-            model = self._from_pretrained(AutoModel)
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            self._model = model.to(device).eval().requires_grad_(False)
-            try:
-                extractor = AutoFeatureExtractor.from_pretrained(
-                    self.config.pretrained, local_files_only=_offline())
-                self._normalize = bool(getattr(extractor, "do_normalize", True))
-            except (OSError, ValueError):
-                self._normalize = True  # no preprocessor config: wav2vec 2.0's default
-        return self._model
-
-    # -- features ------------------------------------------------------------------------
-    def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
-        import numpy as np
+    # -- loading -------------------------------------------------------------------------
+    def load_model(self) -> Any:
         import torch
+        from transformers import AutoFeatureExtractor, AutoModel
 
-        model = self._load()
-        layers = self.model_layers()
+        model = self.from_pretrained(AutoModel)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        try:
+            extractor = AutoFeatureExtractor.from_pretrained(
+                self.config.pretrained, local_files_only=offline())
+            self._normalize = bool(getattr(extractor, "do_normalize", True))
+        except (OSError, ValueError):
+            self._normalize = True  # no preprocessor config: wav2vec 2.0's default
+        return model.to(device).eval().requires_grad_(False)
+
+    def depth_and_width(self, config: dict[str, Any]) -> tuple[int, int]:
+        if config.get("is_encoder_decoder"):
+            raise SettingError("pretrained", f"{self.config.pretrained} is an encoder-decoder "
+                               f"model ({config.get('model_type')}); use type: whisper")
+        return int(config["num_hidden_layers"]), int(config["hidden_size"])
+
+    def frames_per_second(self, config: dict[str, Any]) -> float:
+        return self.config.sample_rate / math.prod(config["conv_stride"])
+
+    # -- hidden states -------------------------------------------------------------------
+    def hidden_states(self, waveforms: Sequence[np.ndarray]) -> list[torch.Tensor]:
+        model = self.model()
+        if len(waveforms) > 1 and getattr(model.config, "feat_extract_norm", "") == "layer":
+            return self._batched(model, [self._input(y, model) for y in waveforms])
+        return [self._batched(model, [self._input(y, model)])[0] for y in waveforms]
+
+    def _input(self, waveform: np.ndarray, model: Any) -> np.ndarray:
+        """The waveform normalised as the checkpoint expects and zero-padded to at least one
+        output frame's receptive field."""
+        import numpy as np
+
         y = waveform.astype(np.float32)
         if self._normalize:
             y = (y - y.mean()) / np.sqrt(y.var() + 1e-7)
-        y = np.pad(y, (0, max(0, _receptive_field(model.config) - len(y))))
-        device = next(model.parameters()).device
-        with torch.inference_mode():
-            out = model(torch.from_numpy(y)[None].to(device), output_hidden_states=True)
-        states = torch.cat([out.hidden_states[i][0] for i in layers], dim=-1)
-        features = states.float().cpu().numpy()
-        if self.config.downsample > 1:
-            starts = np.arange(0, len(features), self.config.downsample)
-            counts = np.diff(np.append(starts, len(features)))
-            features = np.add.reduceat(features, starts, axis=0) / counts[:, None]
-        return np.ascontiguousarray(features, dtype=np.float16)
+        return np.pad(y, (0, max(0, _receptive_field(model.config) - len(y))))
 
+    def _batched(self, model: Any, inputs: list[np.ndarray]) -> list[torch.Tensor]:
+        """One forward pass over zero-padded ``inputs`` with an attention mask (none for one
+        input); per input ``[layers + 1, frames, H]`` over its own frames."""
+        import numpy as np
+        import torch
+
+        device = next(model.parameters()).device
+        lengths = torch.tensor([len(y) for y in inputs])
+        batch = np.zeros((len(inputs), int(lengths.max())), np.float32)
+        for i, y in enumerate(inputs):
+            batch[i, :len(y)] = y
+        mask = (torch.arange(batch.shape[1])[None] < lengths[:, None]).long()
+        with torch.inference_mode(), warnings.catch_warnings():
+            # WavLM's attention mixes a float bias with a boolean padding mask (harmless)
+            warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
+            out = model(torch.from_numpy(batch).to(device), output_hidden_states=True,
+                        attention_mask=mask.to(device) if len(inputs) > 1 else None)
+        states = torch.stack(out.hidden_states).float().cpu()  # [layers + 1, B, T, H]
+        frames = model._get_feat_extract_output_lengths(lengths)
+        return [states[:, i, :int(n)] for i, n in enumerate(frames)]
+
+
+    # -- training the model (mode: finetune, staged) ---------------------------------------
     def prepare_waveform(self, waveform: np.ndarray) -> np.ndarray:
         """The model's input for one utterance when it trains (``mode: finetune``/``staged``):
         normalised as its feature extractor does, padded to one frame's receptive field."""
@@ -182,12 +180,11 @@ class Wav2Vec(Featurizer):
 
             try:
                 extractor = AutoFeatureExtractor.from_pretrained(
-                    self.config.pretrained, local_files_only=_offline())
+                    self.config.pretrained, local_files_only=offline())
                 normalize = bool(getattr(extractor, "do_normalize", True))
             except (OSError, ValueError):
                 normalize = True  # no preprocessor config: wav2vec 2.0's default
-            self._prepare = (normalize,
-                             _receptive_field(self._from_pretrained(AutoConfig)))
+            self._prepare = (normalize, _receptive_field(self.from_pretrained(AutoConfig)))
         return self._prepare
 
     def build_waveform_encoder(self) -> nn.Module:
@@ -199,7 +196,7 @@ class Wav2Vec(Featurizer):
         from emoplug_audio.speech_model import SpeechModelEncoder
 
         hf_logging.disable_progress_bar()  # one bar per job would drown the run's own
-        speech = self._from_pretrained(AutoModel)
+        speech = self.from_pretrained(AutoModel)
         if not hasattr(speech, "feature_extractor") or \
                 not hasattr(speech, "_get_feat_extract_output_lengths"):
             raise self._not_trainable(speech.config.model_type)
@@ -227,21 +224,13 @@ class Wav2Vec(Featurizer):
                                      metadata={"format": "pt"})
         try:
             extractor = AutoFeatureExtractor.from_pretrained(self.config.pretrained,
-                                                             local_files_only=_offline())
+                                                             local_files_only=offline())
         except (OSError, ValueError):
             return  # none: wav2vec 2.0's default normalisation, as in training
         (folder / "preprocessor_config.json").write_text(extractor.to_json_string())
 
     def saved_featurizer(self, folder: Path) -> Wav2Vec:
         return type(self)(self.config.model_copy(update={"pretrained": str(folder)}))
-
-    def build_encoder(self, input_dim: int) -> nn.Module:
-        n_layers = len(self.model_layers())
-        if input_dim % n_layers:
-            raise EmoplugError(f"wav2vec features of dim {input_dim} do not split into "
-                               f"{n_layers} layers; clear the feature cache for {self.name}")
-        return build_audio_encoder(self.config.encoder, input_dim, n_layers=n_layers)
-
 
 def _receptive_field(config: Any) -> int:
     """Samples the model's convolutional front end needs for one output frame."""

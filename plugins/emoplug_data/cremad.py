@@ -1,19 +1,23 @@
 """The ``cremad`` dataset: CREMA-D's ``AudioWAV`` folder in its published layout.
 
 ``AudioWAV/1001_DFA_ANG_XX.wav``: actor (1001-1091), sentence code, emotion, intensity level.
-Session = actor; the sentence code gives the transcript. The labels are the intended
-emotions of the file names; the tabulated crowd votes are not read (yet).
+Session = actor; the sentence code gives the transcript. The label is the intended emotion of
+the file name (``label: filename``) or the majority of the crowd's ratings in
+``processedResults/tabulatedVotes.csv`` (``label: votes``, :mod:`emoplug_data.cremad_votes`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from functools import cached_property
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from emoplug import ComponentConfig
+from emoplug import ComponentConfig, Corpus, EmoplugError, SettingError
+from emoplug_data.cremad_votes import VOTES_CSV, VoteTally, read_votes
 from emoplug_data.filecodes import BadName, CodedFile, FileCodeDataset, PublishedCounts
 
 EMOTION_CODES: dict[str, str] = {
@@ -40,6 +44,9 @@ PUBLISHED = PublishedCounts(
     per_label={label: 1087 if label == "neutral" else 1271
                for label in EMOTION_CODES.values()})
 
+#: the settings that only ``label: votes`` reads
+VOTE_SETTINGS = frozenset({"votes_from", "ties", "min_agreement", "votes_path"})
+
 _NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 
 
@@ -47,6 +54,20 @@ class CremadConfig(ComponentConfig):
     root: Path = Field(description="the CREMA-D folder (holding AudioWAV/) or AudioWAV/ itself")
     labels: tuple[str, ...] | None = Field(
         None, description="labels kept, in this order; default: all six")
+    label: Literal["filename", "votes"] = Field(
+        "filename", description="filename: the emotion the actor was asked to express; "
+                                "votes: the majority of the crowd's perceptual ratings")
+    votes_from: Literal["voice", "face", "audiovisual"] = Field(
+        "voice", description="votes: which ratings count (voice = audio-only clips)")
+    ties: Literal["exclude", "intended"] = Field(
+        "exclude", description="votes: a tied majority is excluded, or labelled with the "
+                               "intended emotion when that is one of the tied")
+    min_agreement: float = Field(
+        0.0, ge=0, le=1, description="votes: exclude files whose majority share of the "
+                                     "ratings is below this")
+    votes_path: Path | None = Field(
+        None, description="votes: the tabulated votes; default: "
+                          "<root>/processedResults/tabulatedVotes.csv")
 
 
 class CremadDataset(FileCodeDataset):
@@ -54,6 +75,7 @@ class CremadDataset(FileCodeDataset):
 
     name: ClassVar[str] = "cremad"
     Config: ClassVar[type[CremadConfig]] = CremadConfig
+    location_fields: ClassVar[tuple[str, ...]] = ("root", "votes_path")
     corpus_name: ClassVar[str] = "CREMA-D"
     emotions: ClassVar[tuple[str, ...]] = tuple(EMOTION_CODES.values())
     published: ClassVar[PublishedCounts] = PUBLISHED
@@ -63,6 +85,47 @@ class CremadDataset(FileCodeDataset):
 
     def parse(self, path: Path) -> CodedFile:
         return parse_name(path.stem)
+
+    def check(self) -> list[SettingError]:
+        """The file-code checks, and vote settings changed from their defaults without
+        ``label: votes`` (they would be ignored)."""
+        fields = CremadConfig.model_fields
+        ignored = [name for name in sorted(VOTE_SETTINGS) if self.config.label == "filename"
+                   and getattr(self.config, name) != fields[name].default]
+        return super().check() + [SettingError(name, "applies only with label: votes")
+                                  for name in ignored]
+
+    def votes_file(self) -> tuple[Path, str]:
+        """The tabulated votes and the recipe key that names them."""
+        if self.config.votes_path is not None:
+            return self.config.votes_path.expanduser(), "dataset.votes_path"
+        root = self.config.root.expanduser()
+        base = root.parent if root.name == "AudioWAV" else root
+        return base / VOTES_CSV, "dataset.root"
+
+    @cached_property
+    def tally(self) -> VoteTally:
+        path, key = self.votes_file()
+        if not path.is_file():
+            raise EmoplugError(f"{key}: {path} does not exist (label: votes reads CREMA-D's "
+                               f"{VOTES_CSV.as_posix()}; set dataset.votes_path)")
+        return read_votes(path, key, self.config.votes_from, EMOTION_CODES,
+                          ties=self.config.ties, min_agreement=self.config.min_agreement)
+
+    def relabel(self, coded: CodedFile) -> CodedFile:
+        if self.config.label == "filename" or coded.excluded:
+            return coded
+        vote = self.tally.vote(coded.id, coded.emotion)
+        return dataclasses.replace(coded, emotion=vote.emotion or coded.emotion,
+                                   excluded=vote.excluded, meta={**coded.meta, **vote.meta})
+
+    def load(self, *, need_audio: bool, cache_dir: Path) -> Corpus:
+        if self.config.label == "votes":
+            self.tally.reset()
+        corpus = super().load(need_audio=need_audio, cache_dir=cache_dir)
+        if self.config.label == "votes":
+            corpus.meta["label_source"] = self.tally.summary()
+        return corpus
 
 
 def parse_name(stem: str) -> CodedFile:

@@ -42,10 +42,12 @@ class CodedFile:
 
 @dataclass(frozen=True)
 class PublishedCounts:
-    """A corpus's published utterances per emotion and where the numbers come from."""
+    """A corpus's published utterances per emotion (or per ``unit``: ``partition`` where a
+    corpus publishes only its partitions' sizes) and where the numbers come from."""
 
     source: str
     per_label: dict[str, int]
+    unit: str = "emotion"
 
     def check(self, found: Counter[str]) -> dict[str, Any]:
         """Found vs published counts per label, how many files are present out of the
@@ -53,6 +55,7 @@ class PublishedCounts:
         labels = list(self.per_label) + sorted(set(found) - set(self.per_label))
         return {
             "source": self.source,
+            "unit": self.unit,
             "per_label": {label: {"found": found.get(label, 0),
                                   "published": self.per_label.get(label, 0)}
                           for label in labels},
@@ -80,6 +83,11 @@ class FileCodeDataset(Dataset):
         """What the name of ``path`` says; raises :class:`BadName` saying why it does not
         parse."""
         raise NotImplementedError
+
+    def relabel(self, coded: CodedFile) -> CodedFile:
+        """The file as the chosen label source labels it (its ``emotion``, or ``excluded``
+        saying why it has no label); by default the emotion its name encodes."""
+        return coded
 
     def label_plan(self) -> tuple[tuple[str, ...], dict[str, str]]:
         """The labels kept, in order, and the mapping from each emotion to its label."""
@@ -140,6 +148,8 @@ class FileCodeDataset(Dataset):
             seen.add(coded.id)
             if coded.published:
                 found[coded.emotion] += 1
+            intended = coded.emotion
+            coded = self.relabel(coded)
             if coded.excluded:
                 count_excluded(corpus, coded.excluded)
                 continue
@@ -153,6 +163,6 @@ class FileCodeDataset(Dataset):
                 continue
             corpus.utterances.append(Utterance(
                 id=coded.id, speaker=coded.speaker, session=coded.speaker, text=coded.text,
-                audio=str(path), label=label, meta={**coded.meta, "emotion": coded.emotion}))
+                audio=str(path), label=label, meta={**coded.meta, "emotion": intended}))
         corpus.meta["published_counts"] = self.published.check(found)
         return corpus

@@ -1,6 +1,7 @@
 """Reading a manifest's text: UTF-8 (a BOM, as Excel writes it, is allowed), CSV rows checked
 field by field. Each problem is one :class:`emoplug.EmoplugError` line naming the file and
-the line, under the recipe key ``dataset.path``."""
+the line, under the recipe key given (``dataset.path`` for a manifest, ``dataset.root`` for a
+corpus read from its folder)."""
 
 from __future__ import annotations
 
@@ -18,14 +19,15 @@ DELIMITER_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 FIELD_LIMIT = 2**31 - 1
 
 
-def read_utf8(path: Path) -> str:
-    """The file's text; raises naming the first line that is not UTF-8."""
+def read_utf8(path: Path, key: str = "dataset.path") -> str:
+    """The file's text; raises naming the recipe ``key`` and the first line that is not
+    UTF-8."""
     data = path.read_bytes()
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise EmoplugError(f"dataset.path: {path.name} line {line}: not UTF-8 (byte "
+        raise EmoplugError(f"{key}: {path.name} line {line}: not UTF-8 (byte "
                            f"0x{data[exc.start]:02x}); save the manifest as UTF-8") from None
 
 
@@ -38,10 +40,12 @@ def sniff_delimiter(text: str) -> str:
     return best if counts[best] > counts[","] else ","
 
 
-def csv_rows(text: str, name: str, delimiter: str = ",") -> Iterator[tuple[int, dict[str, str]]]:
+def csv_rows(text: str, name: str, delimiter: str = ",", key: str = "dataset.path"
+             ) -> Iterator[tuple[int, dict[str, str]]]:
     """``(line, row)`` for every non-blank row of a CSV whose first row names the columns.
     Raises on a repeated column name and on a row with more or fewer fields than the header
-    (an unquoted separator inside a value shifts the rest of its row)."""
+    (an unquoted separator inside a value shifts the rest of its row); each error names the
+    recipe ``key``, the file and the line."""
     if csv.field_size_limit() < FIELD_LIMIT:
         csv.field_size_limit(FIELD_LIMIT)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
@@ -50,7 +54,7 @@ def csv_rows(text: str, name: str, delimiter: str = ",") -> Iterator[tuple[int, 
         repeated = [(c, n) for c, n in Counter(header).items() if n > 1 and c]
         if repeated:
             column, n = repeated[0]
-            raise EmoplugError(f"dataset.path: {name} line 1: duplicate column '{column}' "
+            raise EmoplugError(f"{key}: {name} line 1: duplicate column '{column}' "
                                f"({n} times); name each column once")
         for fields in reader:
             if not any(field.strip() for field in fields) and len(fields) < len(header):
@@ -58,8 +62,8 @@ def csv_rows(text: str, name: str, delimiter: str = ",") -> Iterator[tuple[int, 
             if len(fields) != len(header):
                 hint = (f" (an unquoted {DELIMITER_NAMES[delimiter]} in a value? quote it)"
                         if len(fields) > len(header) else "")
-                raise EmoplugError(f"dataset.path: {name} line {reader.line_num}: "
+                raise EmoplugError(f"{key}: {name} line {reader.line_num}: "
                                    f"{len(fields)} fields, the header has {len(header)}{hint}")
             yield reader.line_num, {c: v for c, v in zip(header, fields, strict=True) if c}
     except csv.Error as exc:
-        raise EmoplugError(f"dataset.path: {name} line {reader.line_num}: {exc}") from None
+        raise EmoplugError(f"{key}: {name} line {reader.line_num}: {exc}") from None

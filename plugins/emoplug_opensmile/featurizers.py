@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from emoplug import (
     AudioEncoderConfig,
     AudioFeaturizer,
+    CacheLayout,
     ComponentConfig,
     EmoplugError,
     build_audio_encoder,
@@ -22,6 +23,7 @@ from emoplug import (
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
+
 
 INSTALL = 'pip install "emoplug[opensmile]"'
 
@@ -49,6 +51,9 @@ class OpenSmileFeaturizer(AudioFeaturizer):
 
     Config: ClassVar[type[OpenSmileConfig]] = OpenSmileConfig
     feature_set: ClassVar[str]
+    #: columns of the functionals and of the low-level descriptors
+    functionals: ClassVar[int]
+    descriptors: ClassVar[int]
 
     def __init__(self, config: BaseModel | None = None):
         super().__init__(config)
@@ -83,6 +88,12 @@ class OpenSmileFeaturizer(AudioFeaturizer):
                                           feature_level=level)
         return self._smile
 
+    def cache_layout(self) -> CacheLayout:
+        """Functionals: one row; LLDs: 100 frames a second (openSMILE's 10 ms hop)."""
+        if self.config.level == "functionals":
+            return CacheLayout(0.0, 1.0, self.functionals, "float32")
+        return CacheLayout(100.0, 0.0, self.descriptors, "float32")
+
     def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         import numpy as np
 
@@ -107,6 +118,8 @@ class Egemaps(OpenSmileFeaturizer):
     name: ClassVar[str] = "egemaps"
     version: ClassVar[str] = "1"
     feature_set: ClassVar[str] = "eGeMAPSv02"
+    functionals: ClassVar[int] = 88
+    descriptors: ClassVar[int] = 25
 
 
 class Compare(OpenSmileFeaturizer):
@@ -115,3 +128,5 @@ class Compare(OpenSmileFeaturizer):
     name: ClassVar[str] = "compare"
     version: ClassVar[str] = "1"
     feature_set: ClassVar[str] = "ComParE_2016"
+    functionals: ClassVar[int] = 6373
+    descriptors: ClassVar[int] = 65

@@ -3,7 +3,8 @@
 Plugins import only what this module exports: the ``hookimpl`` marker, the component base
 classes, the data types they exchange, :func:`stratified_sample` (the label-stratified draw
 protocols carve dev sets with), the trainable audio encoders a featurizer may hand out
-(``AudioEncoderConfig``, ``build_audio_encoder``), ``foldfiles`` (the EmoBox and s3prl
+(``AudioEncoderConfig``, ``build_audio_encoder``), ``CacheLayout`` (what a featurizer writes to
+the cache, for ``emoplug plan``'s estimate), ``foldfiles`` (the EmoBox and s3prl
 fold-file formats, which the core writes and a protocol plugin may read) and ``checkpoints``
 (what a ``pretrained`` setting points at, for components' ``check``).
 """
@@ -19,6 +20,7 @@ hookimpl = pluggy.HookimplMarker("emoplug")
 # pretrained directories and hub names; EmoBox / s3prl fold files, read and written
 from emoplug import checkpoints, foldfiles  # noqa: E402
 from emoplug.audio_encoders import AudioEncoderConfig, build_audio_encoder  # noqa: E402
+from emoplug.cache_size import CacheLayout  # noqa: E402
 from emoplug.components import (  # noqa: E402
     Approach,
     AudioFeaturizer,
@@ -27,6 +29,7 @@ from emoplug.components import (  # noqa: E402
     Dataset,
     Fusion,
     Protocol,
+    SpeechRecogniser,
     TextEncoder,
     TextEncoderConfig,
     missing_package,
@@ -51,6 +54,7 @@ __all__ = [
     "Approach",
     "AudioEncoderConfig",
     "AudioFeaturizer",
+    "CacheLayout",
     "checkpoints",
     "Component",
     "ComponentConfig",
@@ -65,6 +69,7 @@ __all__ = [
     "Fusion",
     "Protocol",
     "SettingError",
+    "SpeechRecogniser",
     "Targets",
     "TextEncoder",
     "TextEncoderConfig",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -149,12 +149,16 @@ def _cache_checked(plan_: Plan) -> Plan:
 @RECIPE
 @OVERRIDES
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
-    """Show the cells and jobs a recipe expands to."""
+@click.option("--no-data", is_flag=True, help="do not read the dataset (the audio cache "
+              "estimate is then per hour of audio only)")
+def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool, no_data: bool) -> None:
+    """Show the cells and jobs a recipe expands to, and the audio feature cache each
+    featurizer will write."""
     from emoplug.recipe import load_plan
 
     p = load_plan(recipe, overrides)
     _say_warnings(p)
+    corpus, corpus_note = (None, "not read (--no-data)") if no_data else _corpus_audio(p)
     summary = {
         "recipe": p.recipe.name,
         "cells": len(p.cells),
@@ -163,6 +167,7 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
         "jobs": len(p.jobs),
         "counts": p.counts(),
         "size": p.size(),
+        "audio_cache": _audio_cache(p, corpus, corpus_note),
         "job_list": [{"id": j.id, "cell": j.cell.id, "label": j.cell.label, "fold": j.fold,
                       "seed": j.seed} for j in p.jobs],
     }
@@ -181,14 +186,68 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
     size = summary["size"]
     click.echo(f"  size: {size['feature_extractions']} audio feature extractions and "
                f"{size['frozen_encoder_passes']} frozen text encoder passes over the corpus "
-               f"(cached), {size['stage_fine_tunings']} text and speech stage fine-tunings, "
+               f"(cached), "
+               + (f"{size['transcriptions']} speech recogniser passes over its audio (cached), "
+                  if size["transcriptions"] else "")
+               + f"{size['stage_fine_tunings']} text and speech stage fine-tunings, "
                f"{size['head_jobs']} jobs ({size['fine_tuning_jobs']} fine-tune an encoder)"
                + (f", {size['tuning_trials']} tuning trials" if size["tuning_trials"] else "")
                + f"; {size['trainings']} network trainings")
     for axis, tally in summary["counts"].items():
         click.echo(f"  {axis:<10} " + ", ".join(f"{k}: {v}" for k, v in tally.items()))
+    _echo_audio_cache(summary["audio_cache"])
     for j in summary["job_list"]:
         click.echo(f"  {j['id']}  {j['label']:<40} fold={j['fold']} seed={j['seed']}")
+
+
+def _corpus_audio(plan_: Plan) -> tuple[tuple[float, int] | None, str]:
+    """(seconds, files) of the plan's corpus audio, read from the files' headers, and a
+    note; None and the reason when the dataset cannot be read."""
+    from emoplug.cache_size import audio_duration
+    from emoplug.registry import get_registry
+
+    if not any(cell.audio is not None for cell in plan_.cells):
+        return None, "no audio"
+    try:
+        corpus = get_registry().build("dataset", plan_.dataset).load(
+            need_audio=False, cache_dir=plan_.cache_dir())
+    except (EmoplugError, OSError) as exc:
+        return None, f"dataset not read: {str(exc).splitlines()[0]}"
+    seconds, files = audio_duration(u.audio for u in corpus.utterances if u.audio)
+    return (seconds, files), f"{seconds / 3600:.2f} h of audio in {files} files"
+
+
+def _audio_cache(plan_: Plan, corpus: tuple[float, int] | None,
+                 note: str) -> dict[str, Any]:
+    """The audio cache estimate of ``emoplug plan``: the corpus it is for and a row per
+    featurizer (:func:`emoplug.cache_size.plan_cache_sizes`)."""
+    from emoplug.cache_size import plan_cache_sizes
+    from emoplug.registry import get_registry
+
+    rows = plan_cache_sizes(plan_, get_registry(), corpus)
+    return {"corpus_seconds": corpus[0] if corpus else None,
+            "corpus_files": corpus[1] if corpus else None, "corpus": note,
+            "featurizers": rows}
+
+
+def _echo_audio_cache(cache: dict[str, Any]) -> None:
+    from emoplug.cache_size import ENTRY_OVERHEAD, human_bytes
+
+    if not cache["featurizers"]:
+        return
+    click.echo(f"  audio feature cache (estimated: frames per second x seconds + rows per "
+               f"file, x dim x bytes per value, + {ENTRY_OVERHEAD} B per file; corpus: "
+               f"{cache['corpus']}):")
+    width = max(len(row["audio"]) for row in cache["featurizers"])
+    for row in cache["featurizers"]:
+        if "unknown" in row:
+            click.echo(f"    {row['audio']:<{width}}  unknown: {row['unknown']}")
+            continue
+        total = (f"; corpus {human_bytes(row['corpus_bytes'])}"
+                 if "corpus_bytes" in row else "")
+        click.echo(f"    {row['audio']:<{width}}  {row['shape']}: "
+                   f"{human_bytes(row['bytes_per_hour'])} per hour of audio "
+                   f"({row['utterance_seconds']:g} s utterances){total}")
 
 
 @main.command()
@@ -206,8 +265,16 @@ def plan(recipe: Path, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.option("--force", is_flag=True,
               help="run into a folder holding another recipe's plan or other settings "
                    "(the earlier plans stay under plans/)")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True,
+              help="local: this process (with --workers, local processes) sharing units "
+                   "through leases; ray: every unit a task on a Ray cluster")
+@click.option("--address", default=None,
+              help="with --executor ray: the cluster to join (auto: the one `ray start` "
+                   "runs here; ray://HOST:10001; default: start a local one)")
 def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bool,
-        verbose: bool, workers: int, threads: int | None, force: bool) -> None:
+        verbose: bool, workers: int, threads: int | None, force: bool, executor: str,
+        address: str | None) -> None:
     """Run every job of a recipe (skips finished ones)."""
     from emoplug.files import check_writable_folder
     from emoplug.recipe import load_plan
@@ -215,10 +282,20 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
     from emoplug.train.leases import lease_timeout
     from emoplug.train.local_workers import run_with_workers
     from emoplug.train.packed import device_inputs_mode
-    from emoplug.train.runner import check_plan_change, run_plan
+    from emoplug.train.run_files import check_plan_change
+    from emoplug.train.runner import run_plan
     from emoplug.train.signals import Stopped, stop_on_signals, watch_parent
     from emoplug.train.workers import Worker, threads_per_process, use_threads
 
+    if executor == "ray" and workers > 1:
+        raise click.UsageError("--workers shares units between local processes; with "
+                               "--executor ray, Ray's workers run them")
+    if address is not None and executor != "ray":
+        raise click.UsageError("--address names a Ray cluster: use it with --executor ray")
+    if executor == "ray":
+        from emoplug.train.ray_executor import import_ray
+
+        import_ray()  # one line when Ray is not installed, before anything is written
     # workers started by --workers were checked by the command that started them
     plan_ = (load_plan(recipe, overrides) if Worker.from_env() is not None
              else _checked_plan(recipe, overrides))
@@ -247,7 +324,7 @@ def run(recipe: Path, overrides: tuple[str, ...], output: Path | None, quiet: bo
             if worker is not None:
                 watch_parent(worker.parent)
             stop_on_signals()
-            summary = run_plan(plan_, output, verbosity)
+            summary = run_plan(plan_, output, verbosity, executor=executor, address=address)
     except Stopped as stop:
         if worker is None:  # the main process speaks for its workers
             click.echo(f"emoplug: {stop}; finished jobs are kept (run the same command to "
@@ -276,11 +353,14 @@ def _warn_undertrained(run_dir: Path) -> None:
 @RECIPE
 @OVERRIDES
 def featurize(recipe: Path, overrides: tuple[str, ...]) -> None:
-    """Compute and cache the audio features of every featurizer in a recipe."""
+    """Compute and cache the audio features of every featurizer in a recipe, and the
+    transcripts of every speech recogniser its text encoders read."""
     from emoplug.recipe import load_plan
-    from emoplug.train.warm import warm_feature_cache
+    from emoplug.train.warm import warm_feature_cache, warm_transcripts
 
-    warm_feature_cache(_cache_checked(load_plan(recipe, overrides)), verbose=True)
+    plan = _cache_checked(load_plan(recipe, overrides))
+    warm_feature_cache(plan, verbose=True)
+    warm_transcripts(plan, verbose=True)
 
 
 @main.command()

@@ -1,4 +1,4 @@
-"""Base classes of the six component kinds: the contract a plugin implements.
+"""Base classes of the seven component kinds: the contract a plugin implements.
 
 A component is a class with a unique ``name`` and a pydantic ``Config`` model. The registry
 validates a recipe's mapping with ``Config`` and calls ``cls(config)``. Component classes must
@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from emoplug.errors import SettingError
 
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import numpy as np
     import torch
 
+    from emoplug.cache_size import CacheLayout
     from emoplug.types import Corpus, DatasetInfo, Decoded, Fold, Targets
 
 
@@ -135,6 +136,29 @@ class TextEncoderConfig(ComponentConfig):
     stage_objective: Literal["multitask", "category", "avd"] = Field(
         "multitask", description="staged mode: what the text-only head of the per-fold "
         "fine-tuning is trained on")
+    source: Literal["gold", "asr"] = Field(
+        "gold", description="the transcripts encoded: gold (the corpus's own) or asr "
+        "(made from the audio by the speech recogniser `asr`)")
+    asr: dict[str, Any] | None = Field(
+        None, description="source asr: the speech recogniser, {type: whisper, ...settings} "
+        "(type defaults to whisper); validated by that recogniser's config")
+
+    @model_validator(mode="after")
+    def _asr_only_for_asr_source(self) -> TextEncoderConfig:
+        if self.asr is not None and self.source != "asr":
+            raise ValueError("asr settings are given but source is gold; set source: asr")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _gold_left_out(self, handler: Any) -> dict[str, Any]:
+        """The resolved config without ``source``/``asr`` when the source is gold, so the
+        ids and cache keys of gold-transcript cells are those they had before the setting
+        existed (an absent ``source`` reads as gold)."""
+        data = handler(self)
+        if self.source == "gold":
+            data.pop("source", None)
+            data.pop("asr", None)
+        return data
 
 
 class TextEncoder(Component):
@@ -172,6 +196,23 @@ class TextEncoder(Component):
         return module
 
 
+class SpeechRecogniser(Component):
+    """Turns speech into text (a text encoder's ``source: asr``). Its transcripts are cached
+    per audio file and :meth:`cache_key`, so a corpus is transcribed once per recogniser
+    config; subclasses bump ``version`` when their output changes."""
+
+    version: ClassVar[str] = "1"
+    sample_rate: int = 16000
+
+    def transcribe(self, waveforms: Sequence[np.ndarray]) -> list[str]:
+        """One transcript per mono float32 waveform at ``self.sample_rate``, in order."""
+        raise NotImplementedError
+
+    def cache_key(self) -> str:
+        """Names the transcripts of this config: every setting is part of it."""
+        return f"{self.name}-{self.fingerprint(self.version)}"
+
+
 class AudioFeaturizer(Component):
     """A deterministic waveform -> ``[frames, dim]`` function and its default trainable encoder.
 
@@ -184,6 +225,24 @@ class AudioFeaturizer(Component):
     def featurize(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         """Features of one mono float32 waveform at ``sample_rate`` (== ``self.sample_rate``)."""
         raise NotImplementedError
+
+    def featurize_many(self, waveforms: Sequence[np.ndarray],
+                       sample_rate: int) -> list[np.ndarray]:
+        """Features of several waveforms, each as ``featurize`` gives it alone (within
+        floating-point tolerance). The default runs them one by one; a featurizer that pads
+        them into one batch (a speech encoder on a GPU) overrides it and sets
+        :meth:`batch_size`."""
+        return [self.featurize(waveform, sample_rate) for waveform in waveforms]
+
+    def batch_size(self) -> int:
+        """How many waveforms :func:`emoplug.data.features.featurize_corpus` hands
+        :meth:`featurize_many` at once (1 by default)."""
+        return 1
+
+    def cache_layout(self) -> CacheLayout | None:
+        """The shape and dtype of what ``featurize`` returns, for ``emoplug plan``'s cache
+        size estimate; None when it cannot be told without featurizing."""
+        return None
 
     def cache_key(self) -> str:
         return f"{self.name}-{self.fingerprint(self.version)}"

@@ -70,6 +70,15 @@ def emoplug_register_protocols(register: Any) -> None:
 
 
 @hookspec
+def emoplug_register_speech_recognisers(register: Any) -> None:
+    """Register speech recognisers (subclasses of :class:`emoplug.SpeechRecogniser`).
+
+    Called once when the registry first loads. A text encoder with ``source: asr`` encodes
+    the transcripts its ``asr: {type: <name>, ...}`` recogniser makes from the audio.
+    """
+
+
+@hookspec
 def emoplug_register_report_sections(register: Any) -> None:
     """Register sections of ``emoplug report``.
 
@@ -95,9 +104,10 @@ def emoplug_job_finished(job: Any, result: dict) -> None:
 def emoplug_run_finished(run: Any) -> None:
     """Called once per process when ``emoplug run`` has gone through its jobs.
 
-    ``run`` is a :class:`emoplug.train.runner.RunSummary` (``output_dir``, ``done``,
+    ``run`` is a :class:`emoplug.train.run_summary.RunSummary` (``output_dir``, ``done``,
     ``failed``, ``skipped``: this process's jobs; on the main process ``totals`` also counts
-    the whole run's, every process's, from disk). Every process of a run (each of
-    ``--workers``, each rank) calls it once, after the run's jobs are all recorded (not when
-    a signal stops it). An exception raised here is reported and ignored.
+    the whole run's, every process's, from disk; ``executor``: ``local`` or ``ray``). Every
+    process of a run (each of ``--workers``, each rank; under ``--executor ray`` the driver
+    only, as for ``emoplug_job_finished``) calls it once, after the run's jobs are all
+    recorded (not when a signal stops it). An exception raised here is reported and ignored.
     """

@@ -7,6 +7,10 @@ A model directory is one job's saved model (``model.json`` of kind ``model``, wr
 Loading reads JSON and safetensors only: the text encoder comes back through the same
 ``from_pretrained`` path as in training, from the saved directory, with ``trust_remote_code``
 never set, and a directory holding a pickle-based file (``.bin``, ``.pt``, ...) is refused.
+
+A model whose text encoder read transcripts made from speech (``source: asr``) transcribes
+the audio of an utterance given without text with the same speech recogniser, through the
+transcript cache (``emoplug.data.transcripts``).
 """
 
 from __future__ import annotations
@@ -82,6 +86,9 @@ class SavedModel:
         self.audio_mode = audio_mode(components["audio"])
         self.text_module = (self._build_text(components["text"])
                             if components["text"] is not None else None)
+        #: the speech recogniser whose transcripts the text encoder read, if it read any
+        self.recogniser = (registry.build("asr", components["text"]["asr"])
+                           if (components["text"] or {}).get("source") == "asr" else None)
         audio_module = None
         if self.audio_mode in ("finetune", "staged"):  # the fine-tuned model, from audio/
             self.featurizer = self.featurizer.saved_featurizer(folder / AUDIO_DIR)
@@ -138,6 +145,25 @@ class SavedModel:
     def needs_text(self) -> bool:
         return self.text_module is not None
 
+    def _texts(self, rows: Sequence[Row]) -> list[str]:
+        """Each row's text: the one given, else (a model reading ASR transcripts) its audio
+        transcribed by the model's speech recogniser, through the transcript cache."""
+        from emoplug.data.cache import FeatureCache
+        from emoplug.data.transcripts import transcribe_corpus
+        from emoplug.types import Utterance
+
+        heard = [Utterance(str(i), "", "", audio=r.audio) for i, r in enumerate(rows)
+                 if not _has_text(r)]
+        if not heard:
+            return [str(r.text) for r in rows]
+        if self.recogniser is None:
+            raise EmoplugError("the model reads text, but no text was given")
+        made = transcribe_corpus(self.recogniser, heard, FeatureCache())
+        if made.failed:
+            raise EmoplugError(next(iter(made.failed.values())))
+        return [str(r.text) if _has_text(r) else made.texts[str(i)]
+                for i, r in enumerate(rows)]
+
     @property
     def needs_audio(self) -> bool:
         return self.featurizer is not None
@@ -166,18 +192,18 @@ class SavedModel:
         from emoplug.train.text_stage import encode_texts
 
         keys = [str(i) for i in range(len(rows))]
+        texts = dict(zip(keys, self._texts(rows), strict=True)) if self.needs_text else {}
         cached = None
         if self.needs_text and self.text_mode != "finetune":  # staged/frozen: as in training
-            texts = {k: r.text for k, r in zip(keys, rows, strict=True)}
             cached = encode_texts(self.text_module, texts, self.batch_size, self.device)
         examples = []
-        for key, row, feats in zip(keys, rows, features, strict=True):
+        for key, feats in zip(keys, features, strict=True):
             example = Example(key, -1, (math.nan,) * 3)
             if self.needs_text:
                 if cached is not None:
                     example.text_cached = cached[key]
                 else:
-                    example.text = row.text
+                    example.text = texts[key]
             if self.featurizer is not None:
                 array = feats[self.input_key]
                 example.audio = lambda array=array: array
@@ -204,6 +230,9 @@ class Predictor:
         self.avd_scale = tuple(avd_scale)
         self.needs_text = any(m.needs_text for m in members)
         self.needs_audio = any(m.needs_audio for m in members)
+        #: every member reading text can transcribe an utterance given as audio alone
+        self.transcribes = self.needs_text and all(
+            m.recogniser is not None for m in members if m.needs_text)
         self.audio_readers = {m.input_key: m for m in members if m.featurizer is not None}
 
     @property
@@ -214,14 +243,22 @@ class Predictor:
         """Check that ``row`` has what the model reads; compute its audio features."""
         from emoplug.data.audio import load_audio
 
-        if self.needs_text and not (row.text and row.text.strip()):
+        heard = self.needs_text and not _has_text(row)
+        if heard and not self.transcribes:
             raise EmoplugError("the model reads text, but no text was given")
-        if not self.needs_audio:
+        if heard and not row.audio:
+            raise EmoplugError("the model reads text transcribed from speech, but neither "
+                               "text nor an audio file was given")
+        if not (self.needs_audio or heard):
             return {}
         if not row.audio:
             raise EmoplugError("the model reads audio, but no audio file was given")
         if not Path(row.audio).is_file():
             raise EmoplugError(f"audio file {row.audio} not found")
+        if heard:  # an unreadable file is this row's problem, found before transcribing
+            for member in self.members:
+                if member.recogniser is not None:
+                    load_audio(row.audio, member.recogniser.sample_rate)
         out = {}
         for key, member in self.audio_readers.items():
             featurizer = member.featurizer
@@ -307,6 +344,10 @@ def format_prediction(result: dict[str, Any], avd_scale: Sequence[float],
     if one_line:
         return "\t".join(text for _, text in parts)
     return "\n".join(f"{name}: {text}" for name, text in parts)
+
+
+def _has_text(row: Row) -> bool:
+    return bool(row.text and row.text.strip())
 
 
 def _chunks(rows: Sequence[Row], size: int) -> Iterator[Sequence[Row]]:

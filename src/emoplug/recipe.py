@@ -21,12 +21,17 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from emoplug.components import missing_package
+from emoplug.data.combine import WITHIN_KEY, combined_info, namespaced, split_protocol
 from emoplug.data.loading import CorpusRequest, Split
 from emoplug.errors import EmoplugError, RecipeError, dataset_problems
 from emoplug.files import default_cache_dir
 from emoplug.registry import Registry, get_registry
+from emoplug.types import DatasetInfo
 
 COMPONENT_SECTIONS = ("text", "audio", "fusion", "approach")
+#: the speech recogniser of a text encoder's ``source: asr`` when its ``asr`` names no type
+DEFAULT_RECOGNISER = "whisper"
 #: recipe sections whose entries cells name
 _NAMED_SECTIONS = (*COMPONENT_SECTIONS, "protocols")
 #: training settings that do not change results, left out of job ids
@@ -115,6 +120,34 @@ class TuneSpec(_Strict):
         "fusion, approach), e.g. train.lr, audio.encoder.hidden, fusion.dropout")
 
 
+class UnitResources(_Strict):
+    """What one unit of a kind asks of a Ray cluster (``--executor ray``)."""
+
+    cpus: float = Field(1.0, gt=0, description="CPU cores per unit")
+    gpus: float | None = Field(
+        None, ge=0, description="GPUs per unit; a fraction (e.g. 0.125) packs that many units "
+        "onto one device; default: 1 when the cluster has GPUs, else 0")
+
+    @field_validator("gpus")
+    @classmethod
+    def _whole_above_one(cls, value: float | None) -> float | None:
+        if value is not None and value > 1 and value != int(value):
+            raise ValueError("above 1, GPUs per unit must be a whole number (Ray's rule)")
+        return value
+
+
+class ResourcesSpec(_Strict):
+    """Resources per unit kind and retries, for ``emoplug run --executor ray``
+    (``resources:`` in a recipe; other executors ignore it, and it is no part of any id)."""
+
+    stage: UnitResources = Field(default_factory=UnitResources,
+                                 description="a staged text encoder's fine-tuning")
+    job: UnitResources = Field(default_factory=lambda: UnitResources(gpus=None),
+                               description="a head job, or a cohort of them")
+    max_retries: int = Field(3, ge=0, description="times a unit is run again after its "
+                             "worker or node was lost (not after an error of its own)")
+
+
 class GridSpec(_Strict):
     """Cartesian product of component names; ``null`` in text/audio = modality absent."""
 
@@ -149,7 +182,14 @@ class Recipe(_Strict):
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
-    dataset: dict[str, Any]
+    dataset: dict[str, Any] | None = Field(None, description="the corpus (or `datasets`)")
+    datasets: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")],
+                   dict[str, Any]] | None = Field(
+        None, min_length=1, description="several corpora studied together, by name (each "
+        "like `dataset`): ids, speakers and sessions are namespaced `<name>/...`")
+    label_map: dict[str, dict[str, str | None]] = Field(
+        default_factory=dict, description="with `datasets`: per corpus name, each label it "
+        "keeps -> a label of the shared set, or null to leave its utterances out")
     protocol: dict[str, Any] = Field(default_factory=lambda: {"type": "loso"})
     protocols: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="named protocols that `grid.protocol` or an extra "
@@ -166,13 +206,29 @@ class Recipe(_Strict):
     grid: GridSpec | None = None
     extra: list[CellSpec] = Field(default_factory=list)
     tune: TuneSpec | None = Field(None, description="tune every cell's settings on dev")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec,
+                                     description="per-unit resources on a Ray cluster")
 
     @field_validator("dataset", "protocol")
     @classmethod
-    def _has_type(cls, value: dict[str, Any]) -> dict[str, Any]:
-        if "type" not in value:
+    def _has_type(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and "type" not in value:
             raise ValueError("needs a 'type'")
         return value
+
+    def data_problems(self) -> list[str]:
+        """``dataset`` or ``datasets``, not both; every ``datasets`` entry has a type;
+        ``label_map`` names ``datasets`` entries; one line each."""
+        if (self.dataset is None) == (self.datasets is None):
+            return ["dataset: required key is missing (or give `datasets`: several corpora "
+                    "by name)" if self.dataset is None else
+                    "datasets: give `dataset` (one corpus) or `datasets` (several), not both"]
+        problems = [f"datasets.{name}: needs a 'type'"
+                    for name, config in (self.datasets or {}).items() if "type" not in config]
+        known = ", ".join(self.datasets or {}) or "none: label_map needs `datasets`"
+        problems += [f"label_map.{name}: not a name in `datasets` ({known})"
+                     for name in self.label_map if name not in (self.datasets or {})]
+        return problems
 
     @field_validator("seeds")
     @classmethod
@@ -263,7 +319,7 @@ class Plan:
     recipe: Recipe
     source: str
     components: dict[str, dict[str, dict[str, Any]]]
-    dataset: dict[str, Any]
+    dataset: dict[str, Any] | None  # None with ``datasets`` (see ``datasets``)
     protocol: dict[str, Any]
     shared_config: dict[str, Any]
     cells: list[Cell]
@@ -275,6 +331,8 @@ class Plan:
     protocols: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: one line each about the recipe, printed by validate, plan and run (not errors)
     warnings: list[str] = field(default_factory=list)
+    #: the resolved configs of the recipe's ``datasets`` by name (None: one ``dataset``)
+    datasets: dict[str, dict[str, Any]] | None = None
 
     def train_settings(self, cell: Cell) -> TrainSettings:
         """The settings a cell's jobs train with: the recipe's, with the cell's own on top."""
@@ -318,7 +376,8 @@ class Plan:
 
     def size(self) -> dict[str, int]:
         """What running the plan costs, in passes over the corpus and trainings: audio
-        feature extractions (one per featurizer, cached), frozen text encoder passes (one per
+        feature extractions (one per featurizer, cached), transcriptions of the corpus's
+        audio (one per speech recogniser config, cached), frozen text encoder passes (one per
         encoder, cached), staged text encoder fine-tunings (one per encoder, fold, seed and
         control), jobs fine-tuning an encoder themselves, head jobs, tuning trials, and the
         network trainings all jobs make (one each; with ``tune``, one per trial more; under
@@ -334,6 +393,8 @@ class Plan:
         trials = self.recipe.tune.trials if self.recipe.tune is not None else 0
         return {
             "feature_extractions": len({key(a) for _, a in audios if audio_mode(a) == "frozen"}),
+            "transcriptions": len({key(c.config["text"]["asr"]) for c in self.cells
+                                   if transcribed(c)}),
             "frozen_encoder_passes": len({key(t) for _, t in texts if t.get("mode") == "frozen"}),
             "stage_fine_tunings": len(
                 {(key(t), j.fold, j.seed, j.cell.control)
@@ -357,9 +418,18 @@ class Plan:
         splits = [*([Split(None, self.protocol, self.folds)] if self.folds else []),
                   *(Split(name, self.protocols[name], folds)
                     for name, folds in self.protocol_folds.items())]
-        return CorpusRequest(self.dataset, splits,
-                             any(c.audio is not None for c in self.cells), self.cache_dir(),
-                             self.source, need_text=any(c.text is not None for c in self.cells))
+        speech = [c for c in self.cells if c.audio is not None or transcribed(c)]
+        gold = [c for c in self.cells if c.text is not None and not transcribed(c)]
+        return CorpusRequest(self.dataset, splits, bool(speech), self.cache_dir(),
+                             self.source, need_text=bool(gold),
+                             datasets=self.datasets, label_map=self.recipe.label_map)
+
+    def data_identity(self) -> Any:
+        """What identifies the data every job reads, without its location: the dataset's
+        config, or the ``datasets`` configs and ``label_map`` (a key of shared caches)."""
+        if self.datasets is None:
+            return self.shared_config["dataset"]
+        return {key: self.shared_config[key] for key in ("datasets", "label_map")}
 
     def component_key(self, kind: str, config: dict[str, Any]) -> str:
         """The recipe key of the component whose resolved config is ``config``
@@ -376,6 +446,11 @@ class Plan:
 
     def cache_dir(self) -> Path:
         return Path(self.recipe.cache_dir) if self.recipe.cache_dir else default_cache_dir()
+
+
+def transcribed(cell: Cell) -> bool:
+    """Whether the cell's text comes from a speech recogniser (``text.source: asr``)."""
+    return (cell.config.get("text") or {}).get("source", "gold") == "asr"
 
 
 def stable_hash(payload: Any, length: int = 16) -> str:
@@ -531,6 +606,21 @@ class _Resolver:
             self.problems.append(f"{where}.type: {exc}")
         return None
 
+    def protocol(self, mapping: dict[str, Any], where: str) -> dict[str, Any] | None:
+        """A protocol mapping validated by its config model; a ``within`` key (with
+        ``datasets``: the one corpus it splits) is checked here and kept, last."""
+        settings, corpus = split_protocol(mapping)
+        names = list(self.recipe.datasets or {})
+        if corpus is not None and corpus not in names:
+            self.problems.append(
+                f"{where}.{WITHIN_KEY}: '{corpus}' is not a name in `datasets` "
+                f"({', '.join(names) or 'none: `within` needs `datasets`'})")
+            return None
+        config = self.component("protocol", settings, where)
+        if config is None or corpus is None:
+            return config
+        return {**config, WITHIN_KEY: corpus}
+
     def sections(self) -> dict[str, dict[str, dict[str, Any]]]:
         resolved: dict[str, dict[str, dict[str, Any]]] = {}
         for kind in COMPONENT_SECTIONS:
@@ -538,9 +628,25 @@ class _Resolver:
             for name, mapping in getattr(self.recipe, kind).items():
                 mapping = {"type": name, **(mapping or {})}
                 config = self.component(kind, mapping, f"{kind}.{name}")
+                if config is not None and kind == "text":
+                    config = self.transcript_source(config, f"{kind}.{name}")
                 if config is not None:
                     resolved[kind][name] = config
         return resolved
+
+    def transcript_source(self, config: dict[str, Any], where: str) -> dict[str, Any] | None:
+        """A text encoder config with its speech recogniser (``source: asr``) resolved:
+        ``asr`` validated by the recogniser's own config (``type`` defaults to whisper)."""
+        if config.get("source", "gold") == "gold":
+            return config
+        missing = missing_package("jiwer", 'pip install "emoplug[asr]"')
+        if missing:
+            self.problems.append(f"{where}.source: asr transcripts are scored against the gold "
+                                 f"ones by word error rate, which {missing}")
+            return None
+        asr = self.component("asr", {"type": DEFAULT_RECOGNISER, **(config["asr"] or {})},
+                             f"{where}.asr")
+        return None if asr is None else {**config, "asr": asr}
 
     def reference(self, kind: str, name: str, where: str,
                   sections: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
@@ -602,10 +708,15 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise RecipeError(source, _pydantic_problems(exc)) from None
+    if recipe.data_problems():
+        raise RecipeError(source, recipe.data_problems())
     resolver = _Resolver(recipe, registry)
-    dataset = resolver.component("dataset", recipe.dataset, "dataset")
-    protocol = resolver.component("protocol", recipe.protocol, "protocol")
-    named_protocols = {name: resolver.component("protocol", mapping, f"protocols.{name}")
+    dataset = (resolver.component("dataset", recipe.dataset, "dataset")
+               if recipe.dataset is not None else None)
+    datasets = {name: resolver.component("dataset", mapping, f"datasets.{name}")
+                for name, mapping in (recipe.datasets or {}).items()}
+    protocol = resolver.protocol(recipe.protocol, "protocol")
+    named_protocols = {name: resolver.protocol(mapping, f"protocols.{name}")
                        for name, mapping in recipe.protocols.items()}
     sections = resolver.sections()
     try:
@@ -615,7 +726,7 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
     if not entries:
         resolver.problems.append("no cells: give a 'grid' or 'extra' cells")
 
-    identity = {
+    identity: dict[str, Any] = {
         "dataset": _identity(registry, dataset) if dataset else None,
         "protocol": protocol,
         "train": {k: v for k, v in recipe.train.model_dump(mode="json").items()
@@ -623,6 +734,11 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
     }
     if recipe.tune is not None:  # absent otherwise: ids stay as they were
         identity["tune"] = recipe.tune.model_dump(mode="json")
+    if recipe.datasets is not None:  # several corpora: the dataset key gives way to these
+        del identity["dataset"]
+        identity["datasets"] = {name: _identity(registry, config) if config else None
+                                for name, config in datasets.items()}
+        identity["label_map"] = recipe.label_map
     cells: dict[str, Cell] = {}
     unused_fusions: dict[str, str] = {}  # grid fusion entries no two-modality cell uses
     for source_kind, names, where in entries:
@@ -699,20 +815,28 @@ def build_plan(data: dict[str, Any], source: str = "<recipe>",
     def locate(kind: str, config: dict[str, Any], where: str) -> dict[str, Any]:
         return _locate(registry, kind, config, where, folder, overridden)
 
-    dataset = locate("dataset", dataset, "dataset")
+    if recipe.datasets is None:
+        dataset = locate("dataset", dataset, "dataset")
+        info = _dataset_info(registry, dataset, source)
+    else:
+        datasets = {name: locate("dataset", config, f"datasets.{name}")
+                    for name, config in datasets.items()}
+        info = combined_info({name: _dataset_info(registry, config, source, f"datasets.{name}")
+                              for name, config in datasets.items()})
     protocol = locate("protocol", protocol, "protocol")
     named_protocols = {name: locate("protocol", config, f"protocols.{name}")
                        for name, config in named_protocols.items()}
-    folds = _fold_names(registry, dataset, protocol, source, "protocol")
+    folds = _fold_names(registry, info, protocol, source, "protocol")
     if all(cell.protocol is not None for cell in cells.values()):
         folds = []  # every cell runs under a named protocol
     used = list(dict.fromkeys(c.protocol for c in cells.values() if c.protocol is not None))
     protocol_folds = {name: [f"{name}:{fold}" for fold in _fold_names(
-        registry, dataset, named_protocols[name], source, f"protocols.{name}")]
+        registry, info, named_protocols[name], source, f"protocols.{name}")]
         for name in used}  # in the order the grid and extra cells name them
     plan = Plan(recipe, source, sections, dataset, protocol, identity, list(cells.values()),
                 folds, protocol_folds=protocol_folds,
-                protocols={name: named_protocols[name] for name in used}, warnings=warnings)
+                protocols={name: named_protocols[name] for name in used}, warnings=warnings,
+                datasets=datasets if recipe.datasets is not None else None)
     plan.jobs = [
         Job(cell, fold, seed, stable_hash({**identity, **cell.config, "fold": fold,
                                            "seed": seed}), recipe.name, identity)
@@ -745,6 +869,10 @@ def _tune_problems(tune: TuneSpec, cells: list[Cell], registry: Registry) -> lis
         tuned = [cell for cell in cells if applies(key, cell.config)]
         if not tuned:
             problems.append(f"{where}: no cell has a {section} component")
+            continue
+        if section == "text" and path[0] in ("source", "asr"):
+            problems.append(f"{where}: transcripts are made once per speech recogniser and "
+                            "shared by cells, so the transcript source cannot be tuned per job")
             continue
         if section == "text" and any(c.config["text"].get("mode") == "staged" for c in tuned):
             problems.append(f"{where}: staged text encoders are fine-tuned once and shared by "
@@ -878,14 +1006,27 @@ def _identity(registry: Registry, dataset: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in dataset.items() if k not in drop}
 
 
-def _fold_names(registry: Registry, dataset_config: dict[str, Any],
-                protocol_config: dict[str, Any], source: str, where: str) -> list[str]:
+def _dataset_info(registry: Registry, dataset_config: dict[str, Any], source: str,
+                  where: str = "dataset") -> DatasetInfo:
+    """What the dataset tells of itself without reading it; its errors under ``where``."""
     try:
-        info = registry.build("dataset", dataset_config).describe()
+        return registry.build("dataset", dataset_config).describe()
     except EmoplugError as exc:
-        raise RecipeError(source, dataset_problems(exc)) from None
+        raise RecipeError(source, [f"{where}{p.removeprefix('dataset')}"
+                                   for p in dataset_problems(exc)]) from None
+
+
+def _fold_names(registry: Registry, info: DatasetInfo, protocol_config: dict[str, Any],
+                source: str, where: str) -> list[str]:
+    """The folds the protocol will make of the data ``info`` describes (of its one corpus
+    alone, when the protocol names one ``within``)."""
+    settings, corpus = split_protocol(protocol_config)
+    if corpus is not None:
+        prefix = namespaced(corpus, "")
+        info = DatasetInfo(tuple(s for s in info.sessions if s.startswith(prefix)),
+                           tuple(s for s in info.speakers if s.startswith(prefix)), (corpus,))
     try:
-        return list(registry.build("protocol", protocol_config).fold_names(info))
+        return list(registry.build("protocol", settings).fold_names(info))
     except EmoplugError as exc:
         raise RecipeError(source, [f"{where}: {exc}"]) from None
 
@@ -927,18 +1068,26 @@ def _unused_override_entries(plan: Plan, overrides: Sequence[str],
 
 def preflight(plan: Plan, registry: Registry | None = None) -> list[str]:
     """What the plan's components find wrong with their own settings before anything runs
-    (:meth:`emoplug.Component.check`): one ``key.setting: problem`` line each."""
+    (:meth:`emoplug.Component.check`): one ``key.setting: problem`` line each; entries
+    with the same problem (one uncached checkpoint at two levels) share one line."""
     registry = registry or get_registry()
-    entries: dict[str, tuple[str, dict[str, Any]]] = {
-        "dataset": ("dataset", plan.dataset), "protocol": ("protocol", plan.protocol)}
+    entries: dict[str, tuple[str, dict[str, Any]]] = (
+        {"dataset": ("dataset", plan.dataset)} if plan.datasets is None else
+        {f"datasets.{name}": ("dataset", config) for name, config in plan.datasets.items()})
+    entries["protocol"] = ("protocol", split_protocol(plan.protocol)[0])
     for name in plan.protocols:
-        entries[f"protocols.{name}"] = ("protocol", plan.protocols[name])
+        entries[f"protocols.{name}"] = ("protocol", split_protocol(plan.protocols[name])[0])
     for cell in plan.cells:
         for kind in COMPONENT_SECTIONS:
             name = getattr(cell, kind)
             if name is not None:
                 entries.setdefault(f"{kind}.{name}", (kind, cell.config[kind]))
-    problems = []
+        if transcribed(cell):
+            entries.setdefault(f"text.{cell.text}.asr", ("asr", cell.config["text"]["asr"]))
+    places: dict[str, list[str]] = {}  # problem -> where (one line for a shared checkpoint)
     for key, (kind, config) in entries.items():
-        problems.extend(str(p.at(key)) for p in registry.build(kind, config).check())
-    return problems
+        for problem in registry.build(kind, config).check():
+            located = problem.at(key)
+            where = f"{located.key}.{located.setting}" if located.key else located.setting
+            places.setdefault(located.message, []).append(where)
+    return [f"{', '.join(where)}: {message}" for message, where in places.items()]

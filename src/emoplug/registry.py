@@ -47,6 +47,8 @@ KINDS: dict[str, Kind] = {
         Kind("approach", "approach", "emoplug_register_approaches", components.Approach),
         Kind("dataset", "dataset", "emoplug_register_datasets", components.Dataset),
         Kind("protocol", "protocol", "emoplug_register_protocols", components.Protocol),
+        Kind("asr", "speech recogniser", "emoplug_register_speech_recognisers",
+             components.SpeechRecogniser),
     )
 }
 

@@ -57,10 +57,12 @@ class Corpus:
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """What planning needs to know about a dataset without reading it."""
+    """What planning needs to know about a dataset without reading it; ``corpora``: the
+    names of the corpora a recipe's ``datasets:`` combines (empty for one ``dataset:``)."""
 
     sessions: tuple[str, ...]
     speakers: tuple[str, ...] = ()
+    corpora: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from emoplug.data.audit import audit_fold, speaker_leak_warning
+from emoplug.data.combine import (
+    combine_corpora,
+    corpus_of,
+    label_map_problems,
+    split_protocol,
+)
 from emoplug.errors import EmoplugError, RecipeError, dataset_problems
 from emoplug.registry import Registry, get_registry
 from emoplug.types import MISSING_AUDIO, Corpus, Fold
@@ -40,14 +46,17 @@ class Split:
 class CorpusRequest:
     """What a plan asks of the data layer: a dataset, the protocols to split it with, and
     whether audio is read (``emoplug.recipe.Plan.corpus_request`` builds it); ``source``
-    names the recipe in errors."""
+    names the recipe in errors. A recipe with ``datasets:`` gives ``datasets`` (name ->
+    config) and its ``label_map`` instead of ``dataset`` (``emoplug.data.combine``)."""
 
-    dataset: dict[str, Any]
+    dataset: dict[str, Any] | None
     splits: list[Split]
     need_audio: bool
     cache_dir: Path
     source: str
     need_text: bool = False
+    datasets: dict[str, dict[str, Any]] | None = None
+    label_map: dict[str, dict[str, str | None]] = dataclasses.field(default_factory=dict)
 
 
 def load_corpus_and_folds(request: CorpusRequest, registry: Registry | None = None,
@@ -57,16 +66,19 @@ def load_corpus_and_folds(request: CorpusRequest, registry: Registry | None = No
     (a named protocol's folds are called ``<name>:<fold>``); fold names must match what the
     plan announced. Each fold's ``meta["audit"]`` holds its leakage audit
     (``emoplug.data.audit``). With ``warn``, skipped items are summarised in one line and a
-    protocol that puts test speakers in train says so in one line.
+    protocol that puts test speakers in train says so in one line. Several ``datasets`` are
+    read one by one and combined (:func:`emoplug.data.combine.combine_corpora`); a protocol
+    with a ``within`` key splits that corpus alone.
 
     Raises :class:`RecipeError` (one line per problem) for data that cannot be studied."""
     registry = registry or get_registry()
-    dataset = registry.build("dataset", request.dataset)
-    try:
-        corpus = dataset.load(need_audio=request.need_audio, cache_dir=request.cache_dir)
-    except EmoplugError as exc:
-        raise RecipeError(request.source, dataset_problems(exc)) from None
+    if request.datasets is None:
+        corpus = _read_dataset(request, registry, request.dataset, "dataset")
+    else:
+        corpus = _read_datasets(request, registry)
     problems = corpus_problems(corpus, request.need_text)
+    if request.datasets is not None:  # the combined corpus's lines name the whole section
+        problems = [f"datasets{p.removeprefix('dataset')}" for p in problems]
     if problems:
         raise RecipeError(request.source, problems)
     if warn:
@@ -76,12 +88,21 @@ def load_corpus_and_folds(request: CorpusRequest, registry: Registry | None = No
     by_id = corpus.by_id()
     folds: list[Fold] = []
     for name, config, expected in ((s.name, s.config, s.folds) for s in request.splits):
-        protocol = registry.build("protocol", config)
+        protocol_config, only = split_protocol(config)
+        protocol = registry.build("protocol", protocol_config)
         where = f"protocols.{name}" if name else "protocol"
+        part = corpus if only is None else corpus_of(corpus, only)
+        absent = [label for label in part.labels if not any(u.label == label
+                                                            for u in part.utterances)]
+        if only is not None and absent:
+            raise RecipeError(request.source, [
+                f"{where}.within: label(s) {', '.join(repr(a) for a in absent)} of the shared "
+                f"label set never occur in '{only}', so a model trained within it never "
+                f"learns them; map them onto its labels (label_map) or study '{only}' apart"])
         try:
             made = [dataclasses.replace(f, name=f"{name}:{f.name}" if name else f.name,
                                         meta={**f.meta, "audit": audit_fold(f, by_id)})
-                    for f in protocol.folds(corpus)]
+                    for f in protocol.folds(part)]
         except EmoplugError as exc:
             raise RecipeError(request.source, [f"{where}: {line}"
                                             for line in str(exc).splitlines()]) from None
@@ -93,6 +114,33 @@ def load_corpus_and_folds(request: CorpusRequest, registry: Registry | None = No
             raise RecipeError(request.source, problems)
         folds += made
     return corpus, folds
+
+
+def _read_dataset(request: CorpusRequest, registry: Registry, config: dict[str, Any],
+                  where: str) -> Corpus:
+    """One dataset read; its errors as recipe problems under ``where`` (``datasets.north``)."""
+    try:
+        return registry.build("dataset", config).load(need_audio=request.need_audio,
+                                                      cache_dir=request.cache_dir)
+    except EmoplugError as exc:
+        raise RecipeError(request.source, [f"{where}{p.removeprefix('dataset')}"
+                                           for p in dataset_problems(exc)]) from None
+
+
+def _read_datasets(request: CorpusRequest, registry: Registry) -> Corpus:
+    """Every dataset of ``request.datasets`` read, checked on its own (a corpus without any
+    transcript is refused when a cell reads text; its label map against its labels), then
+    combined into one corpus."""
+    corpora, problems = {}, []
+    for name, config in (request.datasets or {}).items():
+        where = f"datasets.{name}"
+        corpus = corpora[name] = _read_dataset(request, registry, config, where)
+        problems += [f"{where}{p.removeprefix('dataset')}"
+                     for p in corpus_problems(corpus, request.need_text)]
+        problems += label_map_problems(name, corpus.labels, request.label_map.get(name))
+    if problems:
+        raise RecipeError(request.source, problems)
+    return combine_corpora(corpora, request.label_map)
 
 
 def corpus_problems(corpus: Corpus, need_text: bool = False) -> list[str]:
@@ -214,11 +262,13 @@ def fold_problems(folds: list[Fold], expected: list[str], where: str, kind: str)
 
 
 def data_record(corpus: Corpus) -> dict[str, Any]:
-    """What ``plan.json`` and each ``result.json`` record of the data: utterances kept, and
-    the items skipped and excluded, by reason."""
+    """What ``plan.json`` and each ``result.json`` record of the data: utterances kept, the
+    items skipped and excluded, by reason, and ``synthetic: true`` for generated data (the
+    ``demo`` corpus: its numbers show the machinery, not emotion recognition)."""
     return {"utterances": len(corpus.utterances),
             "skipped": dict(sorted(corpus.skipped.items())),
-            "excluded": dict(sorted(corpus.meta.get("excluded", {}).items()))}
+            "excluded": dict(sorted(corpus.meta.get("excluded", {}).items())),
+            **({"synthetic": True} if corpus.meta.get("synthetic") else {})}
 
 
 def data_line(corpus: Corpus, folds: list[Fold]) -> str:
@@ -227,7 +277,10 @@ def data_line(corpus: Corpus, folds: list[Fold]) -> str:
     labels = Counter(u.label for u in corpus.utterances if u.label is not None)
     audio = sum(u.audio is not None for u in corpus.utterances)
     excluded = corpus.meta.get("excluded", {})
+    corpora = corpus.meta.get("corpora", [])
     parts = [f"data: {len(corpus.utterances)} utterances of '{corpus.name}'",
+             *([f"{len(corpora)} corpora (ids, speakers and sessions namespaced per corpus: "
+                "no speaker is shared across corpora by construction)"] if corpora else []),
              f"{len(labels)} labels" if labels else "no labels",
              *([f"{audio} audio files found"] if audio else []), f"{len(folds)} folds",
              f"skipped {sum(corpus.skipped.values())}"

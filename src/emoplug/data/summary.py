@@ -46,7 +46,9 @@ def summarize(corpus: Corpus, folds: Sequence[Fold]) -> dict[str, Any]:
     each fold's train/dev/test sizes and label counts.
 
     ``excluded`` comes from ``corpus.meta["excluded"]`` (utterances a dataset leaves out on
-    purpose, e.g. labels outside the label set), ``skipped`` from ``corpus.skipped``.
+    purpose, e.g. labels outside the label set), ``skipped`` from ``corpus.skipped``; a
+    dataset's ``published_counts`` check and ``label_source`` (where labels come from when a
+    corpus offers more than one source, with counts) are passed on as they are.
     """
     by_id = corpus.by_id()
     fold_rows = []
@@ -61,6 +63,7 @@ def summarize(corpus: Corpus, folds: Sequence[Fold]) -> dict[str, Any]:
         })
     excluded = corpus.meta.get("excluded", {})
     published = corpus.meta.get("published_counts")
+    label_source = corpus.meta.get("label_source")
     return {
         "dataset": corpus.name,
         "labels": list(corpus.labels),
@@ -76,6 +79,8 @@ def summarize(corpus: Corpus, folds: Sequence[Fold]) -> dict[str, Any]:
         "excluded": {reason: excluded[reason] for reason in sorted(excluded)},
         "folds": fold_rows,
         **({"published_counts": published} if published else {}),
+        **({"label_source": label_source} if label_source else {}),
+        **({"per_corpus": _per_corpus(corpus)} if corpus.meta.get("corpora") else {}),
     }
 
 
@@ -93,6 +98,12 @@ def _counts(title: str, counts: dict[str, int], total: int) -> list[str]:
     return [f"{title}:", *(_table(rows) if rows else ["  (none)"])]
 
 
+def _per_corpus(corpus: Corpus) -> dict[str, dict[str, int]]:
+    """Utterances per shared label of each corpus a recipe's ``datasets`` combined."""
+    return {name: _label_counts((u for u in corpus.utterances if u.meta.get("corpus") == name),
+                                corpus.labels) for name in corpus.meta["corpora"]}
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """A human-readable rendering of :func:`summarize`'s dict."""
     total = summary["total"]
@@ -100,6 +111,11 @@ def format_summary(summary: dict[str, Any]) -> str:
     lines = [f"dataset {summary['dataset']}: {total} utterances, "
              f"labels: {', '.join(labels) or '(none)'}"]
     lines += _counts("per label", summary["per_label"], total)
+    if "per_corpus" in summary:
+        lines.append("per corpus (shared labels):")
+        lines += _table([["corpus", "total", *labels]] + [
+            [name, str(sum(counts.values())), *(str(counts.get(label, 0)) for label in labels)]
+            for name, counts in summary["per_corpus"].items()])
     lines += _counts("per session", summary["per_session"], total)
     lines += _counts("per speaker", summary["per_speaker"], total)
     if summary["avd"]:
@@ -113,6 +129,11 @@ def format_summary(summary: dict[str, Any]) -> str:
         lines += _table([[reason, str(n)] for reason, n in summary["excluded"].items()])
     if "published_counts" in summary:
         lines += _published_lines(summary["published_counts"])
+    if "label_source" in summary:
+        source = summary["label_source"]
+        lines.append(f"labels from: {source['description']}")
+        lines += _table([[name, "-" if n is None else str(n)]
+                         for name, n in source["counts"].items()])
     lines.append("skipped:" if summary["skipped"] else "skipped: nothing")
     for reason, info in summary["skipped"].items():
         lines.append(f"  {reason}: {info['count']} (e.g. {', '.join(info['examples'])})")
@@ -132,9 +153,10 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _published_lines(check: dict[str, Any]) -> list[str]:
-    """The corpus's files per emotion (before any label set or merge) beside the numbers the
-    corpus publishes, and whether the full corpus is present."""
-    rows = [["emotion", "found", "published"]]
+    """The corpus's files per emotion (before any label set or merge; per partition for a
+    corpus that publishes only those) beside the numbers the corpus publishes, and whether
+    the full corpus is present."""
+    rows = [[check.get("unit", "emotion"), "found", "published"]]
     rows += [[label, str(n["found"]), str(n["published"])]
              for label, n in check["per_label"].items()]
     verdict = (f"matches the published counts: the full corpus ({check['present']} files)"

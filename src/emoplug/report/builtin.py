@@ -16,11 +16,13 @@ from emoplug import hookimpl
 def emoplug_register_report_sections(register: Any) -> None:
     from emoplug.report import (
         comparisons,
+        cross_corpus,
         data,
         leakage,
         sections,
         speakers,
         stopping,
+        transcripts,
         tuning,
     )
 
@@ -30,6 +32,7 @@ def emoplug_register_report_sections(register: Any) -> None:
             (20, "missing", sections.missing_section),
             (25, "data", data.data_section),
             (30, "protocol", leakage.protocol_section),
+            (35, "cross_corpus", cross_corpus.cross_corpus_section),
             (40, "control", comparisons.control_section),
             (50, "stage1", sections.stage1_section),
             (60, "approach", comparisons.approach_section),
@@ -46,6 +49,7 @@ def emoplug_register_report_sections(register: Any) -> None:
                 grouped, axis="fusion", key="fusion", title="Fusion comparison",
                 text="Multimodal cells, grouped by fusion strategy.")),
             (110, "staged", comparisons.staged_section),
+            (115, "transcripts", transcripts.transcripts_section),
             (120, "settings", comparisons.setting_section),
             (130, "ablation", comparisons.ablation_section),
             (140, "confusion", sections.confusion_section),

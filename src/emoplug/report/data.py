@@ -22,6 +22,9 @@ def data_section(run: RunData) -> Section:
             for kind in ("skipped", "excluded")
             for reason, count in sorted((data.get(kind) or {}).items())]
     studied = f"{data.get('utterances', '?')} utterances studied"
+    if data.get("synthetic"):
+        studied += (" (synthetic, generated data: the numbers of this report show that the "
+                    "machinery works, not how well a model recognises emotion)")
     if rows:
         section.tables.append(Table(["Left out", "Reason", "Items"], rows,
                                     f"{studied}; items left out, by reason"))

@@ -1,4 +1,5 @@
-"""The report's figures: grouped bars, forest plots of paired differences, confusion matrices.
+"""The report's figures: grouped bars, forest plots of paired differences, confusion matrices,
+score matrices (cross-corpus train × test).
 
 Each chart is a small dataclass holding its data; ``save_chart`` draws it with matplotlib's
 Agg canvas (headless, no pyplot state) and writes ``<stem>.png`` and ``<stem>.svg``.
@@ -144,7 +145,47 @@ class LineChart:
         fig.legend(loc="outside lower center", ncols=1, fontsize="small")
 
 
-Chart = BarChart | ForestPlot | ConfusionGrid | LineChart
+@dataclass
+class ScoreMatrix:
+    """Heatmaps of a score in % side by side, one per panel: ``(name, row labels, column
+    labels, values)`` with ``values[row, col]`` in [0, 1] (``nan`` = not run, left blank).
+    The last ``reference_rows`` rows of each panel (e.g. in-corpus scores) are set apart by a
+    line."""
+
+    title: str
+    panels: list[tuple[str, list[str], list[str], np.ndarray]]
+    label: str
+    reference_rows: int = 0
+    layout: str = "compressed"
+
+    def size(self) -> tuple[float, float]:
+        rows = max(len(r) for _, r, _, _ in self.panels)
+        cols = max(len(c) for _, _, c, _ in self.panels)
+        panel = 0.9 * cols + 2.0  # row labels beside each matrix
+        scale = min(1.0, 18.0 / (panel * len(self.panels) + 1.0))
+        return (panel * len(self.panels) + 1.0) * scale, (0.6 * rows + 2.2) * scale
+
+    def draw(self, fig: Any) -> None:
+        axes = fig.subplots(1, len(self.panels), squeeze=False)[0]
+        for ax, (name, rows, cols, values) in zip(axes, self.panels, strict=True):
+            image = ax.imshow(100 * values, cmap="viridis", vmin=0.0, vmax=100.0,
+                              aspect="auto")
+            for (row, col), value in np.ndenumerate(values):
+                if not math.isnan(value):
+                    ax.text(col, row, f"{100 * value:.1f}", ha="center", va="center",
+                            fontsize="small", color="black" if value > 0.6 else "white")
+            if self.reference_rows:
+                ax.axhline(len(rows) - self.reference_rows - 0.5, color="white", linewidth=3)
+            ax.set_xticks(np.arange(len(cols)), cols, rotation=30, ha="right")
+            ax.set_yticks(np.arange(len(rows)), rows)
+            ax.set_xlabel("test corpus")
+            ax.set_ylabel("trained on")
+            ax.set_title(name, fontsize="small")
+        fig.colorbar(image, ax=list(axes), shrink=0.8, label=self.label)
+        fig.suptitle(self.title)
+
+
+Chart = BarChart | ForestPlot | ConfusionGrid | LineChart | ScoreMatrix
 
 
 def save_chart(chart: Chart, folder: Path, stem: str) -> dict[str, Path]:

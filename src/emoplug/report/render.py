@@ -136,7 +136,8 @@ JOB_COLUMNS = ("job", "cell", "cell_label", "status", "fold", "seed", "text", "a
 #: dev metrics in results.csv (what every "best" is chosen by)
 DEV_COLUMNS = tuple(m for m, _ in CLASS_METRICS)
 RUN_COLUMNS = ("best_epoch", "epochs_run", "dev_loss", "size_train", "size_dev", "size_test",
-               "setup_s", "train_s", "eval_s", "total_s", "device", "mixed_precision", "stage")
+               "setup_s", "train_s", "eval_s", "total_s", "device", "mixed_precision", "stage",
+               "text_source", "wer_test")
 
 
 def _value(value: Any) -> Any:
@@ -170,6 +171,10 @@ def _job_row(cell: CellRecord, job: JobRecord) -> dict[str, Any]:
         **{k: timings.get(k) for k in ("setup_s", "train_s", "eval_s", "total_s")},
         "device": result.get("device"), "mixed_precision": result.get("mixed_precision"),
         "stage": result.get("stage"),
+        "text_source": (cell.configs.get("text") or {}).get("source", "gold")
+        if cell.configs.get("text") else None,
+        "wer_test": (((result.get("transcripts") or {}).get("wer") or {}).get("test")
+                     or {}).get("wer"),
     })
     for key, value in job.test.items():
         if isinstance(value, (int, float)):

@@ -1,7 +1,8 @@
 """The report's structure (tables, sections) and how numbers are written in it.
 
-Classification metrics (WA, UA, F1) are shown in %, their differences in percentage points;
-dimensional metrics (RMSE, MAE, CCC) on the corpus scale with three decimals.
+Classification metrics (WA, UA, F1) and word error rates are shown in %, their differences in
+percentage points; dimensional metrics (RMSE, MAE, CCC) on the corpus scale with three
+decimals.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from emoplug.report.stats import PairedTest, Summary
 CLASS_METRICS = (("wa", "WA"), ("ua", "UA"), ("macro_f1", "Macro-F1"))
 #: per-dimension metric suffixes and titles (``valence_rmse`` ...)
 DIM_METRICS = (("rmse", "RMSE"), ("mae", "MAE"), ("ccc", "CCC"))
-PERCENT = frozenset({*(key for key, _ in CLASS_METRICS), "micro_f1"})
+PERCENT = frozenset({*(key for key, _ in CLASS_METRICS), "micro_f1", "wer"})
 DASH = "—"
 
 

@@ -2,8 +2,9 @@
 
 Built once per process, so many small jobs pay no per-job start-up cost: the corpus is read
 once, each audio feature is loaded from the cache once (kept in memory up to a budget, as
-are the waveforms of speech models that train and a speech stage's features), and
-frozen/staged text outputs are loaded once per (encoder, fold, seed).
+are the waveforms of speech models that train and a speech stage's features),
+frozen/staged text outputs are loaded once per (encoder, fold, seed), and transcripts made
+from speech once per speech recogniser config.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from emoplug.components import recipe_key
 from emoplug.data.cache import FeatureCache
 from emoplug.data.features import load_features
 from emoplug.data.loading import load_corpus_and_folds
+from emoplug.data.transcripts import Transcripts, transcribe_corpus
 from emoplug.errors import EmoplugError
 from emoplug.recipe import Plan
 from emoplug.registry import Registry, get_registry
 from emoplug.train.packed import PackedSequences, pack_text, resolved
-from emoplug.types import Fold, Utterance
+from emoplug.types import Corpus, Fold, Utterance
 
 #: bytes of audio features kept in memory per process (``EMOPLUG_FEATURE_MEMORY``, in MB)
 DEFAULT_FEATURE_MEMORY_MB = 4096
@@ -155,36 +158,67 @@ class WaveformStore(FeatureStore):
         waveform = load_audio(utt.audio, self.featurizer.sample_rate)
         return np.ascontiguousarray(self.featurizer.prepare_waveform(waveform)[:, None],
                                     dtype=np.float32)
+class FeatureArrays:
+    """One featurizer's features for a corpus (``key``: its cache key), sent to processes
+    that do not read the cache (Ray workers); ``failed``: utterance id -> why it has none."""
+
+    key: str
+    arrays: dict[str, np.ndarray]
+    failed: dict[str, str]
 
 
 class RunContext:
     """Shared state of one process while it runs a plan's jobs."""
 
     def __init__(self, plan: Plan, output_dir: Path, registry: Registry | None = None,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1,
+                 loaded: tuple[Corpus, list[Fold]] | None = None):
+        """``loaded``: the corpus and folds when another process read them (a Ray worker
+        gets them from the driver); read from the dataset otherwise."""
         self.plan = plan
         self.rank, self.world = rank, world  # this process among those sharing the run
         self.output_dir = output_dir
         self.registry = registry or get_registry()
         self.cache = FeatureCache(plan.cache_dir())
         self.need_audio = any(c.audio is not None for c in plan.cells)
-        self.corpus, folds = load_corpus_and_folds(plan.corpus_request(), self.registry,
-                                                     warn=rank == 0)
+        self.corpus, folds = loaded or load_corpus_and_folds(plan.corpus_request(),
+                                                             self.registry, warn=rank == 0)
         self.folds: dict[str, Fold] = {f.name: f for f in folds}
         self.by_id = self.corpus.by_id()
         self.labels = list(self.corpus.labels)
         self._budget = MemoryBudget(feature_memory_bytes())
         self._stores: dict[str, FeatureStore] = {}
         self.text_outputs: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+        self._transcripts: dict[str, Transcripts] = {}  # by speech recogniser cache key
         #: key -> (the text_outputs dict it was packed from, sequence, pooled)
         self._packed_text: dict[str, tuple[Any, PackedSequences, PackedSequences]] = {}
         self.device_inputs_failed: str | None = None  # why packing was given up, if it was
         self.show_progress = False  # bars for slow passes (frozen encoders) on this process
 
-    @property
-    def texts(self) -> list[str]:
-        """Every transcript of the corpus, sorted (tokenizer training for tiny encoders)."""
-        return sorted({u.text for u in self.corpus.utterances if u.text})
+    def transcripts(self, text_config: dict[str, Any]) -> dict[str, str]:
+        """The transcripts a text encoder config reads, by utterance id: the corpus's own
+        (``source: gold``, the default), or those its speech recogniser makes from the audio
+        (``source: asr``; an utterance whose audio cannot be read has none)."""
+        if text_config.get("source", "gold") == "gold":
+            return {u.id: u.text for u in self.corpus.utterances if u.text}
+        with recipe_key(f"{self.plan.component_key('text', text_config)}.asr"):
+            return self.asr_transcripts(text_config["asr"]).texts
+
+    def asr_transcripts(self, asr_config: dict[str, Any]) -> Transcripts:
+        """The transcripts of one speech recogniser config (made once per process, read
+        from the cache when another process or run made them)."""
+        recogniser = self.registry.build("asr", asr_config)
+        key = recogniser.cache_key()
+        if key not in self._transcripts:
+            progress = f"transcribing ({asr_config['type']})" if self.show_progress else None
+            self._transcripts[key] = transcribe_corpus(recogniser, self.corpus.utterances,
+                                                       self.cache, progress)
+        return self._transcripts[key]
+
+    def adopt_transcripts(self, shipped: dict[str, Transcripts]) -> None:
+        """Serve speech recognisers' transcripts made by another process (a Ray worker gets
+        the driver's), by recogniser cache key."""
+        self._transcripts.update(shipped)
 
     def work_dir(self) -> Path:
         path = self.plan.cache_dir() / "models"
@@ -221,6 +255,28 @@ class RunContext:
         if key not in self._stores:
             self._stores[key] = make(self._budget)
         return self._stores[key]
+    def feature_arrays(self, audio_config: dict[str, Any]) -> FeatureArrays:
+        """Every utterance's features of one featurizer config, and why the unreadable ones
+        have none (read from the cache, computed on a miss): what a Ray worker is sent."""
+        store = self.features(audio_config)
+        arrays = {}
+        for utt in self.corpus.utterances:
+            if utt.audio:
+                array = store.compute(utt)
+                if array is not None:
+                    arrays[utt.id] = array
+        return FeatureArrays(store.featurizer.cache_key(), arrays, dict(store.failed))
+
+    def adopt_features(self, audio_config: dict[str, Any], shipped: FeatureArrays) -> None:
+        """Serve ``audio_config``'s features from ``shipped`` (another process's
+        :meth:`feature_arrays`) instead of the cache; they are held whatever the budget."""
+        store = self.features(audio_config)
+        if store.featurizer.cache_key() != shipped.key:
+            raise EmoplugError(f"features shipped for {shipped.key} cannot serve "
+                               f"{store.featurizer.cache_key()}")
+        store.held.update(shipped.arrays)
+        store.frames.update({i: int(a.shape[0]) for i, a in shipped.arrays.items()})
+        store.failed.update(shipped.failed)
 
     def packed_text(self, key: str, device: Any) -> tuple[PackedSequences, PackedSequences]:
         """The text outputs ``text_outputs[key]`` packed on ``device`` (sequence, pooled),

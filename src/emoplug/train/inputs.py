@@ -67,9 +67,10 @@ def load_inputs(ctx: RunContext, job: Job, device: torch.device) -> JobInputs:
         audio_store = audio_stage.stage_features(ctx, audio_sid)
     elif audio is not None:
         audio_store = ctx.features(cfg["audio"])
+    transcripts = ctx.transcripts(cfg["text"]) if cfg["text"] is not None else {}
     fold = ctx.folds[job.fold]
     dropped: dict[str, int] = {}
-    splits = {name: _examples(ctx, job, ids, text_cache, audio_store, dropped)
+    splits = {name: _examples(ctx, job, ids, transcripts, text_cache, audio_store, dropped)
               for name, ids in (("train", fold.train), ("dev", fold.dev), ("test", fold.test))}
     for name, examples in splits.items():
         if not examples and not (name == "dev" and fold.meta.get("dev") == "inner_folds"):
@@ -80,13 +81,14 @@ def load_inputs(ctx: RunContext, job: Job, device: torch.device) -> JobInputs:
                      audio_mode=audio, audio_stage=audio_sid)
 
 
-def _examples(ctx: RunContext, job: Job, ids: tuple[str, ...], text_cache, audio_store,
-              dropped: dict[str, int]) -> list[Example]:
-    """The split's examples; utterances missing an input the cell needs are dropped and counted."""
+def _examples(ctx: RunContext, job: Job, ids: tuple[str, ...], transcripts: dict[str, str],
+              text_cache, audio_store, dropped: dict[str, int]) -> list[Example]:
+    """The split's examples; utterances missing an input the cell needs are dropped and
+    counted. ``transcripts``: the texts of the cell's transcript source, by id."""
     out = []
     for utt_id in ids:
         u = ctx.by_id[utt_id]
-        if job.cell.text is not None and not u.text:
+        if job.cell.text is not None and utt_id not in transcripts:
             dropped["no text"] = dropped.get("no text", 0) + 1
             continue
         if job.cell.audio is not None and (not u.audio or not audio_store.available(u)):
@@ -98,7 +100,7 @@ def _examples(ctx: RunContext, job: Job, ids: tuple[str, ...], text_cache, audio
             if text_cache is not None:
                 example.text_cached = text_cache[u.id]
             else:
-                example.text = u.text
+                example.text = transcripts[utt_id]
         if job.cell.audio is not None:
             example.audio = audio_store.loader(u)
             example.frames = audio_store.frames[u.id]

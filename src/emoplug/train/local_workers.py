@@ -8,7 +8,8 @@ import sys
 
 from emoplug.recipe import Plan
 from emoplug.train.leases import new_token
-from emoplug.train.runner import RunSummary, run_plan
+from emoplug.train.run_summary import RunSummary
+from emoplug.train.runner import run_plan
 from emoplug.train.signals import stop_children, stop_on_signals
 from emoplug.train.workers import Worker
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import emoplug
-from emoplug.recipe import Job
+from emoplug.recipe import Job, transcribed
 
 if TYPE_CHECKING:
     from emoplug.components import Approach
@@ -97,7 +97,23 @@ def done(ctx: RunContext, job: Job, inputs: JobInputs, built: JobModel, fitted: 
         "mixed_precision": ctx.plan.recipe.train.mixed_precision,
         "versions": versions(),
     }
+    if transcribed(job.cell):  # absent for gold transcripts: results stay as they were
+        result["transcripts"] = transcript_record(ctx, job, inputs)
     return JobOutcome(result, (outputs["test"], decoded["test"]), built.model, built.approach)
+
+
+def transcript_record(ctx: RunContext, job: Job, inputs: JobInputs) -> dict[str, Any]:
+    """How good the speech recogniser's transcripts of the job's splits are: per split, the
+    word error rate against the corpus's gold transcripts (None where no utterance of the
+    split has one)."""
+    from emoplug.data.transcripts import word_error_rate
+
+    asr = ctx.transcripts(job.cell.config["text"])
+    wer = {}
+    for name, examples in inputs.splits.items():
+        gold = [(ctx.by_id[e.id].text, asr[e.id]) for e in examples if ctx.by_id[e.id].text]
+        wer[name] = word_error_rate([g for g, _ in gold], [h for _, h in gold])
+    return {"source": "asr", "asr": job.cell.config["text"]["asr"], "wer": wer}
 
 
 def failure(job: Job, exc: BaseException, seconds: float,

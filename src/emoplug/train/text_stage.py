@@ -42,11 +42,13 @@ STAGE_ENCODER = "encoder"
 
 
 def build_text_module(ctx: RunContext, text_config: dict[str, Any], seed: int) -> nn.Module:
-    """Build a text encoder module; random parts (tiny models, dropout) follow ``seed``."""
-    torch.manual_seed(seed)
+    """Build a text encoder module; random parts (tiny models, dropout) follow ``seed``.
+    Tiny encoders train their tokenizer on the transcripts the config reads."""
     with recipe_key(ctx.plan.component_key("text", text_config)):
+        texts = sorted({t for t in ctx.transcripts(text_config).values() if t})
+        torch.manual_seed(seed)
         component = ctx.registry.build("text", text_config)
-        return component.build(texts=ctx.texts, work_dir=ctx.work_dir())
+        return component.build(texts=texts, work_dir=ctx.work_dir())
 
 
 def encode_texts(module: nn.Module, texts: dict[str, str], batch_size: int,
@@ -79,11 +81,12 @@ def encode_texts(module: nn.Module, texts: dict[str, str], batch_size: int,
 
 def frozen_outputs(ctx: RunContext, text_config: dict[str, Any], device: torch.device
                    ) -> TextOutputs:
-    """Outputs of a frozen encoder for every utterance with text, through the feature cache."""
+    """Outputs of a frozen encoder for every utterance with a transcript (of the config's
+    ``source``), through the feature cache."""
     key = frozen_key(ctx, text_config)
     if key in ctx.text_outputs:
         return ctx.text_outputs[key]
-    texts = {u.id: u.text for u in ctx.corpus.utterances if u.text}
+    texts = ctx.transcripts(text_config)
     outputs: TextOutputs = {}
     missing: dict[str, str] = {}
     for utt_id, text in texts.items():
@@ -108,7 +111,7 @@ def frozen_outputs(ctx: RunContext, text_config: dict[str, Any], device: torch.d
 def frozen_key(ctx: RunContext, text_config: dict[str, Any]) -> str:
     """Where a frozen encoder's outputs are kept in ``ctx.text_outputs`` and the cache."""
     # the dataset is part of the key: tiny encoders train their tokenizer on its texts
-    return "frozen-" + stable_hash([text_config, ctx.plan.shared_config["dataset"]], 20)
+    return "frozen-" + stable_hash([text_config, ctx.plan.data_identity()], 20)
 
 
 def stage_key(sid: str) -> str:
@@ -226,14 +229,16 @@ def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str,
     start = time.perf_counter()
     settings = ctx.plan.recipe.train
     fold = ctx.folds[fold_name]
+    transcripts = ctx.transcripts(text_config)
 
     def examples(ids: tuple[str, ...]) -> list[Example]:
         out = []
         for utt_id in ids:
             u = ctx.by_id[utt_id]
-            if u.text:
+            if utt_id in transcripts:
                 label = ctx.labels.index(u.label) if u.label in ctx.labels else -1
-                out.append(Example(u.id, label, u.avd or (np.nan,) * 3, text=u.text))
+                out.append(Example(u.id, label, u.avd or (np.nan,) * 3,
+                                   text=transcripts[utt_id]))
         return out
 
     train = apply_control(control, examples(fold.train), seed, fold_name)
@@ -250,8 +255,8 @@ def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str,
                  Loader(dev, collate, settings.batch_size, False), settings, accelerator,
                  encoder_lr={"text": text_config.get("lr")}, ddp=ddp, epochs=settings.stage_epochs,
                  on_batch=on_batch)
-    texts = {i: ctx.by_id[i].text for i in (*fold.train, *fold.dev, *fold.test)
-             if ctx.by_id[i].text}
+    texts = {i: transcripts[i] for i in (*fold.train, *fold.dev, *fold.test)
+             if i in transcripts}
     outputs = encode_texts(module, texts, settings.batch_size, accelerator.device)
     info = {"status": "done", "stage": sid, "text": text_config, "fold": fold_name,
             "seed": seed, "objective": objective, "control": control,
