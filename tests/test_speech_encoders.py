@@ -267,10 +267,12 @@ def test_validate_names_each_uncached_checkpoint_in_one_line(monkeypatch, tmp_pa
     assert result.exit_code == 2
     lines = result.stderr.splitlines()
     missing = "is not in the local Hugging Face cache and the hub is unreachable"
+    entries = {"wav2vec2": ("frames", "pooled", "finetune", "staged"),
+               "wavlm": ("frames", "pooled", "finetune"), "whisper": ("frames", "pooled")}
     assert lines == [
-        f"error: recipes/ssl_audio.yaml: audio.{name}_frames.pretrained, "
-        f"audio.{name}_pooled.pretrained: {checkpoint} {missing}; give a local checkpoint "
-        "directory instead"
+        "error: recipes/ssl_audio.yaml: "
+        + ", ".join(f"audio.{name}_{entry}.pretrained" for entry in entries[name])
+        + f": {checkpoint} {missing}; give a local checkpoint directory instead"
         for name, checkpoint in [("wav2vec2", "facebook/wav2vec2-base"),
                                  ("wavlm", "microsoft/wavlm-base-plus"),
                                  ("whisper", "openai/whisper-base")]]
