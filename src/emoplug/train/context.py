@@ -158,6 +158,9 @@ class WaveformStore(FeatureStore):
         waveform = load_audio(utt.audio, self.featurizer.sample_rate)
         return np.ascontiguousarray(self.featurizer.prepare_waveform(waveform)[:, None],
                                     dtype=np.float32)
+
+
+@dataclass
 class FeatureArrays:
     """One featurizer's features for a corpus (``key``: its cache key), sent to processes
     that do not read the cache (Ray workers); ``failed``: utterance id -> why it has none."""
