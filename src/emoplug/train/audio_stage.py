@@ -35,8 +35,8 @@ from emoplug.train.controls import apply_control
 from emoplug.train.data import Collator, Example, Loader, move_to
 from emoplug.train.loop import OnBatch, fit
 from emoplug.train.model import CellModel
-from emoplug.train.text_stage import stage_loss
-from emoplug.types import Encoded, Utterance
+from emoplug.train.text_stage import PooledHead, stage_loss
+from emoplug.types import Utterance
 
 #: folder of a stage holding its features, and their namespace in that feature cache
 FEATURES = "features"
@@ -83,17 +83,6 @@ def stage_status(ctx: RunContext, sid: str) -> dict[str, Any] | None:
     return status
 
 
-class _SpeechHead(nn.Module):
-    """Speech-only head of the staged fine-tuning: pooled vector -> classes (+ 3 AVD)."""
-
-    def __init__(self, dim: int, out_dim: int, dropout: float = 0.1):
-        super().__init__()
-        self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, out_dim))
-
-    def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
-        return self.net(encoded["audio"].pooled)
-
-
 def _examples(ctx: RunContext, store: FeatureStore, ids: tuple[str, ...]) -> list[Example]:
     """The utterances of ``ids`` with readable audio, as waveform examples."""
     out = []
@@ -130,7 +119,7 @@ def run_audio_stage(ctx: RunContext, audio_config: dict[str, Any], fold_name: st
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)  # the speech model's time masking draws from NumPy
     module = ctx.registry.build("audio", audio_config).build_waveform_encoder()
-    model = CellModel(_SpeechHead(module.dim, loss.out_dim), audio=module)
+    model = CellModel(PooledHead(module.dim, loss.out_dim, "audio"), audio=module)
     collate = Collator(None)
     result = fit(model, loss,
                  Loader(train, collate, settings.batch_size, True, seed, settings.bucketing),

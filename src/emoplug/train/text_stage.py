@@ -155,15 +155,17 @@ def stage_status(ctx: RunContext, sid: str) -> dict[str, Any] | None:
     return status
 
 
-class _PooledHead(nn.Module):
-    """Text-only head of the staged fine-tuning: pooled vector -> classes (+ 3 AVD)."""
+class PooledHead(nn.Module):
+    """Head of a staged fine-tuning (text or speech): the ``modality``'s pooled vector ->
+    classes (+ 3 AVD)."""
 
-    def __init__(self, dim: int, out_dim: int, dropout: float = 0.1):
+    def __init__(self, dim: int, out_dim: int, modality: str = "text", dropout: float = 0.1):
         super().__init__()
+        self.modality = modality
         self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, out_dim))
 
     def forward(self, encoded: dict[str, Encoded]) -> torch.Tensor:
-        return self.net(encoded["text"].pooled)
+        return self.net(encoded[self.modality].pooled)
 
 
 class _StageLoss:
@@ -248,7 +250,7 @@ def run_text_stage(ctx: RunContext, text_config: dict[str, Any], fold_name: str,
     loss = stage_loss(objective, len(ctx.labels), train,
                       f"text stage {text_config['type']} fold={fold_name}")
     module = build_text_module(ctx, text_config, seed)
-    model = CellModel(_PooledHead(module.dim, loss.out_dim), text=module)
+    model = CellModel(PooledHead(module.dim, loss.out_dim), text=module)
     collate = Collator(module.tokenize)
     result = fit(model, loss,
                  Loader(train, collate, settings.batch_size, True, seed, settings.bucketing),
