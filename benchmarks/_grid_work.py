@@ -287,7 +287,7 @@ def build_encoder(family: str, small: bool = False, seed: int = 0) -> Any:
     import transformers
 
     from emoplug.train.model import CellModel
-    from emoplug.train.text_stage import _PooledHead
+    from emoplug.train.text_stage import PooledHead
     from emoplug_text.families import FAMILIES
     from emoplug_text.module import TransformerTextModule
 
@@ -303,7 +303,7 @@ def build_encoder(family: str, small: bool = False, seed: int = 0) -> Any:
     module = TransformerTextModule(
         transformer, None, pooling=facts.default_pooling, max_length=128, dropout=0.1,
         train_layers=None, layers=facts.layers, token_type_ids=facts.token_type_ids)
-    return CellModel(_PooledHead(module.dim, N_CLASSES + 3), text=module)
+    return CellModel(PooledHead(module.dim, N_CLASSES + 3), text=module)
 
 
 def encoder_batches(model: Any, batch: int = BATCH, tokens: int = TOKENS) -> Callable[[], Any]:
